@@ -1,0 +1,1 @@
+"""Problems to reason about, and the TALE budget search that labels them."""

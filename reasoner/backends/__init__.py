@@ -1,0 +1,51 @@
+"""Generation backends: a batch of prompts in, one ``Generation`` per prompt out.
+
+Two implementations satisfy ``Backend``: ``hf`` (local transformers) and ``openai`` (any
+OpenAI-compatible chat-completions server). Both count output tokens themselves, with the
+model's own tokenizer or from the server's reported usage, never with a stand-in tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from reasoner.prompts import Prompt
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a backend returns for one prompt."""
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: str  # "stop" (end of sequence) or "length" (hit max_new_tokens)
+
+
+class Backend(Protocol):
+    """A reasoner. ``name`` identifies the model in records (a hub id, path or served name)."""
+
+    name: str
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[Generation]: ...
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How tokens are chosen, shared by every backend."""
+
+    temperature: float = 0.0  # 0 means greedy decoding
+    top_p: float = 1.0
+    seed: int = 0  # seeds sampling where the backend supports it
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
