@@ -49,3 +49,20 @@ class SamplingConfig:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+BACKENDS = ("hf", "openai")
+
+
+def make_backend(kind: str, model: str, *, sampling: SamplingConfig | None = None, **options) -> Backend:
+    """A backend by name: ``hf`` (options of ``HFConfig``) or ``openai`` (of ``OpenAIConfig``)."""
+    sampling = sampling or SamplingConfig()
+    if kind == "hf":
+        from reasoner.backends.hf import HFBackend, HFConfig
+
+        return HFBackend(HFConfig(model=model, sampling=sampling, **options))
+    if kind == "openai":
+        from reasoner.backends.openai import OpenAIBackend, OpenAIConfig
+
+        return OpenAIBackend(OpenAIConfig(model=model, sampling=sampling, **options))
+    raise ValueError(f"backend must be one of {BACKENDS}, got {kind!r}")

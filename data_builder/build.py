@@ -1,0 +1,157 @@
+"""The record-building job: load problems, take this shard's slice, search budgets, append records.
+
+Rerunning the same command resumes: finished ids are skipped. A run whose identity (model,
+backend, prompt version, search settings, data set, shard) differs from the one already in the
+output directory is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_builder.records import RecordWriter, Shard, read_records, record_files, to_record, write_meta
+from data_builder.search import SearchConfig, search_budgets
+from data_builder.sources import Problem, load_problems
+from reasoner.backends import Backend
+from reasoner.prompts import PROMPT_VERSION
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """One record-building run."""
+
+    dataset: str  # KIND[:PATH], as for load_problems
+    out: Path  # the records directory
+    model: str = "default"
+    backend: str = "hf"
+    search: SearchConfig = field(default_factory=SearchConfig)
+    limit: int | None = None  # problems before sharding
+    seed: int | None = None  # shuffle before limit; None keeps file order
+    split: str = "train"  # for hub data sets
+    shard: Shard = field(default_factory=Shard)
+    pool: int = 32  # questions in flight; each round is one batched call over them
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the records already written."""
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "seed": self.seed,
+            "model": self.model,
+            "backend": self.backend,
+            "prompt_version": PROMPT_VERSION,
+            "search": asdict(self.search),
+            "shard": asdict(self.shard),
+        }
+
+
+class ResumeMismatchError(RuntimeError):
+    """The output directory holds records of a different run."""
+
+
+def in_shard(problem_id: str, shard: Shard) -> bool:
+    """A deterministic slice by id hash, so shards do not depend on order or on --limit."""
+    return int(hashlib.sha256(problem_id.encode()).hexdigest()[:12], 16) % shard.count == shard.index
+
+
+def check_resumable(meta_path: Path, identity: dict[str, Any]) -> None:
+    if not meta_path.exists():
+        return
+    before = json.loads(meta_path.read_text())["identity"]
+    changed = {k: (before.get(k), v) for k, v in identity.items() if before.get(k) != v}
+    if changed:
+        details = "; ".join(f"{k}: recorded {old!r}, now {new!r}" for k, (old, new) in changed.items())
+        raise ResumeMismatchError(
+            f"{meta_path.parent} holds records of another run ({details}). "
+            "Rerun with the same settings to resume, or choose another --out."
+        )
+
+
+def build_records(
+    config: BuildConfig,
+    backend: Backend,
+    problems: Sequence[Problem] | None = None,
+    *,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_round: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Run (or resume) the search for this shard; returns the records file."""
+    if problems is None:
+        problems = load_problems(config.dataset, limit=config.limit, seed=config.seed, split=config.split)
+    mine = [p for p in problems if in_shard(p.id, config.shard)]
+    config.out.mkdir(parents=True, exist_ok=True)
+    meta_path = config.shard.meta_path(config.out)
+    identity = config.identity()
+    check_resumable(meta_path, identity)
+    write_meta(meta_path, {"identity": identity, "limit": config.limit, "pool": config.pool, "problems": len(mine)})
+    run = {"model": config.model, "backend": config.backend, "prompt_version": PROMPT_VERSION,
+           "search": config.search.mode, "seed": config.seed}
+    path = config.shard.records_path(config.out)
+    with RecordWriter(path) as writer:
+        todo = [p for p in mine if p.id not in writer.done]
+        logger.info("%d problems in shard %s, %d already done", len(mine), config.shard.stem(), len(mine) - len(todo))
+        for result in search_budgets(todo, backend, config.search, pool=config.pool, on_round=on_round):
+            record = to_record(result, **run)
+            writer.write(record)
+            if on_record:
+                on_record(record)
+    return path
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Feasible share, searched budget against vanilla tokens, and search cost per question."""
+    n = len(records)
+    if n == 0:
+        return {"questions": 0}
+    feasible = [r for r in records if r["feasible"]]
+    summary = {
+        "questions": n,
+        "feasible_share": len(feasible) / n,
+        "calls_per_question": sum(r["calls"] for r in records) / n,
+        "tokens_per_question": sum(r["tokens_spent"] for r in records) / n,
+    }
+    if feasible:
+        summary["mean_budget"] = statistics.fmean(r["budget"] for r in feasible)
+        summary["mean_vanilla_tokens_feasible"] = statistics.fmean(r["vanilla_tokens"] for r in feasible)
+    return summary
+
+
+def merge_shards(directories: Sequence[Path], out: Path) -> Path:
+    """Join shard records into one file, refusing duplicates and runs that do not match."""
+    identity: dict[str, Any] | None = None
+    seen: dict[str, Path] = {}
+    merged: list[dict[str, Any]] = []
+    for directory in directories:
+        for path in record_files(directory):
+            meta = json.loads(path.with_name(path.name.replace("records-", "meta-").replace(".jsonl", ".json")).read_text())
+            mine = {k: v for k, v in meta["identity"].items() if k != "shard"}
+            if identity is None:
+                identity = mine
+            elif mine != identity:
+                diff = sorted(k for k in mine if mine[k] != identity.get(k))
+                raise ResumeMismatchError(f"{path} comes from a different run (differs in {', '.join(diff)})")
+            for record in read_records(path):
+                if record["id"] in seen:
+                    raise ValueError(f"duplicate record {record['id']} in {path} and {seen[record['id']]}")
+                seen[record["id"]] = path
+                merged.append(record)
+    assert identity is not None
+    out.mkdir(parents=True, exist_ok=True)
+    merged.sort(key=lambda r: r["id"])
+    target = Shard().records_path(out)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; merge into an empty directory")
+    with RecordWriter(target) as writer:
+        for record in merged:
+            writer.write(record)
+    write_meta(Shard().meta_path(out), {"identity": {**identity, "shard": asdict(Shard())}, "merged_from": [str(d) for d in directories], "problems": len(merged)})
+    return target

@@ -1,0 +1,137 @@
+"""The record-building job: records on disk, resume after SIGKILL, refusal to mix runs, shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from scripted import ScriptedBackend, problems_and_scripts
+
+from data_builder.build import BuildConfig, ResumeMismatchError, build_records, merge_shards, summarize
+from data_builder.records import RecordWriter, Shard, load_records, read_records
+from data_builder.search import SearchConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build(out: Path, n: int = 12, **overrides) -> list[dict]:
+    problems, scripts = problems_and_scripts(n)
+    config = BuildConfig(dataset="scripted", out=out, model="scripted", backend="scripted", pool=4, **overrides)
+    build_records(config, ScriptedBackend(problems, scripts), problems)
+    return load_records(out)
+
+
+def by_id(records: list[dict]) -> list[dict]:
+    return sorted(records, key=lambda r: r["id"])
+
+
+def test_records_hold_the_quadruple_trace_and_run_identity(tmp_path: Path) -> None:
+    records = build(tmp_path / "out", n=5)
+    assert len(records) == 5
+    feasible = next(r for r in records if r["feasible"])
+    assert feasible["budget"] >= 1 and feasible["reasoning"] and feasible["predicted"] == feasible["gold"] == "42"
+    assert feasible["trace"][0]["budget"] is None and feasible["trace"][0]["output_tokens"] == feasible["vanilla_tokens"]
+    assert {k: feasible[k] for k in ("model", "backend", "search", "prompt_version")} == {
+        "model": "scripted", "backend": "scripted", "search": "halving", "prompt_version": "tale-prompts-v1"}
+    infeasible = [r for r in records if not r["feasible"]]
+    assert infeasible and all(r["budget"] is None and r["reasoning"] is None for r in infeasible)
+    meta = json.loads((tmp_path / "out" / "meta-00000-of-00001.json").read_text())
+    assert meta["identity"]["search"]["mode"] == "halving" and meta["problems"] == 5
+
+
+def test_datasets_reads_the_records(tmp_path: Path) -> None:
+    import datasets
+
+    build(tmp_path / "out", n=6)
+    data = datasets.load_dataset("json", data_files=str(tmp_path / "out" / "records-*.jsonl"), split="train")
+    assert data.num_rows == 6
+    assert {"question", "budget", "reasoning", "gold", "predicted", "trace"} <= set(data.column_names)
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    expected = by_id(build(tmp_path / "whole", n=12))
+    out = tmp_path / "killed"
+    records = Shard().records_path(out)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    script = [sys.executable, str(REPO / "tests" / "scripted.py"), str(out), "12", "0.25"]
+    process = subprocess.Popen(script, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if records.exists() and records.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    partial = list(read_records(records))
+    assert 3 <= len(partial) < 12
+    with open(records, "a") as f:  # as if the kill had landed in the middle of a write
+        f.write('{"id": "half-writ')
+    subprocess.run([*script[:-1], "0"], env=env, check=True, timeout=60)
+    resumed = by_id(load_records(out))
+    assert resumed == expected
+    assert records.read_text().count("\n") == 12 and records.read_text().endswith("\n")
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
+    build(tmp_path / "out", n=3)
+    with pytest.raises(ResumeMismatchError, match="search"):
+        build(tmp_path / "out", n=3, search=SearchConfig(mode="bisect"))
+    assert len(load_records(tmp_path / "out")) == 3  # nothing written is lost
+
+
+def test_shards_partition_the_problems_and_merge_back(tmp_path: Path) -> None:
+    whole = by_id(build(tmp_path / "whole", n=20))
+    parts = [build(tmp_path / f"s{i}", n=20, shard=Shard(i, 3)) for i in range(3)]
+    assert sum(len(p) for p in parts) == 20 and all(parts)
+    merged = merge_shards([tmp_path / f"s{i}" for i in range(3)], tmp_path / "merged")
+    assert list(read_records(merged)) == whole
+    with pytest.raises(ValueError, match="duplicate"):
+        merge_shards([tmp_path / "s0", tmp_path / "s0"], tmp_path / "twice")
+    build(tmp_path / "other", n=20, shard=Shard(1, 3), search=SearchConfig(mode="elastic"))
+    with pytest.raises(ResumeMismatchError, match="search"):
+        merge_shards([tmp_path / "s0", tmp_path / "other"], tmp_path / "mixed")
+
+
+def test_writer_refuses_duplicates_and_names_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "records-00000-of-00001.jsonl"
+    with RecordWriter(path) as writer:
+        writer.write({"id": "a"})
+        with pytest.raises(ValueError, match="already"):
+            writer.write({"id": "a"})
+    with open(path, "a") as f:
+        f.write("not json\n")
+    with pytest.raises(ValueError, match=r"records-00000-of-00001.jsonl:2"):
+        list(read_records(path))
+
+
+def test_summary_numbers() -> None:
+    records = [
+        {"feasible": True, "budget": 20, "vanilla_tokens": 100, "calls": 4, "tokens_spent": 200},
+        {"feasible": False, "budget": None, "vanilla_tokens": 80, "calls": 1, "tokens_spent": 90},
+    ]
+    assert summarize(records) == {
+        "questions": 2, "feasible_share": 0.5, "calls_per_question": 2.5, "tokens_per_question": 145.0,
+        "mean_budget": 20.0, "mean_vanilla_tokens_feasible": 100.0}
+
+
+def test_real_search_on_a_tiny_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    from data_builder.sources import Problem, problem_id
+    from reasoner.backends.hf import HFBackend, HFConfig
+
+    questions = ["What is 2 + 3?", "What is 7 * 6?"]
+    problems = [Problem(problem_id("t", q), q, "5" if "+" in q else "42", source="t") for q in questions]
+    backend = HFBackend(HFConfig(model=str(tiny_lm_dir), device="cpu"))
+    config = BuildConfig(dataset="t", out=tmp_path, model=str(tiny_lm_dir), search=SearchConfig(max_new_tokens=6))
+    build_records(config, backend, problems)
+    records = load_records(tmp_path)
+    assert sorted(r["id"] for r in records) == sorted(p.id for p in problems)
+    for r in records:
+        assert 1 <= r["vanilla_tokens"] <= 6 and r["trace"][0]["prompt_tokens"] > 20
+        assert r["feasible"] == r["vanilla_correct"]
