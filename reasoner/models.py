@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,11 +99,14 @@ def join_parts(spec: EmbeddedModel, out: Path) -> Path:
     return out
 
 
-def ensure_converted(spec: EmbeddedModel, cache_dir: Path) -> Path:
+def ensure_converted(
+    spec: EmbeddedModel, cache_dir: Path, convert: Callable[[Path, Path], None] | None = None
+) -> Path:
     """The converted model directory, building it on first use.
 
     A lock file serialises concurrent converters, and the result is built in a temporary
-    directory renamed into place, so a reader never sees a half-written model.
+    directory renamed into place, so a reader never sees a half-written model. ``convert(gguf,
+    out)`` defaults to the transformers GGUF conversion.
     """
     target = cache_dir / spec.name
     if (target / "config.json").is_file():
@@ -116,7 +120,7 @@ def ensure_converted(spec: EmbeddedModel, cache_dir: Path) -> Path:
         work = Path(tempfile.mkdtemp(prefix=f"{spec.name}.", dir=cache_dir))
         try:
             gguf = join_parts(spec, work / "model.gguf")
-            _convert_gguf(gguf, work / "model")
+            (convert or _convert_gguf)(gguf, work / "model")
             (work / "model" / "tale_source.txt").write_text(f"{spec.source}\nsha256 {spec.sha256}\n")
             os.replace(work / "model", target)
         finally:

