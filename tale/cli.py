@@ -96,5 +96,115 @@ def generate(dataset, limit, seed, split, budget, direct, max_new_tokens, out, m
                f"mean output tokens {s.mean_output_tokens:.1f} (over all samples)\nanswers written to {out}")
 
 
+
+@main.command()
+@click.option("--dataset", required=True, help="KIND[:PATH], as for generate; e.g. gsm8k:../shared/data/gsm8k/train.jsonl.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Records directory (resumes if it exists).")
+@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect"]), default="halving", show_default=True, help="halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection.")
+@click.option("--limit", type=int, default=None, help="Use N problems (before sharding).")
+@click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit.")
+@click.option("--split", default="train", show_default=True, help="Split, for hub data sets.")
+@click.option("--shard", default="0/1", show_default=True, help="I/N: take slice I of N (0-based), for several machines.")
+@click.option("--floor", type=click.IntRange(min=1), default=4, show_default=True, help="No budget below this is tried.")
+@click.option("--max-rounds", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--tolerance", type=click.IntRange(min=1), default=8, show_default=True, help="bisect: stop when the bounds are this close.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--pool", type=click.IntRange(min=1), default=16, show_default=True, help="Questions in flight; each round is one batched call over them.")
+@click.option("--push-to-hub", default=None, help="Also push the records to this hub data set repo (needs network and a token).")
+@backend_options
+def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tolerance, max_new_tokens, pool, push_to_hub,
+          model, backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature, threads, verbose):
+    """Search token budgets and record (question, budget, reasoning, answer) with the full trace.
+
+    Example: tale build --dataset gsm8k:../shared/data/gsm8k/train.jsonl --limit 16 --out runs/records
+    """
+    _setup(verbose, threads)
+    from tqdm import tqdm
+
+    from data_builder.build import BuildConfig, build_records, summarize
+    from data_builder.records import Shard, load_records
+    from data_builder.search import SearchConfig
+
+    config = BuildConfig(
+        dataset=dataset, out=out, model=model, backend=backend_kind, limit=limit, seed=seed, split=split,
+        shard=Shard.parse(shard), pool=pool,
+        search=SearchConfig(mode=mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance, max_new_tokens=max_new_tokens),
+    )
+    backend = build_backend(backend_kind, model, base_url, api_key_env, dtype, device, batch_size, temperature)
+    spent = {"tokens": 0}
+    with tqdm(desc="questions", unit="q") as bar:
+        def on_record(record):
+            spent["tokens"] += record["tokens_spent"]
+            bar.update(1)
+            bar.set_postfix(tokens=spent["tokens"])
+            budget = record["budget"] if record["feasible"] else "infeasible"
+            bar.write(f"{budget!s:>10} budget  {record['vanilla_tokens']:4d} vanilla tokens  {record['calls']} calls  {record['id']}")
+
+        def on_round(index, asked):
+            bar.set_description(f"round {index}, {asked} asked")
+
+        path = build_records(config, backend, on_record=on_record, on_round=on_round)
+    records = load_records(out)
+    s = summarize(records)
+    click.echo(f"\n{path}: {s['questions']} questions, feasible share {s.get('feasible_share', 0):.1%}")
+    if "mean_budget" in s:
+        click.echo(f"mean searched budget {s['mean_budget']:.1f} tokens against {s['mean_vanilla_tokens_feasible']:.1f} "
+                   f"vanilla tokens (feasible questions)")
+    if s["questions"]:
+        click.echo(f"spent per question: {s['calls_per_question']:.2f} calls, {s['tokens_per_question']:.0f} tokens")
+    if push_to_hub:
+        import datasets
+
+        datasets.load_dataset("json", data_files=[str(p) for p in sorted(out.glob("records-*.jsonl"))], split="train").push_to_hub(push_to_hub)
+        click.echo(f"pushed to {push_to_hub}")
+
+
+@main.command()
+@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="An empty directory for the merged records.")
+def merge(shards, out):
+    """Join shard record directories, refusing duplicates and mismatched runs.
+
+    Example: tale merge runs/shard0 runs/shard1 --out runs/records
+    """
+    from data_builder.build import merge_shards
+
+    path = merge_shards(list(shards), out)
+    click.echo(f"merged {sum(1 for _ in open(path))} records into {path}")
+
+
+@main.command()
+@click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("elasticity.png"), show_default=True)
+@click.option("--sweep", default=None, help="Comma-separated budgets to ask every question at (a denser curve), e.g. 8,16,32,64,128,256.")
+@click.option("--questions", type=int, default=8, show_default=True, help="With --sweep: the first N feasible records.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@backend_options
+def elasticity(records, out, sweep, questions, max_new_tokens, model, backend_kind, base_url, api_key_env, dtype,
+               device, batch_size, temperature, threads, verbose):
+    """Plot budget against actual output tokens per question (the paper's Fig. 2).
+
+    Example: tale elasticity --records runs/records --out elasticity.png
+    """
+    _setup(verbose, threads)
+    import json
+
+    from data_builder import elasticity as el
+    from data_builder.records import load_records
+
+    rows = load_records(records)
+    if sweep:
+        budgets = [int(b) for b in sweep.split(",")]
+        chosen = [r for r in rows if r["feasible"]][:questions]
+        backend = build_backend(backend_kind, model, base_url, api_key_env, dtype, device, batch_size, temperature)
+        curves = el.sweep(chosen, backend, budgets, max_new_tokens)
+    else:
+        curves = el.curves_from_records(rows)
+    el.plot(curves, out)
+    data = out.with_suffix(".json")
+    data.write_text(json.dumps([c.__dict__ for c in curves], indent=1) + "\n")
+    click.echo(f"{len(curves)} questions plotted to {out}; points in {data}")
+
+
 if __name__ == "__main__":
     main()
