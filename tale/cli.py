@@ -27,7 +27,7 @@ def backend_options(command):
             click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="hf", show_default=True, help="hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs)."),
             click.option("--base-url", default="http://127.0.0.1:8000/v1", show_default=True, help="openai backend: the server's base URL."),
             click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: the environment variable that holds the API key."),
-            click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16", "auto"]), default="bfloat16", show_default=True, help="hf backend: weights dtype (bfloat16 is about 2x faster on a CPU)."),
+            click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16", "auto"]), default="float32", show_default=True, help="hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time and about 2x slower in batches; see bench/generate_throughput.py)."),
             click.option("--device", default="auto", show_default=True, help="hf backend: auto, cpu, cuda, cuda:N."),
             click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per batch (hf) or concurrent requests (openai)."),
             click.option("--temperature", type=float, default=0.0, show_default=True, help="0 decodes greedily."),
