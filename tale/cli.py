@@ -3,51 +3,11 @@ heavy imports happen inside the commands so ``tale --help`` stays instant."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
-from reasoner.backends import BACKENDS
-
-
-def _setup(verbose: bool, threads: int | None) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def backend_options(command):
-    """Options every command that talks to a reasoner shares."""
-    for option in reversed(
-        [
-            click.option("--model", default="default", show_default=True, help="'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local model directory, a hub id, or the served model name with --backend openai."),
-            click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="hf", show_default=True, help="hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs)."),
-            click.option("--base-url", default="http://127.0.0.1:8000/v1", show_default=True, help="openai backend: the server's base URL."),
-            click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: the environment variable that holds the API key."),
-            click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16", "auto"]), default="float32", show_default=True, help="hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time and about 2x slower in batches; see bench/generate_throughput.py)."),
-            click.option("--device", default="auto", show_default=True, help="hf backend: auto, cpu, cuda, cuda:N."),
-            click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per batch (hf) or concurrent requests (openai)."),
-            click.option("--temperature", type=float, default=0.0, show_default=True, help="0 decodes greedily."),
-            click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
-            click.option("-v", "--verbose", is_flag=True, help="Log progress details."),
-        ]
-    ):
-        command = option(command)
-    return command
-
-
-def build_backend(backend_kind, model, base_url, api_key_env, dtype, device, batch_size, temperature):
-    from reasoner.backends import SamplingConfig, make_backend
-
-    sampling = SamplingConfig(temperature=temperature)
-    if backend_kind == "hf":
-        return make_backend("hf", model, sampling=sampling, dtype=dtype, device=device, batch_size=batch_size)
-    return make_backend(
-        "openai", model, sampling=sampling, base_url=base_url, api_key_env=api_key_env, concurrency=batch_size
-    )
+from tale.cli_common import backend_options, build_backend, setup
 
 
 @click.group()
@@ -74,7 +34,7 @@ def generate(dataset, limit, seed, split, budget, direct, max_new_tokens, out, m
     """
     if budget is not None and direct:
         raise click.UsageError("--budget and --direct exclude each other")
-    _setup(verbose, threads)
+    setup(verbose, threads)
     from tqdm import tqdm
 
     from data_builder.sources import load_problems
@@ -82,7 +42,7 @@ def generate(dataset, limit, seed, split, budget, direct, max_new_tokens, out, m
 
     problems = load_problems(dataset, limit=limit, seed=seed, split=split)
     method = "direct" if direct else "budget" if budget is not None else "vanilla"
-    backend = build_backend(backend_kind, model, base_url, api_key_env, dtype, device, batch_size, temperature)
+    backend = build_backend(model=model, backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size, temperature=temperature)
     answers = []
     stream = answer_problems(problems, backend, method=method, budget=budget, max_new_tokens=max_new_tokens, chunk=batch_size)
     with tqdm(total=len(problems), desc=f"{method} {dataset}", unit="q") as bar:
@@ -118,7 +78,7 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
 
     Example: tale build --dataset gsm8k:../shared/data/gsm8k/train.jsonl --limit 16 --out runs/records
     """
-    _setup(verbose, threads)
+    setup(verbose, threads)
     from tqdm import tqdm
 
     from data_builder.build import BuildConfig, build_records, summarize
@@ -130,7 +90,7 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
         shard=Shard.parse(shard), pool=pool,
         search=SearchConfig(mode=mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance, max_new_tokens=max_new_tokens),
     )
-    backend = build_backend(backend_kind, model, base_url, api_key_env, dtype, device, batch_size, temperature)
+    backend = build_backend(model=model, backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size, temperature=temperature)
     spent = {"tokens": 0}
     with tqdm(desc="questions", unit="q") as bar:
         def on_record(record):
@@ -186,7 +146,7 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, backend_ki
 
     Example: tale elasticity --records runs/records --out elasticity.png
     """
-    _setup(verbose, threads)
+    setup(verbose, threads)
     import json
 
     from data_builder import elasticity as el
@@ -196,7 +156,7 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, backend_ki
     if sweep:
         budgets = [int(b) for b in sweep.split(",")]
         chosen = [r for r in rows if r["feasible"]][:questions]
-        backend = build_backend(backend_kind, model, base_url, api_key_env, dtype, device, batch_size, temperature)
+        backend = build_backend(model=model, backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size, temperature=temperature)
         curves = el.sweep(chosen, backend, budgets, max_new_tokens)
     else:
         curves = el.curves_from_records(rows)
@@ -205,6 +165,22 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, backend_ki
     data.write_text(json.dumps([c.__dict__ for c in curves], indent=1) + "\n")
     click.echo(f"{len(curves)} questions plotted to {out}; points in {data}")
 
+
+
+def _register() -> None:
+    from tale.cli_predict import eval_predictor, train_predictor
+
+    for command in (train_predictor, eval_predictor):
+        main.add_command(command)
+    try:
+        from tale.cli_export import estimate, export
+    except ImportError:  # pragma: no cover - the export commands are optional while being written
+        return
+    main.add_command(export)
+    main.add_command(estimate)
+
+
+_register()
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,106 @@
+"""``tale train-predictor`` and ``tale eval-predictor``: learn budgets from records, compare estimators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tale.cli_common import backend_options, build_backend, setup
+
+RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.command("train-predictor")
+@click.option("--records", type=RECORDS, multiple=True, required=True, help="Records directory (repeat for several).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the trained regressor.")
+@click.option("--encoder", default="default", show_default=True, help="'default' (the packaged all-MiniLM-L6-v2), a local BERT-family model directory or a hub id.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="At most; early stopping on validation loss ends sooner.")
+@click.option("--learning-rate", type=float, default=5e-5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=8), default=256, show_default=True, help="Question tokens kept.")
+@click.option("--held-out", type=click.FloatRange(0, 0.9), default=0.2, show_default=True, help="Share of problem ids kept out for eval-predictor.")
+@click.option("--include-infeasible", is_flag=True, help="Train on infeasible records too, with their vanilla tokens as the budget.")
+@click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("-v", "--verbose", is_flag=True)
+def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, max_length, held_out, include_infeasible,
+                    skip_bad, seed, threads, verbose):
+    """Fine-tune a BERT-family regressor on searched budgets (log-budget, early stopping, clamped).
+
+    Example: tale train-predictor --records runs/records --out runs/predictor
+    """
+    setup(verbose, threads)
+    from predictor.bert import BertRegressorConfig, train_regressor
+    from predictor.data import ExampleConfig
+
+    config = BertRegressorConfig(encoder=encoder, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                                 max_length=max_length, seed=seed)
+    examples = ExampleConfig(include_infeasible=include_infeasible, skip_bad=skip_bad, held_out_fraction=held_out)
+    model = train_regressor(list(records), out, config, examples)
+    meta = model.meta.to_json()
+    click.echo(f"trained on {meta['n_train']} examples (validation {meta['n_validation']}), "
+               f"best validation loss {meta.get('best_validation_loss')}; saved to {out}")
+
+
+def _estimators(names: str, split, backend_args: dict, llm_default: int | None):
+    """Name -> estimator, from ``bert:DIR``, ``onnx:DIR``, ``llm:MODEL``, ``constant``, ``tfidf``, ``DIR``."""
+    from predictor import load_estimator
+    from predictor.baselines import ConstantEstimator, TfidfRidgeEstimator
+
+    chosen = {}
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        kind, _, arg = name.partition(":")
+        if kind == "constant":
+            chosen[name] = load_estimator(Path(arg)) if arg else ConstantEstimator.fit(split.train)
+        elif kind == "tfidf":
+            chosen[name] = load_estimator(Path(arg)) if arg else TfidfRidgeEstimator.fit(split.train)
+        elif kind == "bert":
+            chosen[name] = load_estimator(Path(arg))
+        elif kind == "onnx":
+            from export.runtime import OnnxEstimator
+
+            chosen[name] = OnnxEstimator(Path(arg))
+        elif kind == "llm":
+            from predictor.llm import LLMEstimator, LLMEstimatorConfig
+
+            backend = build_backend(model=arg or "default", **backend_args)
+            default = llm_default or ConstantEstimator.fit(split.train).budget
+            chosen[name] = LLMEstimator(backend, LLMEstimatorConfig(default_budget=default))
+        else:
+            raise click.BadParameter(f"unknown estimator {name!r}; use bert:DIR, onnx:DIR, llm:MODEL, constant, tfidf",
+                                     param_hint="--estimators")
+    return chosen
+
+
+@click.command("eval-predictor")
+@click.option("--records", type=RECORDS, multiple=True, required=True, help="Records directory (repeat for several).")
+@click.option("--estimators", default="constant,tfidf", show_default=True, help="Comma-separated: bert:DIR, onnx:DIR, llm:MODEL (zero-shot, 'default' is the embedded reasoner), constant, tfidf.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/predictor-eval"), show_default=True, help="Directory for report.md, report.json and scatter plots.")
+@click.option("--held-out", type=click.FloatRange(0, 0.9), default=0.2, show_default=True, help="Must match train-predictor's.")
+@click.option("--llm-default", type=int, default=None, help="Zero-shot fallback budget when a reply has no number (default: the training median).")
+@click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
+@backend_options
+def eval_predictor(records, estimators, out, held_out, llm_default, skip_bad, model, backend_kind, base_url, api_key_env,
+                   dtype, device, batch_size, temperature, threads, verbose):
+    """Compare budget estimators on the same held-out records: accuracy and cost per question.
+
+    Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf
+    """
+    setup(verbose, threads)
+    from predictor.data import ExampleConfig, load_examples, split_by_id
+    from predictor.metrics import evaluate, markdown_table, write_report
+
+    examples = load_examples(list(records), ExampleConfig(skip_bad=skip_bad, held_out_fraction=held_out))
+    split = split_by_id(examples, held_out)
+    if not split.held_out:
+        raise click.ClickException(f"no held-out records among {len(examples)} feasible ones; add records")
+    backend_args = dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
+                        device=device, batch_size=batch_size, temperature=temperature)
+    del model  # the zero-shot estimator names its model in the llm:MODEL spec
+    chosen = _estimators(estimators, split, backend_args, llm_default)
+    evaluation = evaluate(chosen, split.held_out, train=split.train)
+    files = write_report(evaluation, out)
+    click.echo(markdown_table(evaluation))
+    click.echo(f"\n{len(split.held_out)} held-out records; report in {files.markdown}, {files.json}")

@@ -1,0 +1,52 @@
+"""tale train-predictor and eval-predictor on a tiny encoder and synthetic records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from data_builder.sources import problem_id
+from tale.cli import main
+
+
+def write_records(out: Path, n: int = 40) -> Path:
+    """Records whose budget follows question length, one infeasible in ten."""
+    from data_builder.records import RecordWriter, Shard
+
+    with RecordWriter(Shard().records_path(out)) as writer:
+        for i in range(n):
+            question = "How many apples " + "and pears " * (i % 12) + f"are there in basket {i}?"
+            feasible = i % 10 != 0
+            budget = 10 + 8 * (i % 12) if feasible else None
+            writer.write({"id": problem_id("t", question), "question": question, "feasible": feasible,
+                          "budget": budget, "vanilla_tokens": 200, "gold": "1"})
+    return out
+
+
+def test_train_then_compare_estimators(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    records = write_records(tmp_path / "records")
+    runner = CliRunner()
+    result = runner.invoke(main, ["train-predictor", "--records", str(records), "--out", str(tmp_path / "bert"),
+                                  "--encoder", str(tiny_bert_dir), "--epochs", "2", "--max-length", "64"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "trained on" in result.output
+    meta = json.loads((tmp_path / "bert" / "tale_predictor.json").read_text())
+    assert meta["n_train"] + meta["n_validation"] < 36  # the held-out ids stay out of training
+
+    result = runner.invoke(main, ["eval-predictor", "--records", str(records), "--out", str(tmp_path / "eval"),
+                                  "--estimators", f"bert:{tmp_path / 'bert'},constant,tfidf"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    names = [r["name"] for r in report["results"]]
+    assert names == [f"bert:{tmp_path / 'bert'}", "constant", "tfidf"]
+    assert all(0 <= r["scores"]["in_range_rate"] <= 1 for r in report["results"])
+    assert (tmp_path / "eval" / "report.md").read_text().count("|") > 10
+
+
+def test_unknown_estimator_is_a_usage_error(tmp_path: Path) -> None:
+    records = write_records(tmp_path / "records")
+    result = CliRunner().invoke(main, ["eval-predictor", "--records", str(records), "--estimators", "oracle"])
+    assert result.exit_code == 2 and "unknown estimator 'oracle'" in result.output
