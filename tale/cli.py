@@ -168,16 +168,11 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, backend_ki
 
 
 def _register() -> None:
+    from tale.cli_export import estimate, export
     from tale.cli_predict import eval_predictor, train_predictor
 
-    for command in (train_predictor, eval_predictor):
+    for command in (train_predictor, eval_predictor, export, estimate):
         main.add_command(command)
-    try:
-        from tale.cli_export import estimate, export
-    except ImportError:  # pragma: no cover - the export commands are optional while being written
-        return
-    main.add_command(export)
-    main.add_command(estimate)
 
 
 _register()

@@ -1,0 +1,136 @@
+"""``tale export`` and ``tale estimate``: the budget regressor to ONNX, and budgets from the command line.
+
+Both are plain click commands, registered on the ``tale`` group by ``tale.cli``. ``estimate`` on an
+ONNX export directory imports neither torch nor transformers, so it runs in a light install
+(``export/README.md``); a torch regressor directory works too, through ``predictor.load_estimator``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import click
+
+from export.manifest import MANIFEST_FILE, PRECISIONS, RuntimeConfig
+from export.onnx import ExportConfig, export_regressor
+
+CHUNK = 256  # questions read, estimated and written at a time, so long inputs stream
+
+
+@click.command("export")
+@click.option("--predictor", "source", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="A trained BERT regressor directory (tale train-predictor).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The export directory (created; an earlier export there is replaced).")
+@click.option("--int8", is_flag=True, help="Also write model.int8.onnx: weights dynamically quantized to int8.")
+@click.option("--opset", type=click.IntRange(min=17), default=ExportConfig.opset, show_default=True, help="ONNX opset.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def export(source: Path, out: Path, int8: bool, opset: int, verbose: bool) -> None:
+    """Export a trained budget regressor to ONNX (fp32, and int8 with --int8), checked against torch.
+
+    Example: tale export --predictor runs/predictor --out runs/predictor-onnx --int8
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        manifest = export_regressor(source, out, ExportConfig(int8=int8, opset=opset))
+    except (FileNotFoundError, ValueError, RuntimeError) as error:  # not a regressor; disagrees with torch
+        raise click.ClickException(str(error)) from None
+    for precision, exported in manifest.models.items():
+        diff = manifest.check[f"{precision}_max_abs_diff"]
+        click.echo(f"{precision}: {out / exported.file} ({exported.bytes / 2**20:.1f} MiB), "
+                   f"max |ORT - torch| {diff:.2g} on {manifest.check['probes']} probe questions")
+    click.echo(f"tokenizer and {MANIFEST_FILE} written to {out}")
+
+
+def _question(row: Any, where: str, index: int) -> tuple[Any, str]:
+    if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+        raise click.ClickException(f"{where}: expected an object with a string 'question', got {json.dumps(row)[:80]}")
+    return row.get("id", index), row["question"]
+
+
+def _json(line: str, where: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise click.ClickException(f"{where}: not JSON ({error})") from None
+
+
+def read_questions(lines: Iterable[str], name: str, *, jsonl: bool) -> Iterator[tuple[Any, str]]:
+    """(id, question) per non-blank line. JSONL lines (all with ``jsonl``, else those starting with '{')
+    are objects with a question and an optional id; the id defaults to the question's 0-based index."""
+    index = 0
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text:
+            continue
+        if jsonl or text.startswith("{"):
+            yield _question(_json(text, f"{name}:{number}"), f"{name}:{number}", index)
+        else:
+            yield index, text
+        index += 1
+
+
+def _estimator(directory: Path, config: RuntimeConfig) -> Any:
+    if (directory / MANIFEST_FILE).is_file():
+        from export.runtime import OnnxEstimator
+
+        return OnnxEstimator.load(directory, config)
+    if config.precision is not None:
+        raise click.UsageError(f"--precision applies to an ONNX export; {directory} has no {MANIFEST_FILE}")
+    from predictor import load_estimator
+
+    try:
+        if config.threads:
+            import torch
+
+            torch.set_num_threads(config.threads)
+        return load_estimator(directory)
+    except ModuleNotFoundError as error:
+        raise click.ClickException(f"{directory} is not an ONNX export (no {MANIFEST_FILE}) and loading it needs "
+                                   f"{error.name}, which is not installed: export it with tale export") from None
+
+
+@click.command("estimate")
+@click.argument("questions", nargs=-1)
+@click.option("--predictor", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="An ONNX export directory (tale export; needs no torch) or a saved estimator directory.")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="JSONL of objects with 'question' and optional 'id'. Without it or QUESTIONs, stdin: one question per line, or JSONL.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=RuntimeConfig.precision, help="ONNX export: the model to run [default: int8 when exported, else fp32].")
+@click.option("--threads", type=click.IntRange(min=0), default=RuntimeConfig.threads, show_default=True, help="CPU threads (0: the engine's choice).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=RuntimeConfig.batch_size, show_default=True, help="ONNX export: questions per graph run.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | None, precision: str | None, threads: int,
+             batch_size: int, verbose: bool) -> None:
+    """Predict token budgets; one JSON line {"id", "budget"} per question on stdout.
+
+    Example: tale estimate --predictor runs/predictor-onnx "What is 6 * 7?"
+
+    Example: tale estimate --predictor runs/predictor-onnx --input questions.jsonl > budgets.jsonl
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if questions and input_path:
+        raise click.UsageError("give QUESTIONs or --input, not both")
+    stdin = sys.stdin
+    if not questions and not input_path and stdin.isatty():
+        raise click.UsageError("give QUESTIONs, --input FILE.jsonl, or questions on stdin")
+    try:
+        estimator = _estimator(directory, RuntimeConfig(precision=precision, threads=threads, batch_size=batch_size))
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    with ExitStack() as stack:
+        if questions:
+            rows: Iterator[tuple[Any, str]] = iter(enumerate(questions))
+        elif input_path:
+            rows = read_questions(stack.enter_context(input_path.open(encoding="utf-8")), str(input_path), jsonl=True)
+        else:
+            rows = read_questions(stdin, "stdin", jsonl=False)
+        while chunk := list(islice(rows, CHUNK)):
+            for (key, _), budget in zip(chunk, estimator.predict([q for _, q in chunk])):
+                click.echo(json.dumps({"id": key, "budget": budget}))
