@@ -168,10 +168,11 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, backend_ki
 
 
 def _register() -> None:
+    from tale.cli_eval import ablate, evaluate
     from tale.cli_export import estimate, export
     from tale.cli_predict import eval_predictor, train_predictor
 
-    for command in (train_predictor, eval_predictor, export, estimate):
+    for command in (train_predictor, eval_predictor, export, estimate, evaluate, ablate):
         main.add_command(command)
 
 

@@ -17,11 +17,20 @@ def setup(verbose: bool, threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def backend_options(command):
-    """Options every command that talks to a reasoner shares."""
+MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local model directory, a hub id, "
+              "or the served model name with --backend openai.")
+
+
+def backend_options(command=None, *, multiple_models: bool = False):
+    """Options every command that talks to a reasoner shares; ``multiple_models`` makes --model
+    repeatable (a grid over models). Use as ``@backend_options`` or ``@backend_options(multiple_models=True)``."""
+    if command is None:
+        return lambda c: backend_options(c, multiple_models=multiple_models)
+    model = (click.option("--model", multiple=True, default=["default"], show_default=True, help=f"Repeat for several: {MODEL_HELP}")
+             if multiple_models else click.option("--model", default="default", show_default=True, help=MODEL_HELP))
     for option in reversed(
         [
-            click.option("--model", default="default", show_default=True, help="'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local model directory, a hub id, or the served model name with --backend openai."),
+            model,
             click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="hf", show_default=True, help="hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs)."),
             click.option("--base-url", default="http://127.0.0.1:8000/v1", show_default=True, help="openai backend: the server's base URL."),
             click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: the environment variable that holds the API key."),

@@ -45,32 +45,22 @@ def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, ma
 
 
 def _estimators(names: str, split, backend_args: dict, llm_default: int | None):
-    """Name -> estimator, from ``bert:DIR``, ``onnx:DIR``, ``llm:MODEL``, ``constant``, ``tfidf``, ``DIR``."""
-    from predictor import load_estimator
-    from predictor.baselines import ConstantEstimator, TfidfRidgeEstimator
+    """Name -> estimator, from ``bert:DIR``, ``onnx:DIR``, ``llm:MODEL``, ``constant[:DIR]``, ``tfidf[:DIR]``."""
+    from tale.estimators import build_estimator
+
+    backends: dict = {}
+
+    def backend_for(model: str):
+        if model not in backends:
+            backends[model] = build_backend(model=model, **backend_args)
+        return backends[model]
 
     chosen = {}
     for name in (n.strip() for n in names.split(",") if n.strip()):
-        kind, _, arg = name.partition(":")
-        if kind == "constant":
-            chosen[name] = load_estimator(Path(arg)) if arg else ConstantEstimator.fit(split.train)
-        elif kind == "tfidf":
-            chosen[name] = load_estimator(Path(arg)) if arg else TfidfRidgeEstimator.fit(split.train)
-        elif kind == "bert":
-            chosen[name] = load_estimator(Path(arg))
-        elif kind == "onnx":
-            from export.runtime import OnnxEstimator
-
-            chosen[name] = OnnxEstimator(Path(arg))
-        elif kind == "llm":
-            from predictor.llm import LLMEstimator, LLMEstimatorConfig
-
-            backend = build_backend(model=arg or "default", **backend_args)
-            default = llm_default or ConstantEstimator.fit(split.train).budget
-            chosen[name] = LLMEstimator(backend, LLMEstimatorConfig(default_budget=default))
-        else:
-            raise click.BadParameter(f"unknown estimator {name!r}; use bert:DIR, onnx:DIR, llm:MODEL, constant, tfidf",
-                                     param_hint="--estimators")
+        try:
+            chosen[name] = build_estimator(name, backend_for=backend_for, train=split.train, llm_default=llm_default)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--estimators") from None
     return chosen
 
 

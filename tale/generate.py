@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class Answer:
     budget: int | None
     model: str
     prompt_version: str = PROMPT_VERSION
+    seconds: float = 0.0  # this answer's share of its batch's generation wall time
 
 
 @dataclass(frozen=True)
@@ -55,19 +57,35 @@ def answer_problems(
     *,
     method: Method = "vanilla",
     budget: int | None = None,
+    budgets: Sequence[int | None] | None = None,
     max_new_tokens: int = 512,
     chunk: int = 8,
 ) -> Iterator[Answer]:
-    """Graded answers in problem order, ``chunk`` problems per backend call so progress shows."""
+    """Graded answers in problem order, ``chunk`` problems per backend call so progress shows.
+
+    ``budgets`` (with method ``budget``) gives each problem its own budget; a problem whose budget
+    is None is asked with the vanilla prompt, and its answer says so (method ``vanilla``).
+    """
+    if budgets is not None:
+        if method != "budget" or budget is not None:
+            raise ValueError("per-problem budgets need method 'budget' and no single budget")
+        if len(budgets) != len(problems):
+            raise ValueError(f"{len(budgets)} budgets for {len(problems)} problems")
+    asked: list[tuple[Method, int | None]] = [
+        (method, budget) if budgets is None else ("budget", b) if b is not None else ("vanilla", None)
+        for b in (budgets if budgets is not None else [budget] * len(problems))
+    ]
     for start in range(0, len(problems), chunk):
         part = problems[start : start + chunk]
+        how = asked[start : start + chunk]
         prompts = [
-            reasoning_prompt(
-                p.question, kind=p.kind, options=p.options, language=p.language, method=method, budget=budget
-            )
-            for p in part
+            reasoning_prompt(p.question, kind=p.kind, options=p.options, language=p.language, method=m, budget=b)
+            for p, (m, b) in zip(part, how)
         ]
-        for problem, generation in zip(part, backend.generate(prompts, max_new_tokens)):
+        began = time.perf_counter()
+        generations = backend.generate(prompts, max_new_tokens)
+        share = (time.perf_counter() - began) / len(part)
+        for problem, (m, b), generation in zip(part, how, generations):
             graded = grade(generation.text, problem.gold, problem.kind)
             yield Answer(
                 id=problem.id,
@@ -79,9 +97,10 @@ def answer_problems(
                 prompt_tokens=generation.prompt_tokens,
                 finish_reason=generation.finish_reason,
                 text=generation.text,
-                method=method,
-                budget=budget,
+                method=m,
+                budget=b,
                 model=backend.name,
+                seconds=share,
             )
 
 

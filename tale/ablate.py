@@ -1,0 +1,242 @@
+"""An ablation grid (data sets x models x methods and budget sources) and the report over it.
+
+Every configuration is one ``tale.evaluate`` run in ``OUT/runs/``, so a grid resumes per question and
+``tale evaluate`` runs into the same directory join the report. ``write_report(OUT)`` summarizes
+every run found there:
+
+- ``OUT/summary.json``: every run's settings and ``Summary``;
+- ``OUT/table.md``: the paper's Table 3 shape (rows: methods and budget sources; a column per data
+  set holding accuracy / mean output tokens / expense), then the details of every run;
+- ``OUT/accuracy_vs_tokens.png``: accuracy against output tokens, one point per configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from data_builder.sources import Problem, load_problems
+from reasoner.prompts import Method
+from tale.estimators import BackendFor, BudgetSource, build_source
+from tale.evaluate import (
+    METHODS,
+    EvalConfig,
+    EvalResult,
+    EvalRow,
+    Prices,
+    collect,
+    dataset_label,
+    evaluate,
+    run_dirs,
+    short_label,
+)
+
+logger = logging.getLogger(__name__)
+
+TABLE_FILE, SUMMARY_FILE, PLOT_FILE = "table.md", "summary.json", "accuracy_vs_tokens.png"
+_METHOD_NAMES = {"direct": "Direct", "vanilla": "Vanilla CoT"}
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """A grid of configurations sharing every other setting."""
+
+    datasets: tuple[str, ...]  # KIND[:PATH] each
+    out: Path
+    models: tuple[str, ...] = ("default",)
+    methods: tuple[Method, ...] = METHODS  # budget runs once per budget source
+    budget_sources: tuple[str, ...] = ()
+    backend: str = "hf"
+    split: str = "test"
+    limit: int | None = None
+    seed: int | None = None
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    llm_default: int | None = None
+    chunk: int = 8
+    prices: Prices | None = None
+
+    def __post_init__(self) -> None:
+        if not self.datasets or not self.models:
+            raise ValueError("an ablation needs at least one data set and one model")
+        unknown = set(self.methods) - set(METHODS)
+        if unknown or not self.methods:
+            raise ValueError(f"methods must be among {METHODS}, got {self.methods!r}")
+        if ("budget" in self.methods) != bool(self.budget_sources):
+            raise ValueError("method 'budget' needs budget sources, and budget sources need method 'budget'")
+
+    def configs(self) -> list[EvalConfig]:
+        """Model by model, data set by data set; vanilla first, so later runs find their baseline."""
+        order = sorted(self.methods, key=("vanilla", "direct", "budget").index)
+        shared = dict(out=self.out, backend=self.backend, split=self.split, limit=self.limit, seed=self.seed,
+                      max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                      llm_default=self.llm_default, chunk=self.chunk, prices=self.prices)
+        configs = []
+        for model in self.models:
+            for dataset in self.datasets:
+                for method in order:
+                    sources: Sequence[str | None] = self.budget_sources if method == "budget" else [None]
+                    configs += [EvalConfig(dataset=dataset, model=model, method=method, budget_source=s, **shared)
+                                for s in sources]
+        return configs
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    json: Path
+    plot: Path
+
+
+def ablate(
+    config: AblationConfig,
+    backend_for: BackendFor,
+    *,
+    on_run: Callable[[EvalConfig], None] | None = None,
+    on_row: Callable[[EvalRow], None] | None = None,
+) -> ReportFiles:
+    """Run (or resume) every configuration of the grid, then write the report over ``config.out``.
+
+    ``backend_for(model)`` gives the reasoner and the zero-shot estimators' models; call it with a
+    cache so each model loads once. Estimators are built once and shared across models, except a
+    bare ``llm``, which asks each reasoner for its own budgets.
+    """
+    problems: dict[str, list[Problem]] = {}
+    sources: dict[tuple[str, str], BudgetSource] = {}
+    for run in config.configs():
+        backend = backend_for(run.model)
+        if run.dataset not in problems:
+            problems[run.dataset] = list(load_problems(run.dataset, limit=run.limit, seed=run.seed, split=run.split))
+        source = None
+        if run.budget_source is not None:
+            key = (run.budget_source, run.model if run.budget_source == "llm" else "")
+            if key not in sources:
+                sources[key] = build_source(run.budget_source, reasoner=backend, backend_for=backend_for,
+                                            llm_default=run.llm_default)
+            source = sources[key]
+        if on_run:
+            on_run(run)
+        evaluate(run, backend, source, problems=problems[run.dataset], on_row=on_row)
+    return write_report(config.out, config.prices)
+
+
+def collect_all(out: Path, prices: Prices | None = None) -> list[EvalResult]:
+    """Every run in ``out``, summarized at ``prices``."""
+    return [collect(run_dir, prices=prices) for run_dir in run_dirs(out)]
+
+
+def write_report(out: Path, prices: Prices | None = None) -> ReportFiles:
+    """``summary.json``, ``table.md`` and ``accuracy_vs_tokens.png`` over every run in ``out``."""
+    out = Path(out)
+    results = _ordered(collect_all(out, prices))
+    files = ReportFiles(out / TABLE_FILE, out / SUMMARY_FILE, out / PLOT_FILE)
+    data = {"prices": None if prices is None else asdict(prices),
+            "runs": [json.loads((r.run_dir / "summary.json").read_text()) for r in results]}
+    files.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    files.markdown.write_text(markdown_report(results, prices))
+    plot(results, files.plot)
+    return files
+
+
+def row_label(config: EvalConfig) -> str:
+    if config.budget_source is None:
+        return _METHOD_NAMES[config.method]
+    return f"TALE-EP ({short_label(config.budget_source)})"
+
+
+def _ordered(results: Sequence[EvalResult]) -> list[EvalResult]:
+    rank = {"direct": 0, "vanilla": 1, "budget": 2}
+    return sorted(results, key=lambda r: (r.config.model, rank[r.config.method], r.config.budget_source or "",
+                                          r.config.dataset))
+
+
+def _cell(result: EvalResult | None) -> str:
+    if result is None:
+        return ""
+    s = result.summary
+    expense = "n/a" if s.expense_per_sample is None else f"{s.expense_per_sample * 1e5:.2f}"
+    return f"{s.accuracy:.2%} / {s.mean_output_tokens:.2f} / {expense}"
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def markdown_report(results: Sequence[EvalResult], prices: Prices | None) -> str:
+    """The Table 3 shaped table, with an average column where a row has every data set, and the details."""
+    datasets = list(dict.fromkeys(r.config.dataset for r in results))
+    rows: dict[tuple[str, str], dict[str, EvalResult]] = {}
+    for r in results:
+        rows.setdefault((short_label(r.config.model), row_label(r.config)), {})[r.config.dataset] = r
+    price = ("expense in 1e-5 $ per sample at ${:g} / ${:g} per million input / output tokens, estimation "
+             "included".format(prices.input_per_million, prices.output_per_million) if prices
+             else "expense n/a: give --price-in and --price-out")
+    lines = ["# Accuracy / mean output tokens / expense", "",
+             f"Mean output tokens: the reasoner's, over all samples; {price}.", "",
+             "| method | model | " + " | ".join(dataset_label(d) for d in datasets) + " | average |",
+             "|---|---|" + "---|" * (len(datasets) + 1)]
+    for (model, label), cells in rows.items():
+        lines.append(f"| {label} | {model} | " + " | ".join(_cell(cells.get(d)) for d in datasets)
+                     + f" | {_average(cells, datasets)} |")
+    lines += ["", "## Every run", "",
+              "| data set | model | method | n | accuracy | output tokens / q | estimator tokens / q | total tokens / q "
+              "| reduction vs vanilla (output / total) | within budget | no-budget fallbacks | default budgets "
+              "| expense $ | wall s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        s = r.summary
+        n = s.n or 1
+        asked = len(read_ids(r))
+        done = f"{s.n}" if s.n == asked else f"{s.n} of {asked}"
+        reduction = "" if s.token_reduction is None else f"{_pct(s.token_reduction)} / {_pct(s.total_token_reduction)}"
+        lines.append(
+            f"| {dataset_label(r.config.dataset)} | {short_label(r.config.model)} | {row_label(r.config)} | {done} "
+            f"| {s.accuracy:.2%} | {s.mean_output_tokens:.1f} | {s.estimator_tokens:.1f} | {s.total_tokens / n:.1f} "
+            f"| {reduction} | {_pct(s.budget_adherence)} | {s.no_budget_fallbacks} | {s.default_budgets} "
+            f"| {'' if s.expense is None else f'{s.expense:.6f}'} | {s.wall_seconds:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def read_ids(result: EvalResult) -> list[str]:
+    return json.loads((result.run_dir / "meta.json").read_text())["ids"]
+
+
+def _average(cells: dict[str, EvalResult], datasets: Sequence[str]) -> str:
+    if len(datasets) < 2 or any(d not in cells for d in datasets):
+        return ""
+    summaries = [cells[d].summary for d in datasets]
+    accuracy = sum(s.accuracy for s in summaries) / len(summaries)
+    tokens = sum(s.mean_output_tokens for s in summaries) / len(summaries)
+    expenses = [s.expense_per_sample for s in summaries]
+    expense = "n/a" if None in expenses else f"{sum(expenses) / len(expenses) * 1e5:.2f}"  # type: ignore[arg-type]
+    return f"{accuracy:.2%} / {tokens:.2f} / {expense}"
+
+
+def plot(results: Sequence[EvalResult], path: Path) -> Path:
+    """Accuracy against output tokens per question (reasoner + estimator), one point per configuration."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
+
+    figure = Figure(figsize=(7, 5), dpi=100)
+    axes = figure.add_subplot()
+    markers = {"direct": "o", "vanilla": "s", "budget": "^"}
+    colors = {d: f"C{i % 10}" for i, d in enumerate(dict.fromkeys(r.config.dataset for r in results))}
+    for r in results:
+        s = r.summary
+        x = s.output_tokens / max(s.n, 1)
+        axes.scatter([x], [100 * s.accuracy], marker=markers[r.config.method], color=colors[r.config.dataset], s=40)
+        axes.annotate(f"{row_label(r.config)}, {short_label(r.config.model)}", (x, 100 * s.accuracy), fontsize=7,
+                      xytext=(4, 3), textcoords="offset points")
+    for dataset, color in colors.items():
+        axes.scatter([], [], color=color, label=dataset_label(dataset))
+    axes.set(xlabel="output tokens per question (reasoner + estimator)", ylabel="accuracy (%)",
+             title="Accuracy against tokens")
+    axes.set_ylim(-5, 105)
+    axes.set_xlim(left=0)
+    if colors:
+        axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path

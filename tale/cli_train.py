@@ -1,0 +1,75 @@
+"""``tale train-reasoner``: TALE-PT post-training (SFT or DPO) of the reasoner on budget records.
+
+Also runnable on its own, e.g. under ``accelerate launch -m tale.cli_train sft --records ... --out ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from reasoner.post_train import PAPER_ARGS, RUN_CONFIG, PostTrainConfig
+from tale.cli_common import setup
+
+RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
+DEFAULTS = PostTrainConfig()
+
+
+def _paper(field: str) -> str:
+    return ", ".join(f"{PAPER_ARGS[m][field]} for {m}" for m in ("sft", "dpo"))
+
+
+@click.command("train-reasoner")
+@click.argument("method", type=click.Choice(["sft", "dpo"]))
+@click.option("--records", type=RECORDS, multiple=True, required=True, help="Records directory (repeat for several).")
+@click.option("--model", default=DEFAULTS.model, show_default=True, help="'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local model directory or a hub id.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New directory for the trained model (a plain model directory, adapters merged).")
+@click.option("--lora/--full", default=DEFAULTS.lora, show_default=True, help="LoRA adapters (merged on save) or full fine-tuning.")
+@click.option("--lora-r", type=click.IntRange(min=1), default=DEFAULTS.lora_r, show_default=True)
+@click.option("--lora-alpha", type=click.IntRange(min=1), default=DEFAULTS.lora_alpha, show_default=True)
+@click.option("--internalized", is_flag=True, help="Prompts without a budget (the paper's TALE-PT); default: the searched budget is in the prompt.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('num_train_epochs')}).")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('learning_rate')}).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Per device. Default: the paper's ({_paper('per_device_train_batch_size')}).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimizer steps (overrides --epochs).")
+@click.option("--max-length", type=click.IntRange(min=16), default=1024, show_default=True, help="Tokens per example, prompt and completion together.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, internalized, epochs, learning_rate,
+                   batch_size, max_steps, max_length, seed, threads, verbose):
+    """Post-train a reasoner (TALE-PT) with SFT or DPO on searched budgets, and save a plain model.
+
+    sft trains on the correct output under each question's searched budget (loss on the completion
+    only); dpo prefers it to the longer vanilla answer. Under `accelerate launch` it runs data parallel
+    on several GPUs.
+
+    Example: tale train-reasoner sft --records runs/records --out runs/sft-model
+    """
+    setup(verbose, threads)
+    from data_builder.records import load_records
+    from reasoner.post_train import post_train, trainer_args
+
+    config = PostTrainConfig(model=model, prompt_mode="internalized" if internalized else "budget", lora=lora,
+                             lora_r=lora_r, lora_alpha=lora_alpha)
+    overrides = {"num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
+                 "max_steps": max_steps}
+    args = trainer_args(method, max_length=max_length, seed=seed,
+                        **{k: v for k, v in overrides.items() if v is not None})
+    rows = [r for directory in records for r in load_records(directory)]
+    try:
+        result = post_train(method, rows, out, config, args, source=[str(d) for d in records])
+    except (ValueError, FileExistsError) as error:
+        raise click.ClickException(str(error)) from None
+    if os.environ.get("RANK", "0") != "0":  # accelerate launch: one report, from the main process
+        return
+    loss = result.metrics.get("train_loss")
+    click.echo(f"{method} ({'LoRA' if lora else 'full'}, {config.prompt_mode} prompts): {result.counts.describe()}"
+               + (f"; train loss {loss:.4f}" if loss is not None else ""))
+    click.echo(f"model saved to {out}; run config in {out / RUN_CONFIG}")
+
+
+if __name__ == "__main__":
+    train_reasoner()

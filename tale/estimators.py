@@ -1,0 +1,205 @@
+"""Estimators and budget sources by name, for the commands that compare them.
+
+``build_estimator("bert:DIR")`` names an ``Estimator``: ``bert:DIR`` (a trained regressor), ``onnx:DIR``
+(an ONNX export, torch-free), ``llm:MODEL`` (the paper's zero-shot estimator on any model),
+``constant[:DIR]`` and ``tfidf[:DIR]`` (baselines: saved, or fitted on the given training examples).
+
+A budget source gives each question of an evaluation its budget and says what that cost
+(``Assignment``): ``fixed:N``, ``oracle:RECORDS_DIR`` (the searched budget of the question's record)
+or any estimator name above; ``llm`` with no model asks the reasoner itself, as TALE-EP does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from data_builder.sources import Problem
+from predictor import Estimator
+from reasoner.backends import Backend
+
+logger = logging.getLogger(__name__)
+
+ESTIMATORS = "bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR]"
+SOURCES = f"oracle:RECORDS_DIR, fixed:N, {ESTIMATORS}"
+
+BackendFor = Callable[[str], Backend]  # model name -> backend, so one model loads once
+Fallback = Literal["no-budget", "default-budget"]
+
+
+def build_estimator(
+    spec: str,
+    *,
+    backend_for: BackendFor | None = None,
+    train: Sequence[Any] | None = None,
+    llm_default: int | None = None,
+) -> Estimator:
+    """The estimator ``spec`` names; ``train`` (``predictor.data.Example``s) fits ``constant``/``tfidf``
+    without a directory and sets the zero-shot default budget (its median) unless ``llm_default`` does."""
+    from predictor import load_estimator
+    from predictor.baselines import ConstantEstimator, TfidfRidgeEstimator
+
+    kind, _, arg = spec.strip().partition(":")
+
+    def fitted(cls: Any) -> Estimator:
+        if arg:
+            return load_estimator(Path(arg))
+        if not train:
+            raise ValueError(f"{kind} needs a saved estimator directory here: '{kind}:DIR'")
+        return cls.fit(train)
+
+    if kind == "constant":
+        return fitted(ConstantEstimator)
+    if kind == "tfidf":
+        return fitted(TfidfRidgeEstimator)
+    if kind in ("bert", "onnx") and not arg:
+        raise ValueError(f"{kind} needs a directory: '{kind}:DIR'")
+    if kind == "bert":
+        return load_estimator(Path(arg))
+    if kind == "onnx":
+        from export.runtime import OnnxEstimator
+
+        return OnnxEstimator.load(Path(arg))
+    if kind == "llm":
+        from predictor.llm import LLMEstimator, LLMEstimatorConfig
+
+        if backend_for is None:
+            raise ValueError("llm estimators need a backend")
+        default = llm_default or (ConstantEstimator.fit(train).budget if train else LLMEstimatorConfig.default_budget)
+        return LLMEstimator(backend_for(arg or "default"), LLMEstimatorConfig(default_budget=default))
+    raise ValueError(f"unknown estimator {spec!r}; use {ESTIMATORS}")
+
+
+# --- budget sources ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One question's budget and what finding it cost."""
+
+    budget: int | None  # None: no budget; the question is asked with the vanilla prompt
+    prompt_tokens: int = 0  # estimation call's input tokens (zero-shot LLM only)
+    output_tokens: int = 0  # estimation call's output tokens
+    seconds: float = 0.0  # this question's share of the estimation wall time
+    fallback: Fallback | None = None  # no-budget: oracle had none; default-budget: the LLM stated none
+
+
+class BudgetSource(Protocol):
+    name: str
+
+    def assign(self, problems: Sequence[Problem]) -> list[Assignment]: ...
+
+
+class FixedBudget:
+    """The same budget for every question, free."""
+
+    def __init__(self, budget: int) -> None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"a fixed budget must be a positive integer, got {budget!r}")
+        self.name = f"fixed:{budget}"
+        self.budget = budget
+
+    def assign(self, problems: Sequence[Problem]) -> list[Assignment]:
+        return [Assignment(self.budget) for _ in problems]
+
+
+class OracleBudget:
+    """The searched budget of each question's record, matched by problem id.
+
+    A question with no feasible record (its vanilla answer was wrong under the searching model, or it
+    was never searched) gets no budget: it is asked with the vanilla prompt and counted as a
+    ``no-budget`` fallback, so every question stays in the accuracy and token means.
+    """
+
+    def __init__(self, records: Sequence[dict[str, Any]], name: str = "oracle") -> None:
+        self.name = name
+        self.budgets = {r["id"]: r["budget"] for r in records if r.get("feasible") and r.get("budget")}
+        self.models = sorted({str(r.get("model")) for r in records if r.get("model")})
+
+    @classmethod
+    def load(cls, directory: Path) -> OracleBudget:
+        from data_builder.records import load_records
+
+        return cls(load_records(Path(directory)), name=f"oracle:{directory}")
+
+    def assign(self, problems: Sequence[Problem]) -> list[Assignment]:
+        return [Assignment(b) if (b := self.budgets.get(p.id)) else Assignment(None, fallback="no-budget")
+                for p in problems]
+
+
+class EstimatorBudget:
+    """Budgets from any ``Estimator``, timed; the zero-shot LLM's tokens are counted per question,
+    and it is asked in each question's language (a Chinese question gets the Chinese estimation prompt)."""
+
+    def __init__(self, estimator: Estimator, name: str) -> None:
+        self.estimator = estimator
+        self.name = name
+        self._by_language: dict[str, Any] = {}
+
+    def assign(self, problems: Sequence[Problem]) -> list[Assignment]:
+        if not problems:
+            return []
+        if getattr(self.estimator, "estimate", None) is None:
+            start = time.perf_counter()
+            budgets = self.estimator.predict([p.question for p in problems])
+            share = (time.perf_counter() - start) / len(problems)
+            if len(budgets) != len(problems):
+                raise RuntimeError(f"{self.name} returned {len(budgets)} budgets for {len(problems)} questions")
+            return [Assignment(int(b), seconds=share) for b in budgets]
+        assigned: dict[int, Assignment] = {}
+        for language in dict.fromkeys(p.language for p in problems):
+            indices = [i for i, p in enumerate(problems) if p.language == language]
+            start = time.perf_counter()
+            estimates = self._speaking(language).estimate([problems[i].question for i in indices])
+            share = (time.perf_counter() - start) / len(indices)
+            for i, e in zip(indices, estimates):
+                fallback: Fallback | None = "default-budget" if e.source == "default" else None
+                assigned[i] = Assignment(e.budget, e.prompt_tokens, e.output_tokens, share, fallback)
+        return [assigned[i] for i in range(len(problems))]
+
+    def _speaking(self, language: str) -> Any:
+        """The zero-shot estimator with its prompt in ``language`` (same backend and settings)."""
+        estimator: Any = self.estimator
+        if estimator.config.language == language:
+            return estimator
+        if language not in self._by_language:
+            self._by_language[language] = type(estimator)(estimator.backend, replace(estimator.config, language=language))
+        return self._by_language[language]
+
+
+def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_default: int | None = None) -> BudgetSource:
+    """The budget source ``spec`` names; bare ``llm`` estimates with ``reasoner`` itself."""
+    kind, _, arg = spec.strip().partition(":")
+    if kind == "fixed":
+        try:
+            return FixedBudget(int(arg))
+        except ValueError:
+            raise ValueError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}") from None
+    if kind == "oracle":
+        if not arg:
+            raise ValueError("oracle needs a records directory: 'oracle:RECORDS_DIR'")
+        return OracleBudget.load(Path(arg))
+    if kind == "llm" and not arg:
+        return EstimatorBudget(build_estimator("llm:self", backend_for=lambda _: reasoner, llm_default=llm_default), spec)
+    try:
+        return EstimatorBudget(build_estimator(spec, backend_for=backend_for, llm_default=llm_default), spec)
+    except ValueError as error:
+        if str(error).startswith("unknown estimator"):
+            raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}") from None
+        raise
+
+
+def check_source(spec: str) -> str:
+    """``spec`` if it names a budget source (nothing is loaded), else ``ValueError``."""
+    kind, _, arg = spec.strip().partition(":")
+    if kind not in ("fixed", "oracle", "llm", "bert", "onnx", "constant", "tfidf"):
+        raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}")
+    if kind in ("fixed", "oracle", "bert", "onnx", "constant", "tfidf") and not arg:
+        raise ValueError(f"budget source {kind} needs an argument: '{kind}:{'N' if kind == 'fixed' else 'DIR'}'")
+    if kind == "fixed" and not (arg.isdigit() and int(arg) >= 1):
+        raise ValueError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}")
+    return spec.strip()
