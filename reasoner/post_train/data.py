@@ -1,0 +1,191 @@
+"""TALE-PT training sets from budget records, in trl's conversational formats.
+
+SFT rows are ``{"id", "prompt", "completion"}`` and DPO rows ``{"id", "prompt", "chosen", "rejected"}``,
+where ``prompt`` is a list of chat messages and each completion is a one-message assistant list, so
+trl renders both through the model's chat template and puts the loss on the completion only.
+
+Two prompt modes:
+
+- ``budget`` (budget-conditioned, the default): the budget-aware prompt with the searched budget
+  beta* injected; at inference a budget predictor supplies the budget.
+- ``internalized`` (the paper's TALE-PT): the vanilla prompt without any budget; the model has to
+  internalize how long an answer should be.
+
+A record is a dict as ``data_builder.records`` writes it (id, question, kind, options, language,
+feasible, budget, reasoning, vanilla_text, vanilla_tokens, trace, ...); this module takes the dicts
+so the reasoner never imports the data builder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Literal
+
+from reasoner.prompts import PROMPT_VERSION, Prompt, reasoning_prompt
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+PromptMode = Literal["budget", "internalized"]
+PROMPT_MODES: tuple[PromptMode, ...] = ("budget", "internalized")
+
+Record = Mapping[str, Any]
+
+
+class SkipReason(str, Enum):
+    """Why a record gave no training example; checked in this order."""
+
+    INFEASIBLE = "infeasible"  # no budget held: the vanilla answer was wrong
+    NO_REASONING = "no_reasoning"  # marked feasible, but the budget or its output is missing
+    NO_VANILLA = "no_vanilla"  # DPO: no vanilla output to reject
+    SAME_AS_VANILLA = "same_as_vanilla"  # DPO: the searched budget's output is the vanilla one
+    NO_TOKEN_COUNT = "no_token_count"  # DPO: no correct trace round under the budget to count tokens
+    NOT_SHORTER = "not_shorter"  # DPO: the budgeted output has no fewer tokens than the vanilla one
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a builder kept and what it skipped, by reason."""
+
+    kept: int
+    skipped: Mapping[SkipReason, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.kept + sum(self.skipped.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kept": self.kept, "skipped": {r.value: n for r, n in self.skipped.items()}}
+
+    def describe(self) -> str:
+        skipped = ", ".join(f"{n} {r.value}" for r, n in sorted(self.skipped.items(), key=lambda x: -x[1]))
+        return f"{self.kept} of {self.total} records kept" + (f"; skipped: {skipped}" if skipped else "")
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A trl-ready data set and how it was selected."""
+
+    dataset: Dataset
+    counts: Counts
+    mode: PromptMode
+
+
+def training_prompt(record: Record, mode: PromptMode = "budget") -> Prompt:
+    """The prompt of a record's training example: with its searched budget, or vanilla."""
+    if mode not in PROMPT_MODES:
+        raise ValueError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
+    return reasoning_prompt(
+        record["question"],
+        kind=record.get("kind", "cloze"),
+        options=record.get("options") or (),
+        language=record.get("language", "en"),
+        method="budget" if mode == "budget" else "vanilla",
+        budget=record["budget"] if mode == "budget" else None,
+    )
+
+
+def sft_skip_reason(record: Record) -> SkipReason | None:
+    """None when the record makes an SFT example: a feasible budget and the correct output under it."""
+    if not record.get("feasible"):
+        return SkipReason.INFEASIBLE
+    budget, reasoning = record.get("budget"), record.get("reasoning")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1 or not reasoning:
+        return SkipReason.NO_REASONING
+    return None
+
+
+def chosen_tokens(record: Record) -> int | None:
+    """Output tokens of the answer under the searched budget: its correct trace round, or the
+    vanilla answer's when the budget is the vanilla token count (no smaller budget held)."""
+    budget = record.get("budget")
+    for step in record.get("trace") or ():
+        if step.get("budget") is not None and step["budget"] == budget and step.get("correct"):
+            return int(step["output_tokens"])
+    if budget == record.get("vanilla_tokens"):
+        return int(budget)
+    return None
+
+
+def _is_vanilla_answer(record: Record) -> bool:
+    """The search's answer is the vanilla round itself (or an identical text)."""
+    if record["reasoning"] == record["vanilla_text"]:
+        return True
+    rounds = [s for s in record.get("trace") or () if s.get("budget") is not None]
+    return record["budget"] == record.get("vanilla_tokens") and not any(
+        s["budget"] == record["budget"] and s.get("correct") for s in rounds
+    )
+
+
+def dpo_skip_reason(record: Record) -> SkipReason | None:
+    """None when the record makes a DPO pair: a correct budgeted output that is shorter than the
+    vanilla output it is preferred to."""
+    if (reason := sft_skip_reason(record)) is not None:
+        return reason
+    if not record.get("vanilla_text") or not isinstance(record.get("vanilla_tokens"), int):
+        return SkipReason.NO_VANILLA
+    if _is_vanilla_answer(record):
+        return SkipReason.SAME_AS_VANILLA
+    tokens = chosen_tokens(record)
+    if tokens is None:
+        return SkipReason.NO_TOKEN_COUNT
+    if tokens >= record["vanilla_tokens"]:
+        return SkipReason.NOT_SHORTER
+    return None
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _warn_prompt_versions(records: list[Record]) -> None:
+    versions = Counter(r.get("prompt_version") for r in records)
+    others = {v: n for v, n in versions.items() if v != PROMPT_VERSION}
+    if others:
+        logger.warning("records from other prompt versions %s are trained with the current prompts (%s)",
+                       others, PROMPT_VERSION)
+
+
+def _build(records: Iterable[Record], mode: PromptMode, skip, row) -> TrainingSet:
+    from datasets import Dataset
+
+    records = list(records)
+    _warn_prompt_versions(records)
+    rows, skipped = [], Counter()
+    for record in records:
+        if (reason := skip(record)) is not None:
+            skipped[reason] += 1
+            continue
+        rows.append({"id": record["id"], "prompt": training_prompt(record, mode).messages(), **row(record)})
+    counts = Counts(kept=len(rows), skipped={r: skipped[r] for r in SkipReason if skipped[r]})
+    logger.info("training set (%s prompts): %s", mode, counts.describe())
+    return TrainingSet(dataset=Dataset.from_list(rows), counts=counts, mode=mode)
+
+
+def build_sft_dataset(records: Iterable[Record], mode: PromptMode = "budget") -> TrainingSet:
+    """Prompt-completion rows: the (budgeted or vanilla) prompt -> the correct output under beta*."""
+    return _build(records, mode, sft_skip_reason, lambda r: {"completion": _assistant(r["reasoning"])})
+
+
+def build_dpo_dataset(records: Iterable[Record], mode: PromptMode = "budget") -> TrainingSet:
+    """Preference rows: chosen = the correct, shorter output under beta*; rejected = the vanilla output."""
+    return _build(records, mode, dpo_skip_reason, lambda r: {
+        "chosen": _assistant(r["reasoning"]), "rejected": _assistant(r["vanilla_text"])})
+
+
+def records_fingerprint(records: Iterable[Record]) -> str:
+    """sha256 of the records in canonical JSON, in id order: the same records give the same hash
+    whatever their shard layout or order."""
+    digest = hashlib.sha256()
+    for record in sorted(records, key=lambda r: r["id"]):
+        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()

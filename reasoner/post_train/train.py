@@ -1,0 +1,245 @@
+"""SFT and DPO with trl on TALE-PT training sets; LoRA adapters are merged into a plain model directory.
+
+The trainer's settings are trl's own ``SFTConfig`` / ``DPOConfig``; ``trainer_args`` fills them with the
+paper's hyperparameters and settings that suit the machine (CPU or GPU), and any field can be
+overridden. ``PostTrainConfig`` holds what trl does not: the model, the prompt mode and LoRA.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from reasoner.models import resolve_model
+from reasoner.post_train.data import (
+    PROMPT_MODES,
+    Counts,
+    PromptMode,
+    Record,
+    TrainingSet,
+    build_dpo_dataset,
+    build_sft_dataset,
+    records_fingerprint,
+)
+from reasoner.prompts import PROMPT_VERSION
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import Trainer
+    from trl import DPOConfig, SFTConfig
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["sft", "dpo"]
+METHODS: tuple[Method, ...] = ("sft", "dpo")
+RUN_CONFIG = "tale_train.json"
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+# The paper's settings (Han et al., 2025, TALE-PT), overridable field by field. The batch size is
+# per device: under `accelerate launch` on N GPUs the global batch is N times larger.
+PAPER_ARGS: dict[Method, dict[str, Any]] = {
+    "sft": {"num_train_epochs": 3, "per_device_train_batch_size": 16, "learning_rate": 1e-4, "weight_decay": 0.01},
+    "dpo": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 3e-5, "weight_decay": 0.001,
+            "beta": 0.5},  # beta from the authors' code
+}
+# Fields of the trainer settings that must not be written beside the model.
+_SECRET_ARGS = ("hub_token", "push_to_hub_token")
+
+
+@dataclass(frozen=True)
+class PostTrainConfig:
+    """A TALE-PT run's own settings; the optimisation ones live in trl's SFTConfig / DPOConfig."""
+
+    model: str = "default"  # "default" (the embedded reasoner), a local directory or a hub id
+    prompt_mode: PromptMode = "budget"  # budget: the searched budget is in the prompt; internalized: no budget
+    lora: bool = True  # train LoRA adapters and merge them on save; False: full fine-tuning
+    lora_r: int = 8  # the paper's rank
+    lora_alpha: int = 32  # the paper's scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # the paper's LoRA targets
+    dtype: str = "float32"  # weights as loaded and saved; mixed precision is the trainer's bf16/fp16
+
+    def __post_init__(self) -> None:
+        if self.prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.lora_r < 1 or self.lora_alpha <= 0:
+            raise ValueError(f"LoRA needs r >= 1 and alpha > 0, got r={self.lora_r}, alpha={self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora and not self.target_modules:
+            raise ValueError("LoRA needs at least one target module")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the trained model went, what it was trained on, and the trainer's final metrics."""
+
+    out: Path
+    counts: Counts
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+def trainer_args(method: Method, **overrides: Any) -> SFTConfig | DPOConfig:
+    """trl's settings for ``method``: the paper's hyperparameters, no checkpoints, no loggers, and
+    device settings decided by whether a GPU is present (``use_cpu``, bf16, gradient checkpointing);
+    ``overrides`` are any SFTConfig / DPOConfig fields and win."""
+    import torch
+    from trl import DPOConfig, SFTConfig
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    cls = SFTConfig if method == "sft" else DPOConfig
+    cuda = torch.cuda.is_available()
+    # transformers 5.2x renamed gradient_checkpointing (the old name still works, with a warning).
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in {f.name for f in fields(cls)} \
+        else "gradient_checkpointing"
+    if "gradient_checkpointing" in overrides:  # else the new name's default would silently win
+        overrides[checkpointing] = overrides.pop("gradient_checkpointing")
+    settings = {
+        # A placeholder: with save_strategy "no" the run points it at a temporary directory.
+        "output_dir": str(Path(tempfile.gettempdir()) / "tale-train"),
+        "save_strategy": "no",
+        "report_to": "none",
+        "logging_steps": 10,
+        "use_cpu": not cuda,
+        # On a CPU bf16 autocast is slower and gradient checkpointing only costs time.
+        "bf16": cuda and torch.cuda.is_bf16_supported() and not overrides.get("fp16"),
+        checkpointing: cuda,
+        **PAPER_ARGS[method],
+        **overrides,
+    }
+    return cls(**settings)
+
+
+def build_training_set(method: Method, records: Iterable[Record], mode: PromptMode = "budget") -> TrainingSet:
+    return (build_sft_dataset if method == "sft" else build_dpo_dataset)(records, mode)
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def make_trainer(method: Method, dataset: Dataset, config: PostTrainConfig, args: SFTConfig | DPOConfig) -> Trainer:
+    """An SFTTrainer or DPOTrainer over ``dataset`` for ``config.model``, LoRA-wrapped if configured.
+
+    DPO's reference model: with LoRA, the same model with its adapters disabled (trl's default when
+    given a peft config); in full fine-tuning, a second copy loaded from the source directory.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOTrainer, SFTTrainer
+
+    path = resolve_model(config.model)
+    dtype = _torch_dtype(config.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise ValueError(f"{config.model} has no chat template; TALE-PT trains on chat-formatted prompts")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    common = dict(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    if method == "sft":
+        return SFTTrainer(**common)
+    ref_model = None if config.lora else AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return DPOTrainer(ref_model=ref_model, **common)
+
+
+def save_merged(trainer: Trainer, out: Path) -> None:
+    """Save the trained model as a plain directory (config, safetensors, tokenizer, chat template):
+    LoRA adapters are merged into the weights, so any transformers-compatible server loads it."""
+    from peft import PeftModel
+
+    accelerator = trainer.accelerator
+    model = accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    model.config.use_cache = True  # training switches the cache off; inference wants it
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        trainer.processing_class.save_pretrained(out)
+    accelerator.wait_for_everyone()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets")}
+
+
+def run_config(method: Method, config: PostTrainConfig, args: SFTConfig | DPOConfig, training_set: TrainingSet,
+               records: dict[str, Any], metrics: Mapping[str, float], scratch: bool) -> dict[str, Any]:
+    """Everything needed to trace and rerun a training run, as JSON."""
+    trainer = {k: v for k, v in args.to_dict().items() if k not in _SECRET_ARGS}
+    if scratch:
+        trainer["output_dir"] = None  # a temporary directory, removed after the run
+    return {
+        "method": method,
+        "config": {**asdict(config), "target_modules": list(config.target_modules)},
+        "base_model": resolve_model(config.model),
+        "prompt_version": PROMPT_VERSION,
+        "trainer_args": trainer,
+        "records": records,
+        "counts": training_set.counts.to_json(),
+        "metrics": dict(metrics),
+        "versions": _versions(),
+    }
+
+
+def post_train(
+    method: Method,
+    records: Iterable[Record],
+    out: Path,
+    config: PostTrainConfig | None = None,
+    args: SFTConfig | DPOConfig | None = None,
+    *,
+    source: Iterable[str] = (),
+) -> TrainResult:
+    """Build the training set from ``records``, train, and save a merged model plus ``tale_train.json``
+    in ``out``. ``config`` defaults to ``PostTrainConfig()`` and ``args`` to ``trainer_args(method)``;
+    ``source`` names where the records came from (directories), for the run config."""
+    import torch
+
+    config = config or PostTrainConfig()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; choose a new output directory")
+    records = list(records)
+    training_set = build_training_set(method, records, config.prompt_mode)
+    if training_set.counts.kept == 0:
+        raise ValueError(f"no {method} training examples: {training_set.counts.describe()}")
+    args = args if args is not None else trainer_args(method)
+    if torch.cuda.is_available() and args.use_cpu:
+        logger.warning("a GPU is present but the trainer settings say use_cpu=True; training on the CPU")
+    scratch, output_dir = args.save_strategy == "no", args.output_dir
+    with tempfile.TemporaryDirectory(prefix="tale-train-") as tmp:
+        if scratch:  # nothing is saved there; keeps the trainer's files out of the working directory
+            args.output_dir = tmp
+        try:
+            trainer = make_trainer(method, training_set.dataset, config, args)
+            logger.info("%s on %d examples (%s prompts), %s", method, training_set.counts.kept,
+                        config.prompt_mode, "LoRA" if config.lora else "full")
+            metrics = trainer.train().metrics
+            save_merged(trainer, out)
+        finally:
+            args.output_dir = output_dir
+    summary = {"source": [str(s) for s in source], "sha256": records_fingerprint(records), "n": len(records)}
+    if trainer.accelerator.is_main_process:
+        document = run_config(method, config, args, training_set, summary, metrics, scratch)
+        (out / RUN_CONFIG).write_text(json.dumps(document, indent=2, default=str) + "\n")
+    return TrainResult(out=out, counts=training_set.counts, metrics=metrics)

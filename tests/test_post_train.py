@@ -1,0 +1,282 @@
+"""TALE-PT: training sets from hand-made records, SFT and DPO for two steps on a tiny model, merged saves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from reasoner.post_train import (
+    RUN_CONFIG,
+    PostTrainConfig,
+    SkipReason,
+    build_dpo_dataset,
+    build_sft_dataset,
+    chosen_tokens,
+    dpo_skip_reason,
+    make_trainer,
+    post_train,
+    records_fingerprint,
+    sft_skip_reason,
+    trainer_args,
+)
+from reasoner.prompts import reasoning_prompt
+from tale.cli_train import train_reasoner
+
+QUESTION = "Natalia sold 48 clips in April and half as many in May. How many in total?"
+SHORT = "48 / 2 = 24. 48 + 24 = 72. Answer: [[72]]"
+LONG = "First, 48 / 2 = 24 clips in May. Then 48 + 24 = 72 clips in total. The answer is 72. Answer: [[72]]"
+
+
+def record(id: str, **fields: Any) -> dict[str, Any]:
+    """A feasible record whose answer under budget 50 took 30 tokens against 100 for the vanilla one."""
+    base = {
+        "id": id, "question": QUESTION, "kind": "cloze", "options": [], "language": "en", "gold": "72",
+        "feasible": True, "budget": 50, "reasoning": SHORT, "predicted": "72",
+        "vanilla_text": LONG, "vanilla_tokens": 100, "vanilla_correct": True,
+        "trace": [{"budget": None, "output_tokens": 100, "correct": True},
+                  {"budget": 50, "output_tokens": 30, "correct": True},
+                  {"budget": 25, "output_tokens": 20, "correct": False}],
+        "model": "tiny", "prompt_version": "tale-prompts-v1", "search": "halving",
+    }
+    return {**base, **fields}
+
+
+VANILLA_ONLY = [{"budget": None, "output_tokens": 100, "correct": True},
+                {"budget": 50, "output_tokens": 40, "correct": False}]
+
+# id -> (record, SFT verdict, DPO verdict); None keeps the record.
+CASES: dict[str, tuple[dict[str, Any], SkipReason | None, SkipReason | None]] = {
+    "keep": (record("keep"), None, None),
+    "one-shorter": (record("one-shorter", trace=[{"budget": None, "output_tokens": 100, "correct": True},
+                                                  {"budget": 50, "output_tokens": 99, "correct": True}]), None, None),
+    "choice-zh": (record("choice-zh", kind="choice", options=["70", "72"], language="zh", reasoning="[[B]]",
+                         vanilla_text="很长的推理 [[B]]"), None, None),
+    "infeasible": (record("infeasible", feasible=False, budget=None, reasoning=None, predicted=None,
+                          vanilla_correct=False, trace=[{"budget": None, "output_tokens": 100, "correct": False}]),
+                   SkipReason.INFEASIBLE, SkipReason.INFEASIBLE),
+    "no-reasoning": (record("no-reasoning", reasoning=None), SkipReason.NO_REASONING, SkipReason.NO_REASONING),
+    "no-budget": (record("no-budget", budget=None), SkipReason.NO_REASONING, SkipReason.NO_REASONING),
+    "no-vanilla": (record("no-vanilla", vanilla_text=""), None, SkipReason.NO_VANILLA),
+    # No budget below the vanilla token count held: the answer under beta* is the vanilla answer.
+    "vanilla-is-answer": (record("vanilla-is-answer", budget=100, reasoning=LONG, trace=VANILLA_ONLY),
+                          None, SkipReason.SAME_AS_VANILLA),
+    "same-text": (record("same-text", reasoning=LONG), None, SkipReason.SAME_AS_VANILLA),
+    "no-trace-round": (record("no-trace-round", trace=VANILLA_ONLY), None, SkipReason.NO_TOKEN_COUNT),
+    "longer": (record("longer", trace=[{"budget": None, "output_tokens": 100, "correct": True},
+                                       {"budget": 50, "output_tokens": 161, "correct": True}]),
+               None, SkipReason.NOT_SHORTER),
+    "as-long": (record("as-long", trace=[{"budget": None, "output_tokens": 100, "correct": True},
+                                         {"budget": 50, "output_tokens": 100, "correct": True}]),
+                None, SkipReason.NOT_SHORTER),
+}
+RECORDS = [case[0] for case in CASES.values()]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_filtering_rule(name: str) -> None:
+    rec, sft, dpo = CASES[name]
+    assert sft_skip_reason(rec) is sft
+    assert dpo_skip_reason(rec) is dpo
+
+
+def test_chosen_tokens_come_from_the_budget_round_or_the_vanilla_answer() -> None:
+    assert chosen_tokens(CASES["keep"][0]) == 30
+    assert chosen_tokens(CASES["longer"][0]) == 161
+    assert chosen_tokens(CASES["vanilla-is-answer"][0]) == 100
+    assert chosen_tokens(CASES["no-trace-round"][0]) is None
+
+
+def expected(column: int) -> tuple[list[str], dict[SkipReason, int]]:
+    kept = [name for name, case in CASES.items() if case[column] is None]
+    skipped: dict[SkipReason, int] = {}
+    for case in CASES.values():
+        if case[column] is not None:
+            skipped[case[column]] = skipped.get(case[column], 0) + 1
+    return kept, skipped
+
+
+def test_sft_set_budget_conditioned() -> None:
+    built = build_sft_dataset(RECORDS)
+    kept, skipped = expected(1)
+    assert list(built.dataset["id"]) == kept
+    assert built.counts.kept == len(kept) and dict(built.counts.skipped) == skipped
+    assert built.counts.total == len(RECORDS)
+    assert set(built.dataset.column_names) == {"id", "prompt", "completion"}
+    row = built.dataset[0]
+    assert row["prompt"] == [{"role": "user", "content": reasoning_prompt(QUESTION, method="budget", budget=50).user}]
+    assert "use less than 50 tokens" in row["prompt"][0]["content"]
+    assert row["completion"] == [{"role": "assistant", "content": SHORT}]
+    zh = built.dataset[kept.index("choice-zh")]["prompt"][0]["content"]
+    assert "B. 72" in zh and "使用少于 50 个 token" in zh
+    assert built.dataset[kept.index("vanilla-is-answer")]["completion"][0]["content"] == LONG
+
+
+def test_internalized_prompts_carry_no_budget() -> None:
+    sft, dpo = build_sft_dataset(RECORDS, "internalized"), build_dpo_dataset(RECORDS, "internalized")
+    assert sft.counts == build_sft_dataset(RECORDS).counts  # the mode changes prompts, not the selection
+    for prompt in list(sft.dataset["prompt"]) + list(dpo.dataset["prompt"]):
+        text = prompt[0]["content"]
+        assert "use less than" not in text and "使用少于" not in text and "50" not in text.split("\n")[-1]
+    assert sft.dataset[0]["prompt"][0]["content"] == reasoning_prompt(QUESTION).user
+
+
+def test_dpo_set_prefers_the_shorter_budgeted_answer() -> None:
+    built = build_dpo_dataset(RECORDS)
+    kept, skipped = expected(2)
+    assert list(built.dataset["id"]) == kept == ["keep", "one-shorter", "choice-zh"]
+    assert dict(built.counts.skipped) == skipped
+    assert built.counts.to_json()["skipped"]["same_as_vanilla"] == 2
+    assert set(built.dataset.column_names) == {"id", "prompt", "chosen", "rejected"}
+    row = built.dataset[0]
+    assert "use less than 50 tokens" in row["prompt"][0]["content"]
+    assert row["chosen"] == [{"role": "assistant", "content": SHORT}]
+    assert row["rejected"] == [{"role": "assistant", "content": LONG}]
+
+
+def test_fingerprint_ignores_order_and_sees_content() -> None:
+    assert records_fingerprint(RECORDS) == records_fingerprint(RECORDS[::-1])
+    assert records_fingerprint(RECORDS) != records_fingerprint([*RECORDS[:-1], record("as-long", budget=49)])
+
+
+def test_trainer_args_paper_defaults_and_overrides() -> None:
+    sft, dpo = trainer_args("sft"), trainer_args("dpo", learning_rate=1e-3, gradient_checkpointing=True)
+    assert (sft.num_train_epochs, sft.per_device_train_batch_size, sft.learning_rate, sft.weight_decay) == (3, 16, 1e-4, 0.01)
+    assert (dpo.num_train_epochs, dpo.weight_decay, dpo.beta, dpo.learning_rate) == (2, 0.001, 0.5, 1e-3)
+    assert dpo.gradient_checkpointing is True  # the old name still reaches the trainer
+    assert sft.use_cpu and not sft.bf16 and not sft.gradient_checkpointing  # no GPU here
+    assert sft.save_strategy == "no"
+    with pytest.raises(ValueError, match="prompt_mode"):
+        PostTrainConfig(prompt_mode="budgeted")
+
+
+TRAIN = [record(f"r{i}", question=f"{QUESTION} ({i})") for i in range(4)]
+
+
+def tiny_args(method: str, **overrides: Any):
+    return trainer_args(method, max_steps=2, per_device_train_batch_size=2, max_length=128, learning_rate=1e-3,
+                        logging_steps=1, disable_tqdm=True, **overrides)
+
+
+def weights(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(directory / "model.safetensors")
+
+
+Q_PROJ = "model.layers.0.self_attn.q_proj.weight"
+K_PROJ = "model.layers.0.self_attn.k_proj.weight"
+MLP = "model.layers.0.mlp.up_proj.weight"
+
+
+def test_sft_loss_is_on_the_completion_only(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    built = build_sft_dataset(TRAIN[:2])
+    trainer = make_trainer("sft", built.dataset, PostTrainConfig(model=str(tiny_lm_dir), lora=False),
+                           tiny_args("sft", output_dir=str(tmp_path)))
+    tokenizer = trainer.processing_class
+    examples = [trainer.train_dataset[i] for i in range(2)]
+    batch = trainer.data_collator([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+    for i, (example, source) in enumerate(zip(examples, built.dataset)):
+        prompt = tokenizer.apply_chat_template(source["prompt"], add_generation_prompt=True, tokenize=False)
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+        labels = batch["labels"][i].tolist()
+        assert labels[:n_prompt] == [-100] * n_prompt
+        n = len(example["input_ids"])
+        assert labels[n_prompt:n] == example["input_ids"][n_prompt:]
+        assert all(label == -100 for label in labels[n:])  # padding
+        # The completion ends with the end-of-turn token, so the model learns to stop.
+        assert tokenizer.decode(labels[n_prompt:n]) == SHORT + "<|im_end|>\n"
+
+
+def test_sft_full_two_steps_changes_weights(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sft-full"
+    result = post_train("sft", TRAIN, out, PostTrainConfig(model=str(tiny_lm_dir), lora=False), tiny_args("sft"),
+                        source=["hand-made"])
+    assert result.counts.kept == 4 and result.metrics["train_loss"] > 0
+    before, after = weights(tiny_lm_dir), weights(out)
+    assert not before[MLP].equal(after[MLP]) and not before[K_PROJ].equal(after[K_PROJ])
+    run = json.loads((out / RUN_CONFIG).read_text())
+    assert run["method"] == "sft" and run["config"]["lora"] is False and run["config"]["prompt_mode"] == "budget"
+    assert run["trainer_args"]["learning_rate"] == 1e-3 and run["trainer_args"]["max_steps"] == 2
+    assert "hub_token" not in run["trainer_args"] and run["trainer_args"]["output_dir"] is None
+    assert run["records"] == {"source": ["hand-made"], "sha256": records_fingerprint(TRAIN), "n": 4}
+    assert run["counts"] == {"kept": 4, "skipped": {}}
+    with pytest.raises(FileExistsError):
+        post_train("sft", TRAIN, out, PostTrainConfig(model=str(tiny_lm_dir)), tiny_args("sft"))
+
+
+def test_dpo_full_uses_a_loaded_reference_and_changes_weights(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config = PostTrainConfig(model=str(tiny_lm_dir), lora=False)
+    built = build_dpo_dataset(TRAIN)
+    trainer = make_trainer("dpo", built.dataset, config, tiny_args("dpo", output_dir=str(tmp_path / "scratch")))
+    assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    n_prompt = len(trainer.train_dataset[0]["prompt_ids"])
+    assert batch["completion_mask"][:, :n_prompt].sum() == 0 and batch["completion_mask"][:, n_prompt:].sum() > 0
+
+    out = tmp_path / "dpo-full"
+    post_train("dpo", TRAIN, out, config, tiny_args("dpo"))
+    assert not weights(tiny_lm_dir)[MLP].equal(weights(out)[MLP])
+    assert json.loads((out / RUN_CONFIG).read_text())["trainer_args"]["beta"] == 0.5
+
+
+def test_dpo_lora_merges_into_the_targets_only(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config = PostTrainConfig(model=str(tiny_lm_dir), prompt_mode="internalized")
+    args = tiny_args("dpo", output_dir=str(tmp_path / "scratch"))
+    assert make_trainer("dpo", build_dpo_dataset(TRAIN).dataset, config, args).ref_model is None
+    out = tmp_path / "dpo-lora"
+    post_train("dpo", TRAIN, out, config, tiny_args("dpo"))
+    before, after = weights(tiny_lm_dir), weights(out)
+    assert not before[Q_PROJ].equal(after[Q_PROJ])  # the merged adapter
+    assert before[K_PROJ].equal(after[K_PROJ]) and before[MLP].equal(after[MLP])  # not LoRA targets
+    assert not (out / "adapter_config.json").exists()
+    assert json.loads((out / RUN_CONFIG).read_text())["config"]["prompt_mode"] == "internalized"
+
+
+def write_records(directory: Path, records: list[dict[str, Any]]) -> Path:
+    from data_builder.records import RecordWriter, Shard
+
+    with RecordWriter(Shard().records_path(directory)) as writer:
+        for r in records:
+            writer.write(r)
+    return directory
+
+
+def test_cli_sft_lora_saves_a_plain_model_that_loads_and_generates(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    from reasoner.backends.hf import HFBackend, HFConfig
+
+    records = write_records(tmp_path / "records", [*TRAIN, CASES["infeasible"][0]])
+    out = tmp_path / "sft-lora"
+    result = CliRunner().invoke(train_reasoner, [
+        "sft", "--records", str(records), "--model", str(tiny_lm_dir), "--out", str(out), "--max-steps", "2",
+        "--batch-size", "2", "--learning-rate", "1e-3", "--max-length", "128"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "4 of 5 records kept; skipped: 1 infeasible" in result.output
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "generation_config.json", RUN_CONFIG} <= files
+    assert not {f for f in files if f.startswith("adapter")}
+    assert "chat_template.jinja" in files or "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
+    before, after = weights(tiny_lm_dir), weights(out)
+    assert not before[Q_PROJ].equal(after[Q_PROJ]) and before[K_PROJ].equal(after[K_PROJ])
+    assert not any("lora" in name for name in after)
+    run = json.loads((out / RUN_CONFIG).read_text())
+    assert run["records"]["source"] == [str(records)] and run["counts"]["skipped"] == {"infeasible": 1}
+    assert run["config"]["lora_r"] == 8 and run["config"]["target_modules"] == ["q_proj", "v_proj"]
+
+    backend = HFBackend(HFConfig(model=str(out), device="cpu"))
+    [generation] = backend.generate([reasoning_prompt(QUESTION, method="budget", budget=50)], max_new_tokens=6)
+    assert 1 <= generation.output_tokens <= 6
+
+
+def test_cli_help_and_errors(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert "Example: tale train-reasoner" in runner.invoke(train_reasoner, ["--help"]).output
+    records = write_records(tmp_path / "records", [CASES["infeasible"][0], CASES["longer"][0]])
+    result = runner.invoke(train_reasoner, ["dpo", "--records", str(records), "--model", str(tiny_lm_dir),
+                                            "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "no dpo training examples" in result.output
+    assert "1 infeasible" in result.output and "1 not_shorter" in result.output
