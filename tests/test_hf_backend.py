@@ -73,3 +73,42 @@ def test_bad_settings_are_refused(backend: HFBackend) -> None:
         HFConfig(dtype="int3")
     with pytest.raises(ValueError, match="max_new_tokens"):
         backend.generate([Prompt(user="hi")], max_new_tokens=0)
+
+
+def test_greedy_matches_transformers_generate(backend: HFBackend) -> None:
+    """The shrinking-batch decoder produces what ``model.generate`` produces, prompt by prompt."""
+    import torch
+
+    tokenizer, model = backend.tokenizer, backend.model
+    for prompt, generation in zip(PROMPTS, backend.generate(PROMPTS, max_new_tokens=12)):
+        text = tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.inference_mode():
+            reference = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        new = reference[0, ids.shape[1]:].tolist()
+        stop = next((k for k, t in enumerate(new) if t in backend._stop_ids), None)
+        new = new if stop is None else new[: stop + 1]
+        assert generation.output_tokens == len(new)
+        assert generation.text == tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+def test_rows_leave_the_batch_when_they_stop(tiny_lm_dir: Path) -> None:
+    """A row that stops early leaves the batch; the others decode on exactly as before."""
+    backend = HFBackend(HFConfig(model=str(tiny_lm_dir), device="cpu", batch_size=3))
+    before = backend.generate(PROMPTS, max_new_tokens=16)
+    tokenizer = backend.tokenizer
+    rows = [tokenizer(backend._encode(p), add_special_tokens=False).input_ids for p in PROMPTS]
+    assert all(g.finish_reason == "length" for g in before)
+    outputs = []
+    import torch
+
+    for ids in rows:  # the greedy token ids, to choose an end token only the first answer contains
+        with torch.inference_mode():
+            out = backend.model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)
+        outputs.append(out[0, len(ids):].tolist())
+    position, token = next((i, t) for i, t in enumerate(outputs[0][:-1])
+                           if t not in outputs[1] and t not in outputs[2])
+    backend._stop_ids = backend._stop_ids | {token}
+    after = backend.generate(PROMPTS, max_new_tokens=16)
+    assert (after[0].output_tokens, after[0].finish_reason) == (position + 1, "stop")
+    assert after[1:] == before[1:]

@@ -79,32 +79,65 @@ class HFBackend:
         return [results[i] for i in range(len(texts))]
 
     def _generate_batch(self, texts: list[str], max_new_tokens: int) -> list[Generation]:
+        """Decode a left-padded batch, dropping each row from the batch (and its KV cache) as soon
+        as it stops: transformers' ``generate`` keeps finished rows until the longest one ends,
+        which on a CPU costs more than batching saves when answer lengths differ a lot."""
+        import torch
+        from transformers import DynamicCache
+
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        mask = encoded.attention_mask
+        prompt_tokens = mask.sum(dim=1).tolist()
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        step_input = encoded.input_ids
+        active = list(range(len(texts)))  # batch row -> index in ``texts``
+        generated: list[list[int]] = [[] for _ in texts]
+        stopped = [False] * len(texts)
+        cache = DynamicCache(config=self.model.config)
+        generator = torch.Generator(device=self.device).manual_seed(self.config.sampling.seed)
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                logits = self.model(input_ids=step_input, attention_mask=mask, position_ids=positions,
+                                    past_key_values=cache, use_cache=True).logits[:, -1, :]
+                tokens = self._choose(logits.float(), generator).tolist()
+                keep = []
+                for row, (index, token) in enumerate(zip(active, tokens)):
+                    generated[index].append(token)
+                    stopped[index] = token in self._stop_ids
+                    if not stopped[index] and len(generated[index]) < max_new_tokens:
+                        keep.append(row)
+                if not keep:
+                    break
+                if len(keep) < len(active):
+                    rows = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(rows)
+                    mask, positions = mask[rows], positions[rows]
+                    active, tokens = [active[r] for r in keep], [tokens[r] for r in keep]
+                mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+                positions = positions[:, -1:] + 1
+                step_input = torch.tensor(tokens, device=self.device)[:, None]
+        return [
+            Generation(
+                text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                prompt_tokens=int(n_prompt),
+                output_tokens=len(ids),
+                finish_reason="stop" if stop else "length",
+            )
+            for ids, n_prompt, stop in zip(generated, prompt_tokens, stopped)
+        ]
+
+    def _choose(self, logits, generator):
+        """The next token per row: argmax, or a temperature / top-p sample."""
         import torch
 
         sampling = self.config.sampling
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        encoded = encoded.to(self.device)
-        options = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        if not sampling.greedy:
-            torch.manual_seed(sampling.seed)
-            options = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": None}
-        with torch.inference_mode():
-            output = self.model.generate(
-                **encoded, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **options
-            )
-        prompt_width = encoded.input_ids.shape[1]
-        prompt_tokens = encoded.attention_mask.sum(dim=1).tolist()
-        generations = []
-        for row, n_prompt in zip(output[:, prompt_width:].tolist(), prompt_tokens):
-            # After a row stops, generate() fills it with padding: the row ends at its first stop id.
-            stop = next((k for k, token in enumerate(row) if token in self._stop_ids), None)
-            kept = row if stop is None else row[: stop + 1]
-            generations.append(
-                Generation(
-                    text=self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                    prompt_tokens=int(n_prompt),
-                    output_tokens=len(kept),
-                    finish_reason="length" if stop is None else "stop",
-                )
-            )
-        return generations
+        if sampling.greedy:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits / sampling.temperature, dim=-1)
+        if sampling.top_p < 1:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+            outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= sampling.top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
