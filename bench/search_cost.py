@@ -6,8 +6,8 @@
    question at a time, one prompt per call: the ratio is what batching buys.
 2. Calls, tokens and searched budgets per question for halving, elastic and bisect. Greedy decoding
    gives the same answer to the same prompt, so these three reuse answers already generated for an
-   identical prompt (a memo keyed by prompt); calls and tokens are counted from each mode's own
-   trace, as if nothing were shared.
+   identical prompt (a memo keyed by prompt, filled by the timed batched run); calls and tokens are
+   counted from each mode's own trace, as if nothing were shared.
 """
 
 from __future__ import annotations
@@ -83,12 +83,12 @@ def main(questions: int, model: str, max_new_tokens: int, out: Path) -> None:
         return results, seconds
 
     halving = SearchConfig(mode="halving", max_new_tokens=max_new_tokens)
-    batched, batched_s = timed("halving, batched rounds      ", backend, halving, pool=questions)
+    memo = Memo(backend)  # empty: the batched run generates everything, and fills it
+    batched, batched_s = timed("halving, batched rounds      ", memo, halving, pool=questions)
     single, single_s = timed("halving, one question at a time", OneAtATime(backend), halving, pool=1)
     result["wall_time"] = {"batched_s": round(batched_s, 1), "one_at_a_time_s": round(single_s, 1),
                            "speedup": round(single_s / batched_s, 2),
                            "same_budgets": [r.budget for r in batched] == [r.budget for r in single]}
-    memo = Memo(backend)
     result["modes"] = {}
     for mode in ("halving", "elastic", "bisect"):
         results = list(search_budgets(problems, memo, SearchConfig(mode=mode, max_new_tokens=max_new_tokens), pool=questions))
