@@ -46,6 +46,11 @@ class Memo:
         return [self.seen[(p, max_new_tokens)] for p in prompts]
 
 
+def by_id(results: Sequence) -> dict:
+    """Searched budgets by problem id: results arrive in completion order, which batching changes."""
+    return {r.problem.id: r.budget for r in results}
+
+
 def per_question(results: Sequence) -> dict:
     feasible = [r for r in results if r.feasible]
     return {
@@ -55,7 +60,7 @@ def per_question(results: Sequence) -> dict:
         "tokens_per_question": statistics.fmean(r.tokens_spent for r in results),
         "mean_budget": statistics.fmean(r.budget for r in feasible) if feasible else None,
         "mean_vanilla_tokens_feasible": statistics.fmean(r.vanilla_tokens for r in feasible) if feasible else None,
-        "budgets": {r.problem.id: r.budget for r in results},
+        "budgets": by_id(results),
     }
 
 
@@ -88,7 +93,7 @@ def main(questions: int, model: str, max_new_tokens: int, out: Path) -> None:
     single, single_s = timed("halving, one question at a time", OneAtATime(backend), halving, pool=1)
     result["wall_time"] = {"batched_s": round(batched_s, 1), "one_at_a_time_s": round(single_s, 1),
                            "speedup": round(single_s / batched_s, 2),
-                           "same_budgets": [r.budget for r in batched] == [r.budget for r in single]}
+                           "same_budgets": by_id(batched) == by_id(single)}
     result["modes"] = {}
     for mode in ("halving", "elastic", "bisect"):
         results = list(search_budgets(problems, memo, SearchConfig(mode=mode, max_new_tokens=max_new_tokens), pool=questions))
