@@ -253,3 +253,21 @@ def test_estimate_errors_name_the_problem(onnx_dir: Path, regressor_dir: Path, t
     (out / "model.int8.onnx").write_bytes(b"not a model")
     result = invoke("estimate", "--predictor", str(out), "q")
     assert result.exit_code == 1 and f"{out / 'model.int8.onnx'}: sha256" in result.output
+
+
+def test_estimator_names_load_the_regressor_and_its_export(regressor_dir: Path, onnx_dir: Path,
+                                                           regressor: BertRegressor) -> None:
+    """``bert:DIR`` and ``onnx:DIR``, as eval-predictor, evaluate and ablate name them."""
+    from tale.estimators import EstimatorBudget, build_estimator
+
+    questions = HELD_OUT[:8]
+    assert build_estimator(f"bert:{regressor_dir}").predict(questions) == regressor.predict(questions)
+    from_onnx = build_estimator(f"onnx:{onnx_dir}")
+    assert isinstance(from_onnx, OnnxEstimator)
+    assert from_onnx.predict(questions) == load(onnx_dir).predict(questions)
+    from data_builder.sources import Problem
+
+    problems = [Problem(f"q{i}", q, "1") for i, q in enumerate(questions)]
+    assigned = EstimatorBudget(from_onnx, f"onnx:{onnx_dir}").assign(problems)
+    assert [a.budget for a in assigned] == from_onnx.predict(questions)
+    assert all(a.prompt_tokens == 0 and a.seconds > 0 for a in assigned)
