@@ -10,7 +10,23 @@ import click
 from tale.cli_common import backend_options, build_backend, setup
 
 
-@click.group()
+class _Group(click.Group):
+    """Turns the errors a user can fix (bad data rows, a records directory of another run, a missing
+    model part) into a one-line message naming the file, instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from data_builder.build import ResumeMismatchError
+        from data_builder.records import RecordError
+        from data_builder.rows import BadRowError
+        from reasoner.models import ModelUnavailableError
+
+        try:
+            return super().invoke(ctx)
+        except (BadRowError, RecordError, ResumeMismatchError, ModelUnavailableError, FileNotFoundError) as error:
+            raise click.ClickException(str(error)) from error
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="tale-toolkit")
 def main() -> None:
     """TALE: token-budget-aware LLM reasoning. Search budgets, learn to predict them, and reason within them."""
@@ -23,10 +39,11 @@ def main() -> None:
 @click.option("--split", default="test", show_default=True, help="Split, for hub data sets.")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Budget-aware prompt: use less than N tokens.")
 @click.option("--direct", is_flag=True, help="Ask for the answer without reasoning.")
+@click.option("--skip-bad", is_flag=True, help="Skip and count bad data rows instead of stopping at the first.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/generate.jsonl"), show_default=True, help="JSONL of graded answers.")
 @backend_options
-def generate(dataset, limit, seed, split, budget, direct, max_new_tokens, out, model, backend_kind, base_url,
+def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_tokens, out, model, backend_kind, base_url,
              api_key_env, dtype, device, batch_size, temperature, threads, verbose):
     """Ask a reasoner math questions and grade the answers.
 
@@ -40,7 +57,9 @@ def generate(dataset, limit, seed, split, budget, direct, max_new_tokens, out, m
     from data_builder.sources import load_problems
     from tale.generate import Summary, answer_problems, write_jsonl
 
-    problems = load_problems(dataset, limit=limit, seed=seed, split=split)
+    problems = load_problems(dataset, limit=limit, seed=seed, split=split, skip_bad=skip_bad)
+    if problems.skipped:
+        click.echo(f"skipped {len(problems.skipped)} bad rows (first: {problems.skipped[0]})", err=True)
     method = "direct" if direct else "budget" if budget is not None else "vanilla"
     backend = build_backend(model=model, backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size, temperature=temperature)
     answers = []

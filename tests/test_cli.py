@@ -57,7 +57,7 @@ def test_build_then_resume_with_other_search_is_refused(tiny_lm_dir: Path, tmp_p
     assert result.exit_code == 0, result.output
     assert "3 questions, feasible share" in result.output and "calls" in result.output
     again = CliRunner().invoke(main, [*args, "--search", "bisect"])
-    assert again.exit_code != 0 and "holds records of another run" in str(again.exception)
+    assert again.exit_code == 1 and "holds records of another run" in again.output
 
 
 def test_merge_and_elasticity(tmp_path: Path) -> None:
@@ -77,3 +77,14 @@ def test_merge_and_elasticity(tmp_path: Path) -> None:
     curves = json.loads(figure.with_suffix(".json").read_text())
     assert len(curves) == 8  # the two infeasible questions have no budget-aware rounds
     assert all(c["budgets"] == sorted(c["budgets"]) for c in curves)
+
+
+def test_generate_names_a_bad_row_or_skips_it(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    data = write_problems(tmp_path / "p.jsonl")
+    data.write_text(data.read_text() + '{"question": "No answer here?"}\n')
+    args = ["generate", "--dataset", f"jsonl:{data}", "--model", str(tiny_lm_dir), "--device", "cpu",
+            "--max-new-tokens", "2", "--out", str(tmp_path / "a.jsonl")]
+    failed = CliRunner().invoke(main, args)
+    assert failed.exit_code == 1 and "p.jsonl:4" in failed.output and "answer" in failed.output
+    result = CliRunner().invoke(main, [*args, "--skip-bad"], catch_exceptions=False)
+    assert result.exit_code == 0 and "skipped 1 bad rows" in result.output and "3 questions" in result.output
