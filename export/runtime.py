@@ -22,6 +22,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from export.manifest import MANIFEST_FILE, ExportedFile, ExportManifest, RuntimeConfig
+from predictor.target import length_batches
 
 __all__ = ["CorruptExportError", "OnnxEstimator", "RuntimeConfig"]
 
@@ -104,10 +105,8 @@ class OnnxEstimator:
 
         Batched by length, ``batch_size`` at a time, in the same order as ``BertRegressor.raw_outputs``.
         """
-        order = sorted(range(len(questions)), key=lambda i: len(questions[i]))
         outputs = [0.0] * len(questions)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in length_batches(questions, self.batch_size):
             (logits,) = self.session.run([self.manifest.output_name], self.encode([questions[i] for i in chunk]))
             for i, value in zip(chunk, logits[:, 0].tolist()):
                 outputs[i] = value

@@ -30,7 +30,7 @@ from typing import Any
 
 from predictor import BudgetRange
 from predictor.data import VALIDATION_SALT, Example, ExampleConfig, fingerprint, load_examples, split_by_id
-from predictor.target import INPUT_NAMES, LogTarget, RegressorMeta, as_json
+from predictor.target import INPUT_NAMES, LogTarget, RegressorMeta, as_json, length_batches
 
 logger = logging.getLogger(__name__)
 
@@ -250,11 +250,9 @@ class BertRegressor:
         """
         import torch
 
-        order = sorted(range(len(questions)), key=lambda i: len(questions[i]))
         outputs = [0.0] * len(questions)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
+            for chunk in length_batches(questions, self.batch_size):
                 inputs = {k: v.to(self.device) for k, v in self.encode([questions[i] for i in chunk]).items()}
                 logits = self.model(**inputs).logits[:, 0].float().cpu().tolist()
                 for i, value in zip(chunk, logits):

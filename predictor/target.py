@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,3 +139,11 @@ class RegressorMeta:
 def as_json(config: Any) -> dict[str, Any]:
     """A config dataclass as plain JSON values (paths and tuples become strings and lists)."""
     return json.loads(json.dumps(asdict(config), default=str))
+
+
+def length_batches(texts: Sequence[str], size: int) -> Iterator[list[int]]:
+    """Indices of ``texts`` in batches of ``size``, shortest first, so padding stays short.
+    The torch regressor and its ONNX export batch alike, so their outputs compare row for row."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
