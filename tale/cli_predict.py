@@ -67,7 +67,7 @@ def _estimators(names: str, split, backend_args: dict, llm_default: int | None):
 @click.command("eval-predictor")
 @click.option("--records", type=RECORDS, multiple=True, required=True, help="Records directory (repeat for several).")
 @click.option("--estimators", default="constant,tfidf", show_default=True, help="Comma-separated: bert:DIR, onnx:DIR, llm:MODEL (zero-shot, 'default' is the embedded reasoner), constant, tfidf.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/predictor-eval"), show_default=True, help="Directory for report.md, report.json and scatter plots.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/predictor-eval"), show_default=True, help="Directory for report.md, report.json, scatter plots, and the baselines fitted here (constant/, tfidf/).")
 @click.option("--held-out", type=click.FloatRange(0, 0.9), default=0.2, show_default=True, help="Must match train-predictor's.")
 @click.option("--llm-default", type=int, default=None, help="Zero-shot fallback budget when a reply has no number (default: the training median).")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
@@ -92,5 +92,8 @@ def eval_predictor(records, estimators, out, held_out, llm_default, skip_bad, mo
     chosen = _estimators(estimators, split, backend_args, llm_default)
     evaluation = evaluate(chosen, split.held_out, train=split.train)
     files = write_report(evaluation, out)
+    for name in ("constant", "tfidf"):  # fitted here: saved, so evaluate/ablate can name them as name:DIR
+        if name in chosen:
+            chosen[name].save(out / name)
     click.echo(markdown_table(evaluation))
     click.echo(f"\n{len(split.held_out)} held-out records; report in {files.markdown}, {files.json}")

@@ -44,6 +44,10 @@ def test_train_then_compare_estimators(tiny_bert_dir: Path, tmp_path: Path) -> N
     assert names == [f"bert:{tmp_path / 'bert'}", "constant", "tfidf"]
     assert all(0 <= r["scores"]["in_range_rate"] <= 1 for r in report["results"])
     assert (tmp_path / "eval" / "report.md").read_text().count("|") > 10
+    from predictor import load_estimator  # the fitted baselines are saved for evaluate and ablate
+
+    constant = load_estimator(tmp_path / "eval" / "constant")
+    assert constant.predict(["any question"]) == [report["results"][1]["predictions"][0]]
 
 
 def test_unknown_estimator_is_a_usage_error(tmp_path: Path) -> None:
