@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from predictor import BudgetRange
-from predictor.target import LogTarget
+from predictor.target import LogTarget, to_budgets
 
 MANIFEST_FILE = "tale_onnx.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -70,7 +70,7 @@ class ExportManifest:
 
     def budgets(self, outputs: list[float]) -> list[int]:
         """Graph outputs (standardized log budgets) to clamped integer budgets, as ``RegressorMeta.budgets``."""
-        return [self.budget_range.clamp(self.target.decode(float(o))) for o in outputs]
+        return to_budgets(outputs, self.target, self.budget_range)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -78,7 +78,7 @@ class RegressorMeta:
 
     def budgets(self, outputs: Iterable[float]) -> list[int]:
         """Model outputs (standardized log budgets) to clamped integer budgets."""
-        return [self.budget_range.clamp(self.target.decode(float(o))) for o in outputs]
+        return to_budgets(outputs, self.target, self.budget_range)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +139,12 @@ class RegressorMeta:
 def as_json(config: Any) -> dict[str, Any]:
     """A config dataclass as plain JSON values (paths and tuples become strings and lists)."""
     return json.loads(json.dumps(asdict(config), default=str))
+
+
+def to_budgets(outputs: Iterable[float], target: LogTarget, budget_range: BudgetRange) -> list[int]:
+    """Regressor outputs (standardized log budgets) to clamped integer budgets: the one decoding
+    shared by the torch regressor and its ONNX export."""
+    return [budget_range.clamp(target.decode(float(o))) for o in outputs]
 
 
 def length_batches(texts: Sequence[str], size: int) -> Iterator[list[int]]:
