@@ -190,9 +190,10 @@ def _register() -> None:
     from tale.cli_eval import ablate, evaluate
     from tale.cli_export import estimate, export
     from tale.cli_predict import eval_predictor, train_predictor
+    from tale.cli_run import run
     from tale.cli_train import train_reasoner
 
-    for command in (train_predictor, eval_predictor, export, estimate, evaluate, ablate, train_reasoner):
+    for command in (run, train_predictor, eval_predictor, export, estimate, evaluate, ablate, train_reasoner):
         main.add_command(command)
 
 

@@ -1,0 +1,221 @@
+"""The main job, ``tale run``: the whole TALE loop in one run directory.
+
+Stages, each skipped when its output is already complete, so rerunning the same command resumes:
+
+1. ``records/``: budget search on the training questions (``data_builder``; resumes per question);
+2. ``predictor/``: the BERT regressor trained on the searched budgets;
+3. ``predictor-onnx/``: its ONNX export, fp32 and int8;
+4. ``reasoner-sft/`` (optional): budget-conditioned LoRA SFT of the reasoner on the records;
+5. ``eval/``: vanilla CoT against budget-aware reasoning with the int8 regressor's budgets, on
+   questions the search never saw, for the base reasoner (and the SFT one); resumes per question.
+
+``config.json`` holds the run's settings; a rerun with other settings is refused, because the stages
+already on disk would not match them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_builder.search import SearchConfig
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+STAGES = ("records", "predictor", "export", "post-train", "evaluate")
+
+
+class RunMismatchError(RuntimeError):
+    """The run directory holds a run with other settings."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One end-to-end run. The defaults finish in about 15 minutes on 2 CPU cores."""
+
+    out: Path = Path("runs/pipeline")
+    dataset: str = "generated"  # training questions for the budget search, KIND[:PATH]
+    eval_dataset: str | None = None  # None: generated problems with seed + 1 (only when dataset is generated)
+    questions: int = 16  # questions searched
+    eval_questions: int = 8  # questions evaluated per configuration
+    seed: int = 0  # shuffles (or, for generated problems, generates) the training questions
+    model: str = "default"  # the reasoner
+    backend: str = "hf"
+    encoder: str = "default"  # the regressor's encoder
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(mode="elastic", max_new_tokens=384))
+    pool: int = 16  # questions in flight during the search
+    min_feasible: int = 8  # fewer feasible records: the regressor also learns from infeasible ones
+    epochs: int = 10  # regressor epochs (at most; early stopping)
+    max_length: int = 256  # regressor: question tokens kept
+    post_train: bool = False  # also LoRA-SFT the reasoner and evaluate it
+    sft_epochs: float = 3.0
+    max_new_tokens: int = 384  # per answer in the evaluation
+
+    def __post_init__(self) -> None:
+        if self.questions < 1 or self.eval_questions < 1:
+            raise ValueError(f"questions and eval_questions must be >= 1, got {self.questions}, {self.eval_questions}")
+        if self.eval_dataset is None and self.dataset.split(":")[0] not in ("generated", "gsm_symbolic"):
+            raise ValueError("give an evaluation data set (eval_dataset) that does not overlap the training one")
+        if self.post_train and self.backend != "hf":
+            raise ValueError("post-training needs a local model (backend hf)")
+
+    @property
+    def eval_spec(self) -> tuple[str, int]:
+        """The evaluation data set and its seed."""
+        if self.eval_dataset is None:
+            return "generated", self.seed + 1
+        return self.eval_dataset, self.seed
+
+    def paths(self) -> dict[str, Path]:
+        return {"records": self.out / "records", "predictor": self.out / "predictor",
+                "export": self.out / "predictor-onnx", "post-train": self.out / "reasoner-sft", "evaluate": self.out / "eval"}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        return data
+
+
+@dataclass
+class PipelineResult:
+    paths: dict[str, Path]
+    skipped: list[str]  # stages found complete
+    records: dict[str, float]  # the search summary
+    regressor_examples: dict[str, Any]
+    table: Path
+    plot: Path
+    summaries: list[dict[str, Any]]
+
+
+Progress = Callable[[str, int | None], Any]  # (stage description, total) -> a tqdm-like bar
+
+
+def _check_config(config: PipelineConfig) -> None:
+    path = config.out / CONFIG_FILE
+    wanted = config.to_json()
+    if path.exists():
+        found = json.loads(path.read_text())
+        if found != wanted:
+            changed = sorted(k for k in wanted.keys() | found.keys() if wanted.get(k) != found.get(k))
+            raise RunMismatchError(f"{config.out} holds a run with other settings ({', '.join(changed)}); "
+                                   "use a new --out or the same settings")
+        return
+    config.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], progress: Progress,
+                 echo: Callable[[str], None] = print) -> PipelineResult:
+    """Run (or resume) every stage; ``backend_for(model)`` gives a (cached) reasoner backend."""
+    from data_builder.build import BuildConfig, build_records, summarize
+    from data_builder.records import load_records
+
+    _check_config(config)
+    paths, skipped = config.paths(), []
+
+    # 1. budget search
+    records = load_records(paths["records"]) if paths["records"].exists() else []
+    if len(records) >= config.questions:
+        skipped.append("records")
+    else:
+        build = BuildConfig(dataset=config.dataset, out=paths["records"], model=config.model, backend=config.backend,
+                            search=config.search, limit=config.questions, seed=config.seed, pool=config.pool)
+        with progress("1/5 budget search", config.questions) as bar:
+            bar.update(len(records))
+            build_records(build, backend_for(config.model), on_record=lambda _: bar.update(1))
+        records = load_records(paths["records"])
+    search = summarize(records)
+    echo(f"records: {search['questions']} questions, {search.get('feasible_share', 0):.0%} feasible"
+         + (f", mean searched budget {search['mean_budget']:.0f} against {search['mean_vanilla_tokens_feasible']:.0f} "
+            "vanilla tokens" if "mean_budget" in search else ""))
+
+    # 2. the regressor
+    examples = _train_regressor(config, paths, records, progress, skipped)
+    # 3. ONNX export
+    _export(paths, progress, skipped)
+    # 4. optional post-training
+    models = [config.model]
+    if config.post_train:
+        _post_train(config, paths, records, progress, skipped)
+        models.append(str(paths["post-train"]))
+    # 5. evaluation
+    files, summaries = _evaluate(config, paths, models, backend_for, progress)
+    return PipelineResult(paths=paths, skipped=skipped, records=search, regressor_examples=examples,
+                          table=files.markdown, plot=files.plot, summaries=summaries)
+
+
+def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: list[dict[str, Any]], progress: Progress,
+                     skipped: list[str]) -> dict[str, Any]:
+    from predictor import META_FILE
+    from predictor.bert import BertRegressorConfig, train_regressor
+    from predictor.data import ExampleConfig
+
+    out = paths["predictor"]
+    if (out / META_FILE).exists():
+        skipped.append("predictor")
+        meta = json.loads((out / META_FILE).read_text())
+        return {"n_train": meta["n_train"], "n_validation": meta["n_validation"], **meta["data"]}
+    feasible = sum(1 for r in records if r["feasible"])
+    include_infeasible = feasible < config.min_feasible
+    if include_infeasible:
+        logger.warning("only %d feasible records (< %d): the regressor also learns from infeasible ones, "
+                       "with their vanilla tokens as budgets", feasible, config.min_feasible)
+    with progress("2/5 train the regressor", None):
+        model = train_regressor([paths["records"]], out, BertRegressorConfig(
+            encoder=config.encoder, epochs=config.epochs, max_length=config.max_length, seed=config.seed),
+                                ExampleConfig(include_infeasible=include_infeasible, held_out_fraction=0.0))
+    meta = model.meta.to_json()
+    return {"n_train": meta["n_train"], "n_validation": meta["n_validation"], **meta["data"]}
+
+
+def _export(paths: dict[str, Path], progress: Progress, skipped: list[str]) -> None:
+    from export.manifest import MANIFEST_FILE
+    from export.onnx import ExportConfig, export_regressor
+
+    if (paths["export"] / MANIFEST_FILE).exists():
+        skipped.append("export")
+        return
+    with progress("3/5 export to ONNX int8", None):
+        export_regressor(paths["predictor"], paths["export"], ExportConfig(int8=True))
+
+
+def _post_train(config: PipelineConfig, paths: dict[str, Path], records: list[dict[str, Any]], progress: Progress,
+                skipped: list[str]) -> None:
+    from reasoner.post_train import RUN_CONFIG, PostTrainConfig, post_train, trainer_args
+
+    out = paths["post-train"]
+    if (out / RUN_CONFIG).exists():
+        skipped.append("post-train")
+        return
+    if out.exists():  # an interrupted save: training does not resume mid-way, so start it again
+        shutil.rmtree(out)
+    with progress("4/5 post-train the reasoner (LoRA SFT)", None):
+        post_train("sft", records, out, PostTrainConfig(model=config.model),
+                   trainer_args("sft", num_train_epochs=config.sft_epochs, seed=config.seed),
+                   source=[str(paths["records"])])
+
+
+def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str], backend_for: Callable[[str], Any],
+              progress: Progress):
+    from tale.ablate import AblationConfig, ablate, collect_all
+    from tale.evaluate import load_rows
+
+    dataset, seed = config.eval_spec
+    grid = AblationConfig(datasets=(dataset,), out=paths["evaluate"], models=tuple(models),
+                          methods=("vanilla", "budget"), budget_sources=(f"onnx:{paths['export']}",),
+                          backend=config.backend, limit=config.eval_questions, seed=seed,
+                          max_new_tokens=config.max_new_tokens)
+    runs = grid.configs()
+    done = sum(len(load_rows(r.run_dir)) for r in runs)
+    with progress("5/5 evaluate", len(runs) * config.eval_questions) as bar:
+        bar.update(done)
+        files = ablate(grid, backend_for, on_row=lambda _: bar.update(1))
+    summaries = [{"model": r.config.model, "method": r.config.label, **asdict(r.summary)}
+                 for r in collect_all(paths["evaluate"])]
+    return files, summaries

@@ -1,0 +1,56 @@
+"""``tale run`` end to end on tiny models: every stage, the resume, and a refused change of settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tale.cli import main
+
+
+def write_problems(path: Path, n: int) -> Path:
+    rows = [{"question": f"What is {i} + {i + 1}? Think about it.", "answer": str(2 * i + 1)} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    train = write_problems(tmp_path / "train.jsonl", 6)
+    test = write_problems(tmp_path / "test.jsonl", 3)
+    out = tmp_path / "run"
+    args = ["run", "--dataset", f"jsonl:{train}", "--eval-dataset", f"jsonl:{test}", "--questions", "6",
+            "--eval-questions", "3", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64", "--epochs", "2", "--device", "cpu",
+            "--max-new-tokens", "6", "--out", str(out)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "records: 6 questions" in result.output
+    # a random tiny model answers nothing right: the regressor falls back to the infeasible records
+    assert "regressor: trained on" in result.output and "infeasible ones included" in result.output
+    assert (out / "predictor" / "tale_predictor.json").exists()
+    assert (out / "predictor-onnx" / "model.int8.onnx").exists()
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert len(summary) == 2
+    assert "| vanilla |" in result.output and "| onnx:" in result.output
+    rows = [json.loads(line) for run in (out / "eval" / "runs").iterdir() for line in (run / "rows.jsonl").open()]
+    assert len(rows) == 6
+    budgeted = [r for r in rows if r["method"] == "budget"]
+    assert len(budgeted) == 3 and all(8 <= r["budget"] <= 1024 for r in budgeted)
+    config = json.loads((out / "config.json").read_text())
+    assert config["questions"] == 6 and config["encoder"] == str(tiny_bert_dir)
+    predictor_files = {p: p.stat().st_mtime_ns for p in (out / "predictor").iterdir()}
+
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "skipped: records, predictor, export" in again.output
+    assert {p: p.stat().st_mtime_ns for p in (out / "predictor").iterdir()} == predictor_files
+    assert sum(1 for run in (out / "eval" / "runs").iterdir() for _ in (run / "rows.jsonl").open()) == 6
+
+    changed = CliRunner().invoke(main, [*args[:-2], "--seed", "3", "--out", str(out)])
+    assert changed.exit_code == 1 and "holds a run with other settings (seed)" in changed.output
+
+
+def test_run_needs_an_evaluation_set_for_a_given_data_set(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", "--dataset", f"jsonl:{tmp_path / 'x.jsonl'}", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "eval_dataset" in result.output
