@@ -12,10 +12,10 @@ from tale.cli_common import backend_options, build_backend, setup
 
 def summary_table(summaries: list[dict]) -> str:
     """One line per configuration: what budgets bought against vanilla CoT."""
-    lines = ["| model | method | accuracy | mean output tokens | token reduction | within budget | estimator ms/q |",
+    lines = ["| model | method | accuracy | mean output tokens | token reduction vs vanilla | within budget | estimator ms/q |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for s in summaries:
-        reduction = "" if s["token_reduction"] is None else f"{s['token_reduction']:.1%}"
+        reduction = "" if s["token_reduction"] is None or s["method"] == "vanilla CoT" else f"{s['token_reduction']:.1%}"
         adherence = "" if s["budget_adherence"] is None else f"{s['budget_adherence']:.1%}"
         lines.append(f"| {s['model']} | {s['method']} | {s['accuracy']:.1%} ({s['n']} q) | {s['mean_output_tokens']:.1f} "
                      f"| {reduction} | {adherence} | {1000 * s['estimator_seconds']:.1f} |")

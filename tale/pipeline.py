@@ -216,6 +216,10 @@ def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str],
     with progress("5/5 evaluate", len(runs) * config.eval_questions) as bar:
         bar.update(done)
         files = ablate(grid, backend_for, on_row=lambda _: bar.update(1))
-    summaries = [{"model": r.config.model, "method": r.config.label, **asdict(r.summary)}
-                 for r in collect_all(paths["evaluate"])]
+    results = sorted(collect_all(paths["evaluate"]),
+                     key=lambda r: (models.index(r.config.model) if r.config.model in models else len(models),
+                                    r.config.method != "vanilla"))
+    summaries = [{"model": r.config.model,
+                  "method": "vanilla CoT" if r.config.method == "vanilla" else "budget-aware, ONNX regressor budgets",
+                  **asdict(r.summary)} for r in results]
     return files, summaries
