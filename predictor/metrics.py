@@ -24,12 +24,12 @@ import re
 import statistics
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from predictor import Estimator
-from predictor.data import Example, fingerprint
+from predictor.data import Example, fingerprint, id_unit
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Evaluation:
     ids: tuple[str, ...]
     targets: tuple[int, ...]  # searched budgets
     results: tuple[EstimatorResult, ...]
+    folds: int = 0  # > 0: pooled predictions of a k-fold cross-validation; 0: one held-out split
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,50 @@ def evaluate(
     return Evaluation(tuple(e.id for e in examples), tuple(targets), tuple(results))
 
 
+FOLDS_SALT = "tale-folds"
+
+
+def fold_of(example_id: str, folds: int) -> int:
+    """The cross-validation fold of an id, fixed by the id alone."""
+    return min(int(id_unit(example_id, FOLDS_SALT) * folds), folds - 1)
+
+
+def cross_validate(
+    factories: Mapping[str, Callable[[Sequence[Example]], Estimator]], examples: Sequence[Example], folds: int,
+    on_fold: Callable[[int, str], None] | None = None,
+) -> Evaluation:
+    """K-fold cross-validation by problem id: each estimator is built (trained) on the other folds
+    with ``factories[name](train)`` and predicts the examples of each fold, so every example is
+    held out once and all estimators are scored on the same pooled predictions. For small record
+    sets, where one held-out split leaves too few examples to compare estimators on."""
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    parts = [[e for e in examples if fold_of(e.id, folds) == k] for k in range(folds)]
+    if sum(1 for part in parts if part) < 2:
+        raise ValueError(f"{len(examples)} examples fill fewer than 2 of {folds} folds; add records")
+    ordered = [e for part in parts for e in part]
+    results = []
+    for name, factory in factories.items():
+        predicted: list[int] = []
+        seconds = tokens = 0.0
+        fallbacks: int | None = None
+        for k, held_out in enumerate(parts):
+            if not held_out:
+                continue
+            if on_fold:
+                on_fold(k, name)
+            estimator = factory([e for j, part in enumerate(parts) if j != k for e in part])
+            fold = evaluate({name: estimator}, held_out).results[0]
+            predicted += fold.predictions
+            seconds += fold.seconds_per_question * len(held_out)
+            tokens += fold.tokens_per_question * len(held_out)
+            if fold.fallbacks is not None:
+                fallbacks = (fallbacks or 0) + fold.fallbacks
+        results.append(EstimatorResult(name, score(predicted, [e.budget for e in ordered]), seconds / len(ordered),
+                                       tokens / len(ordered), fallbacks, tuple(predicted), True))
+    return Evaluation(tuple(e.id for e in ordered), tuple(e.budget for e in ordered), tuple(results), folds)
+
+
 def _cell(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -200,9 +245,10 @@ def write_report(evaluation: Evaluation, out: Path) -> ReportFiles:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     markdown = out / "report.md"
-    markdown.write_text(f"# Budget estimators on {len(evaluation.ids)} held-out questions\n\n"
+    how = f"{evaluation.folds}-fold cross-validation" if evaluation.folds else "one held-out split"
+    markdown.write_text(f"# Budget estimators on {len(evaluation.ids)} held-out questions ({how})\n\n"
                         + markdown_table(evaluation))
-    data = {"ids": list(evaluation.ids), "targets": list(evaluation.targets),
+    data = {"ids": list(evaluation.ids), "targets": list(evaluation.targets), "folds": evaluation.folds,
             "results": [asdict(r) for r in evaluation.results]}
     report = out / "report.json"
     report.write_text(json.dumps(data, indent=2) + "\n")

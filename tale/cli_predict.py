@@ -64,31 +64,75 @@ def _estimators(names: str, split, backend_args: dict, llm_default: int | None):
     return chosen
 
 
+def _fold_factories(names: str, backend_args: dict, llm_default: int | None, bert_config):
+    """Name -> a function training that estimator on a fold's training part (cross-validation)."""
+    from predictor.bert import BertRegressor
+    from tale.estimators import build_estimator
+
+    backends: dict = {}
+
+    def backend_for(model: str):
+        if model not in backends:
+            backends[model] = build_backend(model=model, **backend_args)
+        return backends[model]
+
+    def factory(name: str):
+        kind, _, arg = name.partition(":")
+        if kind == "bert" and not arg:
+            return lambda train: BertRegressor.fit(train, bert_config)
+        if kind not in ("bert", "llm", "constant", "tfidf") or (arg and kind != "llm"):
+            raise click.BadParameter(f"{name}: with --folds every estimator is trained per fold; use bert, constant, "
+                                     "tfidf (without a directory) or llm:MODEL", param_hint="--estimators")
+        return lambda train: build_estimator(name, backend_for=backend_for, train=train, llm_default=llm_default)
+
+    return {n: factory(n) for n in (n.strip() for n in names.split(",") if n.strip())}
+
+
 @click.command("eval-predictor")
 @click.option("--records", type=RECORDS, multiple=True, required=True, help="Records directory (repeat for several).")
 @click.option("--estimators", default="constant,tfidf", show_default=True, help="Comma-separated: bert:DIR, onnx:DIR, llm:MODEL (zero-shot, 'default' is the embedded reasoner), constant, tfidf.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/predictor-eval"), show_default=True, help="Directory for report.md, report.json, scatter plots, and the baselines fitted here (constant/, tfidf/).")
 @click.option("--held-out", type=click.FloatRange(0, 0.9), default=0.2, show_default=True, help="Must match train-predictor's.")
 @click.option("--llm-default", type=int, default=None, help="Zero-shot fallback budget when a reply has no number (default: the training median).")
+@click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True, help="K > 1: K-fold cross-validation by problem id over all records instead of one held-out split; estimators are trained per fold (name bert, constant, tfidf without a directory).")
+@click.option("--encoder", default="default", show_default=True, help="With --folds: the encoder of the bert trained per fold.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="With --folds: bert epochs, at most.")
+@click.option("--max-length", type=click.IntRange(min=8), default=256, show_default=True, help="With --folds: bert question tokens kept.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @backend_options
-def eval_predictor(records, estimators, out, held_out, llm_default, skip_bad, model, backend_kind, base_url, api_key_env,
-                   dtype, device, batch_size, temperature, threads, verbose):
+def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length, skip_bad, model,
+                   backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature, threads, verbose):
     """Compare budget estimators on the same held-out records: accuracy and cost per question.
 
     Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf
     """
     setup(verbose, threads)
     from predictor.data import ExampleConfig, load_examples, split_by_id
-    from predictor.metrics import evaluate, markdown_table, write_report
+    from predictor.metrics import cross_validate, evaluate, markdown_table, write_report
 
     examples = load_examples(list(records), ExampleConfig(skip_bad=skip_bad, held_out_fraction=held_out))
-    split = split_by_id(examples, held_out)
-    if not split.held_out:
-        raise click.ClickException(f"no held-out records among {len(examples)} feasible ones; add records")
     backend_args = dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
                         device=device, batch_size=batch_size, temperature=temperature)
     del model  # the zero-shot estimator names its model in the llm:MODEL spec
+    if folds == 1:
+        raise click.BadParameter("cross-validation needs at least 2 folds (0: one held-out split)", param_hint="--folds")
+    if folds:
+        from predictor.bert import BertRegressorConfig
+
+        factories = _fold_factories(estimators, backend_args, llm_default,
+                                    BertRegressorConfig(encoder=encoder, epochs=epochs, max_length=max_length))
+        try:
+            evaluation = cross_validate(factories, examples, folds,
+                                        on_fold=lambda k, name: click.echo(f"fold {k + 1}/{folds}: {name}", err=True))
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+        files = write_report(evaluation, out)
+        click.echo(markdown_table(evaluation))
+        click.echo(f"\n{len(examples)} records, {folds}-fold cross-validation; report in {files.markdown}, {files.json}")
+        return
+    split = split_by_id(examples, held_out)
+    if not split.held_out:
+        raise click.ClickException(f"no held-out records among {len(examples)} feasible ones; add records")
     chosen = _estimators(estimators, split, backend_args, llm_default)
     evaluation = evaluate(chosen, split.held_out, train=split.train)
     files = write_report(evaluation, out)

@@ -50,6 +50,20 @@ def test_train_then_compare_estimators(tiny_bert_dir: Path, tmp_path: Path) -> N
     assert constant.predict(["any question"]) == [report["results"][1]["predictions"][0]]
 
 
+def test_cross_validated_comparison_trains_bert_per_fold(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    records = write_records(tmp_path / "records")
+    args = ["eval-predictor", "--records", str(records), "--out", str(tmp_path / "cv"), "--folds", "3",
+            "--encoder", str(tiny_bert_dir), "--epochs", "1", "--max-length", "64"]
+    result = CliRunner().invoke(main, [*args, "--estimators", "bert,constant,tfidf"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "cv" / "report.json").read_text())
+    assert report["folds"] == 3 and len(report["ids"]) == 36  # every feasible record, held out once
+    assert [r["name"] for r in report["results"]] == ["bert", "constant", "tfidf"]
+    assert all(len(r["predictions"]) == 36 and r["trained_on_split"] for r in report["results"])
+    refused = CliRunner().invoke(main, [*args, "--estimators", f"bert:{tmp_path}"])
+    assert refused.exit_code == 2 and "trained per fold" in refused.output
+
+
 def test_unknown_estimator_is_a_usage_error(tmp_path: Path) -> None:
     records = write_records(tmp_path / "records")
     result = CliRunner().invoke(main, ["eval-predictor", "--records", str(records), "--estimators", "oracle"])

@@ -16,7 +16,7 @@ from predictor import META_FILE, BudgetRange, load_estimator
 from predictor.baselines import ConstantEstimator, TfidfRidgeConfig, TfidfRidgeEstimator
 from predictor.data import Example, ExampleConfig, fingerprint, load_examples, split_by_id
 from predictor.llm import LLMEstimator, LLMEstimatorConfig, parse_budget
-from predictor.metrics import evaluate, markdown_table, score, write_report
+from predictor.metrics import cross_validate, evaluate, fold_of, markdown_table, score, write_report
 from reasoner.backends import Generation
 from reasoner.prompts import Prompt, estimation_prompt
 
@@ -168,6 +168,35 @@ class ReplyBackend:
         return out
 
 
+def test_cross_validation_holds_each_example_out_once_and_trains_on_the_rest(tmp_path: Path) -> None:
+    import statistics
+
+    examples = [Example(id=f"q{i}", question=f"question {i}", budget=10 + 7 * i) for i in range(30)]
+    seen: list[list[str]] = []
+
+    def constant(train):
+        seen.append(sorted(e.id for e in train))
+        return ConstantEstimator.fit(train)
+
+    evaluation = cross_validate({"constant": constant}, examples, folds=3)
+    assert sorted(evaluation.ids) == sorted(e.id for e in examples) and evaluation.folds == 3
+    by_id = {e.id: e for e in examples}
+    folds = [[e for e in examples if fold_of(e.id, 3) == k] for k in range(3)]
+    assert all(folds) and len(seen) == 3
+    for k, held_out in enumerate(folds):  # each fold is predicted by the median of the other two
+        train = [e for j, part in enumerate(folds) if j != k for e in part]
+        assert seen[k] == sorted(e.id for e in train)
+        expected = BudgetRange().clamp(statistics.median(e.budget for e in train))
+        predicted = dict(zip(evaluation.ids, evaluation.results[0].predictions))
+        assert all(predicted[e.id] == expected for e in held_out)
+    assert list(evaluation.targets) == [by_id[i].budget for i in evaluation.ids]
+    assert evaluation.results[0].trained_on_split is True
+    report = write_report(evaluation, tmp_path)
+    assert "3-fold cross-validation" in report.markdown.read_text()
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cross_validate({"constant": constant}, examples, folds=1)
+
+
 @pytest.mark.parametrize(
     "reply, value, source",
     [
@@ -300,7 +329,7 @@ def test_evaluate_and_report_several_estimators(tmp_path: Path) -> None:
     files = write_report(evaluation, tmp_path / "report")
     table = files.markdown.read_text()
     assert "| constant | 3 |" in table and "| llm:scripted | 3 |" in table and table == (
-        f"# Budget estimators on 3 held-out questions\n\n{markdown_table(evaluation)}")
+        f"# Budget estimators on 3 held-out questions (one held-out split)\n\n{markdown_table(evaluation)}")
     data = json.loads(files.json.read_text())
     assert data["targets"] == [16, 32, 8] and [r["name"] for r in data["results"]] == ["constant", "llm:scripted"]
     assert data["results"][1]["scores"]["in_range_rate"] == 1.0 and data["results"][0]["scores"]["spearman"] is None
