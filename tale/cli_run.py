@@ -79,7 +79,7 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
 
     try:
         result = run_pipeline(config, backend_for, progress, echo=click.echo)
-    except RunMismatchError as error:
+    except (RunMismatchError, ValueError) as error:  # e.g. post-training without one correct record
         raise click.ClickException(str(error)) from None
     if result.skipped:
         click.echo(f"complete already, skipped: {', '.join(result.skipped)}")
