@@ -31,7 +31,7 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     assert (out / "predictor" / "tale_predictor.json").exists()
     assert (out / "predictor-onnx" / "model.int8.onnx").exists()
     summary = json.loads((out / "eval" / "summary.json").read_text())
-    assert len(summary) == 2
+    assert len(summary["runs"]) == 2
     table = result.output[result.output.index("| model | method"):]
     assert table.index("| vanilla CoT |") < table.index("| budget-aware, ONNX regressor budgets |")
     rows = [json.loads(line) for run in (out / "eval" / "runs").iterdir() for line in (run / "rows.jsonl").open()]
@@ -55,3 +55,32 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
 def test_run_needs_an_evaluation_set_for_a_given_data_set(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", "--dataset", f"jsonl:{tmp_path / 'x.jsonl'}", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "eval_dataset" in result.output
+
+
+def test_run_post_trains_on_the_records_and_evaluates_both_reasoners(tiny_lm_dir: Path, tiny_bert_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    from data_builder.records import RecordWriter
+
+    out = tmp_path / "run"
+    (out / "records").mkdir(parents=True)
+    with RecordWriter(out / "records" / "records-00000-of-00001.jsonl") as writer:  # searched before: stage 1 skips
+        for i in range(3):
+            writer.write({"id": f"q{i}", "question": f"What is {i} + {i}?", "kind": "cloze", "options": [],
+                          "language": "en", "gold": str(2 * i), "feasible": True, "budget": 20 + i,
+                          "reasoning": f"{i} + {i} = {2 * i}. [[{2 * i}]]", "predicted": str(2 * i),
+                          "vanilla_text": f"Adding {i} and {i} gives {2 * i}. [[{2 * i}]]", "vanilla_tokens": 40,
+                          "vanilla_correct": True, "trace": [{"budget": None, "output_tokens": 40, "correct": True}],
+                          "calls": 1, "tokens_spent": 40})
+    test = write_problems(tmp_path / "test.jsonl", 2)
+    result = CliRunner().invoke(main, [
+        "run", "--dataset", "jsonl:unused.jsonl", "--eval-dataset", f"jsonl:{test}", "--questions", "3",
+        "--eval-questions", "2", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64",
+        "--epochs", "1", "--min-feasible", "1", "--post-train", "--device", "cpu", "--max-new-tokens", "4",
+        "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "skipped: records" in result.output and "infeasible ones included" not in result.output
+    train = json.loads((out / "reasoner-sft" / "tale_train.json").read_text())
+    assert train["counts"]["kept"] == 3
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert len(summary["runs"]) == 4  # vanilla and budget-aware, for the base and the post-trained reasoner
+    assert result.output.count(f"| {out / 'reasoner-sft'} |") == 2
