@@ -28,7 +28,6 @@ from data_builder.search import SearchConfig
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
-STAGES = ("records", "predictor", "export", "post-train", "evaluate")
 
 
 class RunMismatchError(RuntimeError):
