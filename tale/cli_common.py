@@ -56,3 +56,15 @@ def build_backend(*, model, backend_kind, base_url, api_key_env, dtype, device, 
     return make_backend(
         "openai", model, sampling=sampling, base_url=base_url, api_key_env=api_key_env, concurrency=batch_size
     )
+
+
+def cached_backends(backend_args: dict):
+    """A model -> backend function over the shared options (all but --model) that loads each model once."""
+    cache: dict = {}
+
+    def backend_for(model: str):
+        if model not in cache:
+            cache[model] = build_backend(model=model, **backend_args)
+        return cache[model]
+
+    return backend_for

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, build_backend, setup
+from tale.cli_common import backend_options, cached_backends, setup
 
 SOURCE_HELP = ("oracle:RECORDS_DIR (searched budgets), llm[:MODEL] (zero-shot; no MODEL: the reasoner itself), "
                "bert:DIR, onnx:DIR, constant:DIR, tfidf:DIR (saved estimators) or fixed:N")
@@ -36,18 +36,6 @@ def _prices(price_in, price_out):
     if (price_in is None) != (price_out is None):
         raise click.UsageError("give both --price-in and --price-out, or neither")
     return None if price_in is None else Prices(price_in, price_out)
-
-
-def _backends(backend_args: dict):
-    """A cached model -> backend function, so each model loads once."""
-    cache: dict = {}
-
-    def backend_for(model: str):
-        if model not in cache:
-            cache[model] = build_backend(model=model, **backend_args)
-        return cache[model]
-
-    return backend_for
 
 
 def _progress(bar):
@@ -90,7 +78,7 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
                             prices=_prices(price_in, price_out))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    backend_for = _backends(dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
+    backend_for = cached_backends(dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
                                  device=device, batch_size=batch_size, temperature=temperature))
     backend = backend_for(model)
     source = None
@@ -153,7 +141,7 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_t
         configs = config.configs()
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    backend_for = _backends(dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
+    backend_for = cached_backends(dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
                                  device=device, batch_size=batch_size, temperature=temperature))
     with tqdm(desc="questions", unit="q") as bar:
         def on_run(run) -> None:

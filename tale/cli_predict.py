@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, build_backend, setup
+from tale.cli_common import backend_options, cached_backends, setup
 
 RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -48,12 +48,7 @@ def _estimators(names: str, split, backend_args: dict, llm_default: int | None):
     """Name -> estimator, from ``bert:DIR``, ``onnx:DIR``, ``llm:MODEL``, ``constant[:DIR]``, ``tfidf[:DIR]``."""
     from tale.estimators import build_estimator
 
-    backends: dict = {}
-
-    def backend_for(model: str):
-        if model not in backends:
-            backends[model] = build_backend(model=model, **backend_args)
-        return backends[model]
+    backend_for = cached_backends(backend_args)
 
     chosen = {}
     for name in (n.strip() for n in names.split(",") if n.strip()):
@@ -69,12 +64,7 @@ def _fold_factories(names: str, backend_args: dict, llm_default: int | None, ber
     from predictor.bert import BertRegressor
     from tale.estimators import build_estimator
 
-    backends: dict = {}
-
-    def backend_for(model: str):
-        if model not in backends:
-            backends[model] = build_backend(model=model, **backend_args)
-        return backends[model]
+    backend_for = cached_backends(backend_args)
 
     def factory(name: str):
         kind, _, arg = name.partition(":")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, build_backend, setup
+from tale.cli_common import backend_options, cached_backends, setup
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -65,12 +65,7 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
         raise click.UsageError(str(error)) from None
     backend_args = dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
                         device=device, batch_size=batch_size, temperature=temperature)
-    backends: dict = {}
-
-    def backend_for(name: str):
-        if name not in backends:
-            backends[name] = build_backend(model=name, **backend_args)
-        return backends[name]
+    backend_for = cached_backends(backend_args)
 
     @contextlib.contextmanager
     def progress(description: str, total: int | None):

@@ -154,12 +154,12 @@ def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: li
     from predictor import META_FILE
     from predictor.bert import BertRegressorConfig, train_regressor
     from predictor.data import ExampleConfig
+    from predictor.target import RegressorMeta
 
     out = paths["predictor"]
     if (out / META_FILE).exists():
         skipped.append("predictor")
-        meta = json.loads((out / META_FILE).read_text())
-        return {"n_train": meta["n_train"], "n_validation": meta["n_validation"], **meta["data"]}
+        return _examples_used(RegressorMeta.load(out))
     feasible = sum(1 for r in records if r["feasible"])
     include_infeasible = feasible < config.min_feasible
     if include_infeasible:
@@ -168,9 +168,13 @@ def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: li
     with progress("2/5 train the regressor", None):
         model = train_regressor([paths["records"]], out, BertRegressorConfig(
             encoder=config.encoder, epochs=config.epochs, max_length=config.max_length, seed=config.seed),
-                                ExampleConfig(include_infeasible=include_infeasible, held_out_fraction=0.0))
-    meta = model.meta.to_json()
-    return {"n_train": meta["n_train"], "n_validation": meta["n_validation"], **meta["data"]}
+            ExampleConfig(include_infeasible=include_infeasible, held_out_fraction=0.0))
+    return _examples_used(model.meta)
+
+
+def _examples_used(meta: Any) -> dict[str, Any]:
+    """What a regressor (its ``RegressorMeta``) was trained on."""
+    return {"n_train": meta.n_train, "n_validation": meta.n_validation, **meta.data}
 
 
 def _export(paths: dict[str, Path], progress: Progress, skipped: list[str]) -> None:
