@@ -4,11 +4,11 @@ against the zero-shot LLM estimator, on the same GSM8K test questions in one run
     python bench/estimator_latency.py --predictor runs/predictor [--questions 128] [--threads 1,2]
         [--llm-questions 5] [--out bench/results/estimator_latency.json]
 
-- Latency per question at batch 1 (p50, p99; after 3 warm-up questions) and throughput at batch 32
-  (questions/s over every full batch of 32, after one warm-up batch), for torch eager fp32, ORT fp32
-  and ORT int8 at each thread count, the three taking turns question by question (batch by batch),
-  so that a slow spell of the machine falls on all of them alike. Every call is end to end, question text in, budget out, so
-  tokenization is included for all of them.
+- Latency per question at batch 1 (p50, p99) and throughput at batch 32 (questions/s over every full
+  batch of 32), for torch eager fp32, ORT fp32 and ORT int8 at each thread count, the three taking
+  turns 16 questions (one batch) at a time, so that a slow spell of the machine falls on all of them
+  alike; each turn begins with a short rest and one untimed call (see ``take_turns``). Every call is
+  end to end, question text in, budget out, so tokenization is included for all of them.
 - The zero-shot LLM estimator (``predictor.llm``) on ``--llm-model`` at batch 1 only, on the first
   ``--llm-questions`` questions (0 skips it), at the highest thread count, after one warm-up question.
 - Parity on all questions: ORT fp32 against torch (predicted budgets before rounding, and the budgets),
@@ -37,7 +37,8 @@ import click
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
 BATCH = 32
-WARMUP = 3
+TURN = 16  # questions per turn at batch 1
+SETTLE = 0.2  # seconds of rest before each turn
 
 Predict = Callable[[Sequence[str]], list[int]]
 
@@ -58,41 +59,42 @@ def _percentiles(seconds: Sequence[float]) -> dict:
             "mean_ms": round(float(np.mean(seconds)) * 1e3, 3)}
 
 
-def batch1(predict: Predict, questions: Sequence[str], warmup: int = WARMUP) -> dict:
-    return interleaved_batch1({"one": predict}, questions, warmup)["one"]
+def take_turns(engines: dict[str, Predict], inputs: Sequence[Sequence[str]], block: int) -> dict[str, list[float]]:
+    """Seconds per call of each engine on each input, the engines taking turns ``block`` inputs at a
+    time (in a rotating order), so that a slow spell of a shared machine falls on all of them alike.
 
-
-def interleaved_batch1(engines: dict[str, Predict], questions: Sequence[str], warmup: int = WARMUP) -> dict[str, dict]:
-    """Batch-1 latency of several engines, taking turns question by question (in a rotating order),
-    so a slow spell of a shared machine falls on all of them alike."""
+    Each turn starts with a pause of ``SETTLE`` seconds and one untimed call: the pause lets the thread
+    pool of the engine before stop spinning (idle torch and onnxruntime workers spin for a while and
+    would steal a core), the call wakes this engine's pool. Taking turns call by call instead inflated
+    every engine's latency at 2 threads.
+    """
     names = list(engines)
-    for q in questions[:warmup]:
-        for name in names:
-            engines[name]([q])
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    for i, q in enumerate(questions):
-        for name in names[i % len(names):] + names[: i % len(names)]:
-            start = time.perf_counter()
-            engines[name]([q])
-            seconds[name].append(time.perf_counter() - start)
-    return {name: _percentiles(seconds[name]) for name in names}
+    for turn, first in enumerate(range(0, len(inputs), block)):
+        chunk = inputs[first : first + block]
+        for name in names[turn % len(names):] + names[: turn % len(names)]:
+            time.sleep(SETTLE)
+            engines[name](chunk[0])
+            for item in chunk:
+                start = time.perf_counter()
+                engines[name](item)
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def interleaved_batch1(engines: dict[str, Predict], questions: Sequence[str]) -> dict[str, dict]:
+    """Latency per question at batch 1, the engines taking turns ``TURN`` questions at a time."""
+    seconds = take_turns(engines, [[q] for q in questions], block=TURN)
+    return {name: _percentiles(s) for name, s in seconds.items()}
 
 
 def interleaved_batch32(engines: dict[str, Predict], questions: Sequence[str]) -> dict[str, dict]:
     """Throughput at batch 32 over every full batch, the engines taking turns batch by batch."""
     batches = [questions[i : i + BATCH] for i in range(0, len(questions) - BATCH + 1, BATCH)]
-    names = list(engines)
-    for name in names:
-        engines[name](batches[0])
-    seconds = dict.fromkeys(names, 0.0)
-    for i, batch in enumerate(batches):
-        for name in names[i % len(names):] + names[: i % len(names)]:
-            start = time.perf_counter()
-            engines[name](batch)
-            seconds[name] += time.perf_counter() - start
+    seconds = take_turns(engines, batches, block=1)
     n = BATCH * len(batches)
-    return {name: {"n": n, "questions_per_s": round(n / seconds[name], 2), "ms_per_question": round(seconds[name] / n * 1e3, 3)}
-            for name in names}
+    return {name: {"n": n, "questions_per_s": round(n / sum(s), 2), "ms_per_question": round(sum(s) / n * 1e3, 3)}
+            for name, s in seconds.items()}
 
 
 def matmul_gflops(threads: int, size: int = 1024, repeats: int = 10) -> float:
@@ -147,7 +149,12 @@ def llm_row(model: str, questions: Sequence[str], threads: int) -> dict:
     estimator = LLMEstimator(HFBackend(HFConfig(model=model, device="cpu", dtype="float32", batch_size=1)))
     estimator.predict(["Warm-up: what is 2 + 2?"])
     spent, fallbacks = estimator.tokens_spent, estimator.fallbacks
-    timing = batch1(estimator.predict, questions, warmup=0)
+    seconds = []
+    for question in questions:
+        start = time.perf_counter()
+        estimator.predict([question])
+        seconds.append(time.perf_counter() - start)
+    timing = _percentiles(seconds)
     return {"engine": "llm zero-shot", "model": model, "threads": threads, "batch1": timing,
             "tokens_per_question": round((estimator.tokens_spent - spent) / len(questions), 1),
             "fallbacks": estimator.fallbacks - fallbacks}
