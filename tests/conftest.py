@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Before anything imports huggingface_hub or torch: a hub miss fails in seconds, and torch on
 # two contended cores runs many times slower with more than one thread.
@@ -12,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path  # noqa: E402
 
+import httpx  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,3 +132,46 @@ def save_tiny_bert(path: Path, *, seed: int = 0) -> Path:
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT encoder directory for the budget regressor, loadable by ``from_pretrained``."""
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def transformers_serve(model_dir: Path, log_path: Path, start_timeout_s: float = 120) -> Iterator[str]:
+    """``transformers serve`` pinned to ``model_dir`` on a free port of 127.0.0.1; yields its base URL
+    (``.../v1``). The server's output goes to ``log_path`` and is shown when it fails to start."""
+    pytest.importorskip("fastapi", reason="transformers serve needs the [serving] extra")
+    pytest.importorskip("uvicorn", reason="transformers serve needs the [serving] extra")
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("transformers")),
+        "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"transformers serve exited with {server.returncode}:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"transformers serve not up after {start_timeout_s} s:\n{log_path.read_text()}")
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -4,20 +4,15 @@ tiny model, and a scripted HTTP server for retries, errors and the API key."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
+from conftest import free_port, transformers_serve
 from reasoner.backends.openai import BackendError, OpenAIBackend, OpenAIConfig
 from reasoner.prompts import Prompt, reasoning_prompt
 
@@ -26,50 +21,13 @@ PROMPTS = [
     reasoning_prompt("Natalia sold 48 clips in April and half as many in May. How many in total?"),
     Prompt(user="What is 7 * 6?", system="You are a careful math tutor."),
 ]
-SERVER_START_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served_model(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """``transformers serve`` pinned to the tiny model: (base_url, served model name)."""
-    pytest.importorskip("fastapi", reason="transformers serve needs the [serving] extra")
-    pytest.importorskip("uvicorn", reason="transformers serve needs the [serving] extra")
-    port = _free_port()
-    command = [
-        str(Path(sys.executable).with_name("transformers")),
-        "serve", str(tiny_lm_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"transformers serve exited with {server.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not up after {SERVER_START_S} s:\n{log_path.read_text()}")
-            time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/v1", str(tiny_lm_dir)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    with transformers_serve(tiny_lm_dir, tmp_path_factory.mktemp("serve") / "serve.log") as base_url:
+        yield base_url, str(tiny_lm_dir)
 
 
 def test_transformers_serve_counts_match_the_tokenizer(served_model: tuple[str, str], tiny_lm_dir: Path) -> None:
@@ -202,7 +160,7 @@ def test_gives_up_after_max_retries_naming_url_model_and_status(scripted) -> Non
 
 
 def test_connection_errors_are_retried_then_fail() -> None:
-    base_url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    base_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     backend = OpenAIBackend(OpenAIConfig(model="tiny", base_url=base_url, max_retries=1, backoff_s=0.001))
     with pytest.raises(BackendError, match="2 attempts.*ConnectError") as error:
         backend.generate([PROMPTS[0]], max_new_tokens=8)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from conftest import transformers_serve
 from reasoner.post_train import (
     RUN_CONFIG,
     PostTrainConfig,
@@ -245,8 +246,9 @@ def write_records(directory: Path, records: list[dict[str, Any]]) -> Path:
     return directory
 
 
-def test_cli_sft_lora_saves_a_plain_model_that_loads_and_generates(tiny_lm_dir: Path, tmp_path: Path) -> None:
+def test_cli_sft_lora_saves_a_plain_model_that_loads_and_serves(tiny_lm_dir: Path, tmp_path: Path) -> None:
     from reasoner.backends.hf import HFBackend, HFConfig
+    from reasoner.backends.openai import OpenAIBackend, OpenAIConfig
 
     records = write_records(tmp_path / "records", [*TRAIN, CASES["infeasible"][0]])
     out = tmp_path / "sft-lora"
@@ -267,9 +269,14 @@ def test_cli_sft_lora_saves_a_plain_model_that_loads_and_generates(tiny_lm_dir: 
     assert run["records"]["source"] == [str(records)] and run["counts"]["skipped"] == {"infeasible": 1}
     assert run["config"]["lora_r"] == 8 and run["config"]["target_modules"] == ["q_proj", "v_proj"]
 
-    backend = HFBackend(HFConfig(model=str(out), device="cpu"))
-    [generation] = backend.generate([reasoning_prompt(QUESTION, method="budget", budget=50)], max_new_tokens=6)
-    assert 1 <= generation.output_tokens <= 6
+    prompt = reasoning_prompt(QUESTION, method="budget", budget=50)
+    [local] = HFBackend(HFConfig(model=str(out), device="cpu")).generate([prompt], max_new_tokens=6)
+    assert 1 <= local.output_tokens <= 6
+    # transformers serve (and so vLLM and the like) loads it as a plain model: greedy, the same tokens.
+    with transformers_serve(out, tmp_path / "serve.log") as base_url, \
+            OpenAIBackend(OpenAIConfig(model=str(out), base_url=base_url)) as served:
+        [remote] = served.generate([prompt], max_new_tokens=6)
+    assert (remote.text, remote.output_tokens) == (local.text, local.output_tokens)
 
 
 def test_cli_help_and_errors(tiny_lm_dir: Path, tmp_path: Path) -> None:
