@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from reasoner.post_train import (
     records_fingerprint,
     sft_skip_reason,
     trainer_args,
+    training_prompt,
 )
 from reasoner.prompts import reasoning_prompt
 from tale.cli_train import train_reasoner
@@ -125,6 +127,29 @@ def test_internalized_prompts_carry_no_budget() -> None:
     assert sft.dataset[0]["prompt"][0]["content"] == reasoning_prompt(QUESTION).user
 
 
+def stated_budget(prompt: list[dict[str, str]]) -> int:
+    [budget] = re.findall(r"use less than (\d+) tokens|使用少于 (\d+) 个 token", prompt[0]["content"])
+    return int("".join(budget))
+
+
+def test_hindsight_prompts_state_each_answers_own_tokens() -> None:
+    built = build_sft_dataset(RECORDS, "hindsight")
+    # The answer under beta* with its trace round's tokens; the vanilla answer (100 tokens) beside it when
+    # it is another text. no-trace-round has no count for its answer, so it is skipped.
+    assert {row["id"]: stated_budget(row["prompt"]) for row in built.dataset} == {
+        "keep": 30, "keep#vanilla": 100, "one-shorter": 99, "one-shorter#vanilla": 100,
+        "choice-zh": 30, "choice-zh#vanilla": 100, "no-vanilla": 30, "vanilla-is-answer": 100, "same-text": 30,
+        "longer": 161, "longer#vanilla": 100, "as-long": 100, "as-long#vanilla": 100}
+    assert [row["completion"][0]["content"] for row in built.dataset][:2] == [SHORT, LONG]
+    assert built.counts.skipped == {SkipReason.INFEASIBLE: 1, SkipReason.NO_REASONING: 2, SkipReason.NO_TOKEN_COUNT: 1}
+    assert built.counts.describe().startswith("8 of 12 records kept (13 examples)")
+    assert built.counts.to_json()["examples"] == 13
+    dpo = build_dpo_dataset(RECORDS, "hindsight")
+    assert {row["id"]: stated_budget(row["prompt"]) for row in dpo.dataset} == {"keep": 30, "one-shorter": 99, "choice-zh": 30}
+    with pytest.raises(ValueError, match="'no-trace-round': no output token count"):
+        training_prompt(CASES["no-trace-round"][0], "hindsight")
+
+
 def test_dpo_set_prefers_the_shorter_budgeted_answer() -> None:
     built = build_dpo_dataset(RECORDS)
     kept, skipped = expected(2)
@@ -204,7 +229,7 @@ def test_sft_full_two_steps_changes_weights(tiny_lm_dir: Path, tmp_path: Path) -
     assert run["trainer_args"]["learning_rate"] == 1e-3 and run["trainer_args"]["max_steps"] == 2
     assert "hub_token" not in run["trainer_args"] and run["trainer_args"]["output_dir"] is None
     assert run["records"] == {"source": ["hand-made"], "sha256": records_fingerprint(TRAIN), "n": 4}
-    assert run["counts"] == {"kept": 4, "skipped": {}}
+    assert run["counts"] == {"kept": 4, "examples": 4, "skipped": {}}
     with pytest.raises(FileExistsError):
         post_train("sft", TRAIN, out, PostTrainConfig(model=str(tiny_lm_dir)), tiny_args("sft"))
 
@@ -287,3 +312,6 @@ def test_cli_help_and_errors(tiny_lm_dir: Path, tmp_path: Path) -> None:
                                             "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and "no dpo training examples" in result.output
     assert "1 infeasible" in result.output and "1 not_shorter" in result.output
+    result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"),
+                                            "--internalized", "--hindsight"])
+    assert result.exit_code == 2 and "exclude each other" in result.output

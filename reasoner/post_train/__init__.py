@@ -4,7 +4,8 @@ Training data come from budget records (``tale build``): for each question whose
 succeeded, the correct output under the searched budget beta* is the target. SFT trains on it with
 the loss on the completion only; DPO prefers it to the vanilla chain-of-thought output when it is
 shorter. Prompts carry beta* (``budget`` mode, the default: at inference a budget predictor supplies
-the budget) or no budget at all (``internalized``, the paper's TALE-PT).
+the budget), the answer's own output tokens (``hindsight``: every example keeps to the budget it
+states), or no budget at all (``internalized``, the paper's TALE-PT).
 
 The result is a plain model directory (LoRA adapters merged) with ``tale_train.json`` beside the
 weights; it loads with the ``hf`` backend, ``transformers serve``, vLLM or SGLang.

@@ -4,10 +4,15 @@ SFT rows are ``{"id", "prompt", "completion"}`` and DPO rows ``{"id", "prompt", 
 where ``prompt`` is a list of chat messages and each completion is a one-message assistant list, so
 trl renders both through the model's chat template and puts the loss on the completion only.
 
-Two prompt modes:
+Three prompt modes:
 
 - ``budget`` (budget-conditioned, the default): the budget-aware prompt with the searched budget
   beta* injected; at inference a budget predictor supplies the budget.
+- ``hindsight`` (budget-conditioned, relabeled): the budget-aware prompt states the answer's own
+  output tokens instead of beta*, so every example keeps to the budget it states (an answer searched
+  under beta* is often longer than beta*). SFT also adds each kept record's vanilla answer, when it is
+  correct and a different text, with its own token count as the budget: the same question at two
+  budgets and two lengths. DPO: the prompt states the chosen answer's tokens.
 - ``internalized`` (the paper's TALE-PT): the vanilla prompt without any budget; the model has to
   internalize how long an answer should be.
 
@@ -34,8 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PromptMode = Literal["budget", "internalized"]
-PROMPT_MODES: tuple[PromptMode, ...] = ("budget", "internalized")
+PromptMode = Literal["budget", "hindsight", "internalized"]
+PROMPT_MODES: tuple[PromptMode, ...] = ("budget", "hindsight", "internalized")
 
 Record = Mapping[str, Any]
 
@@ -47,7 +52,7 @@ class SkipReason(str, Enum):
     NO_REASONING = "no_reasoning"  # marked feasible, but the budget or its output is missing
     NO_VANILLA = "no_vanilla"  # DPO: no vanilla output to reject
     SAME_AS_VANILLA = "same_as_vanilla"  # DPO: the searched budget's output is the vanilla one
-    NO_TOKEN_COUNT = "no_token_count"  # DPO: no correct trace round under the budget to count tokens
+    NO_TOKEN_COUNT = "no_token_count"  # DPO, hindsight: no correct trace round under the budget to count tokens
     NOT_SHORTER = "not_shorter"  # DPO: the budgeted output has no fewer tokens than the vanilla one
 
 
@@ -57,17 +62,20 @@ class Counts:
 
     kept: int
     skipped: Mapping[SkipReason, int] = field(default_factory=dict)
+    examples: int | None = None  # training rows, when not one per kept record (hindsight SFT)
 
     @property
     def total(self) -> int:
         return self.kept + sum(self.skipped.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {"kept": self.kept, "skipped": {r.value: n for r, n in self.skipped.items()}}
+        return {"kept": self.kept, "examples": self.kept if self.examples is None else self.examples,
+                "skipped": {r.value: n for r, n in self.skipped.items()}}
 
     def describe(self) -> str:
         skipped = ", ".join(f"{n} {r.value}" for r, n in sorted(self.skipped.items(), key=lambda x: -x[1]))
-        return f"{self.kept} of {self.total} records kept" + (f"; skipped: {skipped}" if skipped else "")
+        examples = "" if self.examples in (None, self.kept) else f" ({self.examples} examples)"
+        return f"{self.kept} of {self.total} records kept{examples}" + (f"; skipped: {skipped}" if skipped else "")
 
 
 @dataclass(frozen=True)
@@ -79,27 +87,41 @@ class TrainingSet:
     mode: PromptMode
 
 
-def training_prompt(record: Record, mode: PromptMode = "budget") -> Prompt:
-    """The prompt of a record's training example: with its searched budget, or vanilla."""
-    if mode not in PROMPT_MODES:
-        raise ValueError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
+def _prompt(record: Record, budget: int | None) -> Prompt:
     return reasoning_prompt(
         record["question"],
         kind=record.get("kind", "cloze"),
         options=record.get("options") or (),
         language=record.get("language", "en"),
-        method="budget" if mode == "budget" else "vanilla",
-        budget=record["budget"] if mode == "budget" else None,
+        method="vanilla" if budget is None else "budget",
+        budget=budget,
     )
 
 
-def sft_skip_reason(record: Record) -> SkipReason | None:
-    """None when the record makes an SFT example: a feasible budget and the correct output under it."""
+def training_prompt(record: Record, mode: PromptMode = "budget") -> Prompt:
+    """The prompt of a record's training example: with its searched budget, with its answer's own
+    output tokens (hindsight), or vanilla."""
+    if mode not in PROMPT_MODES:
+        raise ValueError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
+    if mode == "internalized":
+        return _prompt(record, None)
+    if mode == "budget":
+        return _prompt(record, record["budget"])
+    if (tokens := chosen_tokens(record)) is None:
+        raise ValueError(f"record {record.get('id')!r}: no output token count for its answer under the searched budget")
+    return _prompt(record, tokens)
+
+
+def sft_skip_reason(record: Record, mode: PromptMode = "budget") -> SkipReason | None:
+    """None when the record makes an SFT example: a feasible budget and the correct output under it
+    (hindsight: and that output's token count)."""
     if not record.get("feasible"):
         return SkipReason.INFEASIBLE
     budget, reasoning = record.get("budget"), record.get("reasoning")
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1 or not reasoning:
         return SkipReason.NO_REASONING
+    if mode == "hindsight" and chosen_tokens(record) is None:
+        return SkipReason.NO_TOKEN_COUNT
     return None
 
 
@@ -154,31 +176,50 @@ def _warn_prompt_versions(records: list[Record]) -> None:
                        others, PROMPT_VERSION)
 
 
-def _build(records: Iterable[Record], mode: PromptMode, skip, row) -> TrainingSet:
+def _second_length(record: Record) -> bool:
+    """Hindsight SFT: the vanilla answer makes a second example (correct, counted, another text)."""
+    return (bool(record.get("vanilla_correct")) and bool(record.get("vanilla_text"))
+            and isinstance(record.get("vanilla_tokens"), int) and not _is_vanilla_answer(record))
+
+
+def _build(records: Iterable[Record], mode: PromptMode, skip, examples) -> TrainingSet:
+    """``examples(record)``: the rows of one kept record, each without its ``prompt``."""
     from datasets import Dataset
 
     records = list(records)
     _warn_prompt_versions(records)
-    rows, skipped = [], Counter()
+    rows, kept, skipped = [], 0, Counter()
     for record in records:
         if (reason := skip(record)) is not None:
             skipped[reason] += 1
             continue
-        rows.append({"id": record["id"], "prompt": training_prompt(record, mode).messages(), **row(record)})
-    counts = Counts(kept=len(rows), skipped={r: skipped[r] for r in SkipReason if skipped[r]})
+        kept += 1
+        rows.extend(examples(record))
+    counts = Counts(kept=kept, skipped={r: skipped[r] for r in SkipReason if skipped[r]},
+                    examples=None if len(rows) == kept else len(rows))
     logger.info("training set (%s prompts): %s", mode, counts.describe())
     return TrainingSet(dataset=Dataset.from_list(rows), counts=counts, mode=mode)
 
 
 def build_sft_dataset(records: Iterable[Record], mode: PromptMode = "budget") -> TrainingSet:
-    """Prompt-completion rows: the (budgeted or vanilla) prompt -> the correct output under beta*."""
-    return _build(records, mode, sft_skip_reason, lambda r: {"completion": _assistant(r["reasoning"])})
+    """Prompt-completion rows: the (budgeted or vanilla) prompt -> the correct output under beta*;
+    hindsight adds the vanilla answer under its own token count (id ``ID#vanilla``)."""
+
+    def examples(r: Record) -> list[dict[str, Any]]:
+        rows = [{"id": r["id"], "prompt": training_prompt(r, mode).messages(), "completion": _assistant(r["reasoning"])}]
+        if mode == "hindsight" and _second_length(r):
+            rows.append({"id": f"{r['id']}#vanilla", "prompt": _prompt(r, r["vanilla_tokens"]).messages(),
+                         "completion": _assistant(r["vanilla_text"])})
+        return rows
+
+    return _build(records, mode, lambda r: sft_skip_reason(r, mode), examples)
 
 
 def build_dpo_dataset(records: Iterable[Record], mode: PromptMode = "budget") -> TrainingSet:
     """Preference rows: chosen = the correct, shorter output under beta*; rejected = the vanilla output."""
-    return _build(records, mode, dpo_skip_reason, lambda r: {
-        "chosen": _assistant(r["reasoning"]), "rejected": _assistant(r["vanilla_text"])})
+    return _build(records, mode, dpo_skip_reason, lambda r: [{
+        "id": r["id"], "prompt": training_prompt(r, mode).messages(),
+        "chosen": _assistant(r["reasoning"]), "rejected": _assistant(r["vanilla_text"])}])
 
 
 def records_fingerprint(records: Iterable[Record]) -> str:

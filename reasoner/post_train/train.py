@@ -56,7 +56,7 @@ class PostTrainConfig:
     """A TALE-PT run's own settings; the optimisation ones live in trl's SFTConfig / DPOConfig."""
 
     model: str = "default"  # "default" (the embedded reasoner), a local directory or a hub id
-    prompt_mode: PromptMode = "budget"  # budget: the searched budget is in the prompt; internalized: no budget
+    prompt_mode: PromptMode = "budget"  # budget: beta* in the prompt; hindsight: the answer's tokens; internalized: none
     lora: bool = True  # train LoRA adapters and merge them on save; False: full fine-tuning
     lora_r: int = 8  # the paper's rank
     lora_alpha: int = 32  # the paper's scaling numerator (scale = alpha / r)
