@@ -183,7 +183,7 @@ def _second_length(record: Record) -> bool:
 
 
 def _build(records: Iterable[Record], mode: PromptMode, skip, examples) -> TrainingSet:
-    """``examples(record)``: the rows of one kept record, each without its ``prompt``."""
+    """``examples(record)``: the training rows (prompt included) of one kept record."""
     from datasets import Dataset
 
     records = list(records)
