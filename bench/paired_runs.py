@@ -1,0 +1,70 @@
+"""Paired comparison of two evaluation runs on the same questions, and what the SFT records hold.
+
+    python bench/paired_runs.py --run A_RUN_DIR --against B_RUN_DIR [--records DIR] [--out FILE.json]
+
+- Questions A answers correctly and B does not (gained), the reverse (lost), and a two-sided exact
+  sign test on those discordant pairs.
+- On the questions where A was given a budget: A's accuracy and mean output tokens, B's on the same
+  questions, and the mean budget.
+- With ``--records``: over the feasible records, the mean searched budget, the mean output tokens of
+  the answer under it (``reasoner.post_train.chosen_tokens``) and the share within the budget.
+"""
+
+from __future__ import annotations
+
+import json
+from math import comb
+from pathlib import Path
+from statistics import mean
+
+import click
+
+
+def rows(run_dir: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, (run_dir / "rows.jsonl").read_text().splitlines())}
+
+
+def sign_test(gained: int, lost: int) -> float:
+    n = gained + lost
+    return min(1.0, 2 * sum(comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n) if n else 1.0
+
+
+@click.command()
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--against", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also save the numbers here (JSON).")
+def main(run_dir: Path, against: Path, records: Path | None, out: Path | None) -> None:
+    a, b = rows(run_dir), rows(against)
+    if set(a) != set(b):
+        raise click.ClickException(f"{run_dir} and {against} hold different questions")
+    gained = sum(a[k]["correct"] and not b[k]["correct"] for k in a)
+    lost = sum(b[k]["correct"] and not a[k]["correct"] for k in a)
+    budgeted = [k for k in a if a[k].get("budget")]
+    result = {"run": str(run_dir), "against": str(against), "n": len(a), "gained": gained, "lost": lost,
+              "sign_test_p": round(sign_test(gained, lost), 3), "budgeted": len(budgeted)}
+    if budgeted:
+        result |= {"budgeted_run_accuracy": mean(a[k]["correct"] for k in budgeted),
+                   "budgeted_run_tokens": round(mean(a[k]["output_tokens"] for k in budgeted), 1),
+                   "budgeted_against_accuracy": mean(b[k]["correct"] for k in budgeted),
+                   "budgeted_against_tokens": round(mean(b[k]["output_tokens"] for k in budgeted), 1),
+                   "budgeted_mean_budget": round(mean(a[k]["budget"] for k in budgeted), 1)}
+    if records:
+        from data_builder.records import load_records
+        from reasoner.post_train import chosen_tokens
+
+        pairs = [(r["budget"], t) for r in load_records(records) if r.get("feasible")
+                 if (t := chosen_tokens(r)) is not None]
+        result |= {"records": str(records), "records_feasible": len(pairs),
+                   "records_mean_budget": round(mean(b for b, _ in pairs), 1),
+                   "records_mean_answer_tokens": round(mean(t for _, t in pairs), 1),
+                   "records_within_budget": round(mean(t <= b for b, t in pairs), 3)}
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
