@@ -19,9 +19,13 @@ from statistics import mean
 
 import click
 
+from tale.evaluate import EvalRow, load_rows
 
-def rows(run_dir: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in map(json.loads, (run_dir / "rows.jsonl").read_text().splitlines())}
+
+def rows(run_dir: Path) -> dict[str, EvalRow]:
+    if not (loaded := load_rows(run_dir)):
+        raise click.ClickException(f"{run_dir}: no evaluation rows (rows.jsonl)")
+    return {r.id: r for r in loaded}
 
 
 def sign_test(gained: int, lost: int) -> float:
@@ -38,17 +42,17 @@ def main(run_dir: Path, against: Path, records: Path | None, out: Path | None) -
     a, b = rows(run_dir), rows(against)
     if set(a) != set(b):
         raise click.ClickException(f"{run_dir} and {against} hold different questions")
-    gained = sum(a[k]["correct"] and not b[k]["correct"] for k in a)
-    lost = sum(b[k]["correct"] and not a[k]["correct"] for k in a)
-    budgeted = [k for k in a if a[k].get("budget")]
+    gained = sum(a[k].correct and not b[k].correct for k in a)
+    lost = sum(b[k].correct and not a[k].correct for k in a)
+    budgeted = [k for k in a if a[k].budget]
     result = {"run": str(run_dir), "against": str(against), "n": len(a), "gained": gained, "lost": lost,
               "sign_test_p": round(sign_test(gained, lost), 3), "budgeted": len(budgeted)}
     if budgeted:
-        result |= {"budgeted_run_accuracy": mean(a[k]["correct"] for k in budgeted),
-                   "budgeted_run_tokens": round(mean(a[k]["output_tokens"] for k in budgeted), 1),
-                   "budgeted_against_accuracy": mean(b[k]["correct"] for k in budgeted),
-                   "budgeted_against_tokens": round(mean(b[k]["output_tokens"] for k in budgeted), 1),
-                   "budgeted_mean_budget": round(mean(a[k]["budget"] for k in budgeted), 1)}
+        result |= {"budgeted_run_accuracy": mean(a[k].correct for k in budgeted),
+                   "budgeted_run_tokens": round(mean(a[k].output_tokens for k in budgeted), 1),
+                   "budgeted_against_accuracy": mean(b[k].correct for k in budgeted),
+                   "budgeted_against_tokens": round(mean(b[k].output_tokens for k in budgeted), 1),
+                   "budgeted_mean_budget": round(mean(a[k].budget for k in budgeted), 1)}
     if records:
         from data_builder.records import load_records
         from reasoner.post_train import chosen_tokens
