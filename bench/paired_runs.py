@@ -7,7 +7,10 @@
 - On the questions where A was given a budget: A's accuracy and mean output tokens, B's on the same
   questions, and the mean budget.
 - With ``--records``: over the feasible records, the mean searched budget, the mean output tokens of
-  the answer under it (``reasoner.post_train.chosen_tokens``) and the share within the budget.
+  the answer under it (``reasoner.post_train.chosen_tokens``) and the share within the budget; and the
+  run's accuracy on the questions whose beta* the search tried with the budget prompt, and on those where
+  the first halving failed (beta* is then the vanilla answer's length, never asked with a budget), with
+  how many of the tried ones the run answers word for word as the search did.
 """
 
 from __future__ import annotations
@@ -31,6 +34,26 @@ def rows(run_dir: Path) -> dict[str, EvalRow]:
 def sign_test(gained: int, lost: int) -> float:
     n = gained + lost
     return min(1.0, 2 * sum(comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n) if n else 1.0
+
+
+def tried(record: dict) -> bool:
+    """Whether the search asked with the budget prompt at the record's budget and got it right. When the
+    first halving already fails, beta* is the vanilla answer's length and its answer the vanilla one."""
+    return any(step["budget"] == record["budget"] and step["correct"] for step in record["trace"])
+
+
+def oracle_breakdown(a: dict[str, EvalRow], feasible: dict[str, dict]) -> dict:
+    """The run's questions that had a feasible record, split by whether beta* was tried in the search; on
+    the tried ones, how many of the run's answers repeat the search's answer word for word."""
+    result: dict = {}
+    for name, want in (("tried", True), ("untried", False)):
+        ids = [k for k, r in feasible.items() if k in a and tried(r) == want]
+        result[f"records_{name}"] = len(ids)
+        if ids:
+            result[f"records_{name}_run_accuracy"] = round(mean(a[k].correct for k in ids), 3)
+        if want:
+            result["records_tried_same_text"] = sum(a[k].text == feasible[k]["reasoning"] for k in ids)
+    return result
 
 
 @click.command()
@@ -63,6 +86,7 @@ def main(run_dir: Path, against: Path, records: Path | None, out: Path | None) -
                    "records_mean_budget": round(mean(b for b, _ in pairs), 1),
                    "records_mean_answer_tokens": round(mean(t for _, t in pairs), 1),
                    "records_within_budget": round(mean(t <= b for b, t in pairs), 3)}
+        result |= oracle_breakdown(a, {r["id"]: r for r in load_records(records) if r.get("feasible")})
     for key, value in result.items():
         print(f"{key}: {value}")
     if out:
