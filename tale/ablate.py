@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -215,28 +216,45 @@ def _average(cells: dict[str, EvalResult], datasets: Sequence[str]) -> str:
     return f"{accuracy:.2%} / {tokens:.2f} / {expense}"
 
 
-def plot(results: Sequence[EvalResult], path: Path) -> Path:
-    """Accuracy against output tokens per question (reasoner + estimator), one point per configuration."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
+MARKERS = "osD^v<>pP*Xhd"
 
-    figure = Figure(figsize=(7, 5), dpi=100)
-    axes = figure.add_subplot()
-    markers = {"direct": "o", "vanilla": "s", "budget": "^"}
-    colors = {d: f"C{i % 10}" for i, d in enumerate(dict.fromkeys(r.config.dataset for r in results))}
-    for r in results:
-        s = r.summary
-        x = s.output_tokens / max(s.n, 1)
-        axes.scatter([x], [100 * s.accuracy], marker=markers[r.config.method], color=colors[r.config.dataset], s=40)
-        axes.annotate(f"{row_label(r.config)}, {short_label(r.config.model)}", (x, 100 * s.accuracy), fontsize=7,
-                      xytext=(4, 3), textcoords="offset points")
-    for dataset, color in colors.items():
-        axes.scatter([], [], color=color, label=dataset_label(dataset))
-    axes.set(xlabel="output tokens per question (reasoner + estimator)", ylabel="accuracy (%)",
-             title="Accuracy against tokens")
-    axes.set_ylim(-5, 105)
-    axes.set_xlim(left=0)
-    if colors:
-        axes.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
+
+def accuracy_figure(results: Sequence[EvalResult]) -> Any:
+    """Accuracy against the reasoner's mean output tokens: a panel per data set, a point per configuration;
+    the marker tells the method and budget source, the colour the model (two legends beside the panels).
+    A hollow marker is a run that has not answered all its questions yet."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
+    from matplotlib.lines import Line2D
+
+    ordered = _ordered(results)
+    datasets = list(dict.fromkeys(r.config.dataset for r in ordered))
+    labels = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(dict.fromkeys(row_label(r.config) for r in ordered))}
+    models = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(short_label(r.config.model) for r in ordered))}
+    figure = Figure(figsize=(4.5 * max(len(datasets), 1) + 4, 4.5), dpi=100, layout="constrained")
+    panels = figure.subplots(1, max(len(datasets), 1), squeeze=False, sharey=True)[0]
+    for axes, dataset in zip(panels, datasets):
+        for r in (r for r in ordered if r.config.dataset == dataset):
+            color = models[short_label(r.config.model)]
+            finished = r.summary.n == len(read_ids(r))
+            axes.scatter([r.summary.mean_output_tokens], [100 * r.summary.accuracy], marker=labels[row_label(r.config)],
+                         facecolors=color if finished else "none", edgecolors=color if not finished else "black",
+                         s=50, linewidths=0.5 if finished else 1.5)
+        axes.set(title=dataset_label(dataset), xlabel="reasoner output tokens per question")
+        axes.set_xlim(left=0)
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+    panels[0].set_ylabel("accuracy (%)")
+    unfinished = any(r.summary.n < len(read_ids(r)) for r in ordered)
+    figure.suptitle("Accuracy against output tokens" + (" (hollow: run not finished)" if unfinished else ""))
+    method = [Line2D([], [], ls="", marker=m, color="gray", label=label) for label, m in labels.items()]
+    model = [Line2D([], [], ls="", marker="o", color=c, label=name) for name, c in models.items()]
+    if method:
+        figure.legend(handles=method, title="method", loc="outside right upper", fontsize=7, title_fontsize=8)
+        figure.legend(handles=model, title="model", loc="outside right lower", fontsize=7, title_fontsize=8)
+    return figure
+
+
+def plot(results: Sequence[EvalResult], path: Path) -> Path:
+    """Save ``accuracy_figure(results)`` as a PNG."""
+    accuracy_figure(results).savefig(path)
     return path

@@ -16,10 +16,11 @@ from data_builder.records import RecordWriter, Shard
 from data_builder.sources import Problem, load_problems, problem_id
 from reasoner.backends import Generation
 from reasoner.prompts import Prompt
+from tale.ablate import accuracy_figure
 from tale.cli_eval import ablate as ablate_command
 from tale.cli_eval import evaluate as evaluate_command
 from tale.estimators import EstimatorBudget, FixedBudget, build_source
-from tale.evaluate import EvalConfig, EvalRow, Prices, evaluate, load_rows, summarize
+from tale.evaluate import EvalConfig, EvalRow, Prices, collect, dataset_label, evaluate, load_rows, run_dirs, summarize
 
 # --- a fake reasoner whose tokens and correctness are known -------------------------------------
 
@@ -302,6 +303,16 @@ def test_ablation_grid_writes_table_summary_and_plot(tiny_lm_dir: Path, tmp_path
     assert len(budgeted) == 4 and all(r["summary"]["token_reduction"] is not None for r in budgeted)
     assert all(r["summary"]["n"] == 2 and r["summary"]["expense"] > 0 for r in summary["runs"])
     assert (out / "accuracy_vs_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = [collect(d) for d in run_dirs(out)]
+    figure = accuracy_figure(results)  # what the PNG shows: a panel per data set, a point per configuration
+    assert [axes.get_title() for axes in figure.axes] == ["jsonl:first", "jsonl:second"]
+    for axes in figure.axes:
+        points = sorted(tuple(float(v) for v in c.get_offsets()[0]) for c in axes.collections)
+        expected = sorted((r.summary.mean_output_tokens, 100 * r.summary.accuracy) for r in results
+                          if dataset_label(r.config.dataset) == axes.get_title())
+        assert len(points) == len(expected) == 4
+        assert [v for p in points for v in p] == pytest.approx([v for p in expected for v in p])
+    assert [len(legend.legend_handles) for legend in figure.legends] == [4, 1]  # methods, models
     budgets = {r["label"]: {row.budget for row in load_rows(Path(r["baseline"]).parent / r["run"])}
                for r in budgeted}
     assert budgets == {"fixed:16": {16}, f"constant:{tmp_path / 'constant'}": {24}}
