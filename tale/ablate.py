@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from data_builder.sources import Problem, load_problems
 from reasoner.prompts import Method
@@ -34,6 +34,9 @@ from tale.evaluate import (
     run_dirs,
     short_label,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +222,7 @@ def _average(cells: dict[str, EvalResult], datasets: Sequence[str]) -> str:
 MARKERS = "osD^v<>pP*Xhd"
 
 
-def accuracy_figure(results: Sequence[EvalResult]) -> Any:
+def accuracy_figure(results: Sequence[EvalResult]) -> Figure:
     """Accuracy against the reasoner's mean output tokens: a panel per data set, a point per configuration;
     the marker tells the method and budget source, the colour the model (two legends beside the panels).
     A hollow marker is a run that has not answered all its questions yet."""
@@ -227,6 +230,7 @@ def accuracy_figure(results: Sequence[EvalResult]) -> Any:
     from matplotlib.lines import Line2D
 
     ordered = _ordered(results)
+    finished = {r.run_dir: r.summary.n >= len(read_ids(r)) for r in ordered}
     datasets = list(dict.fromkeys(r.config.dataset for r in ordered))
     labels = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(dict.fromkeys(row_label(r.config) for r in ordered))}
     models = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(short_label(r.config.model) for r in ordered))}
@@ -234,18 +238,16 @@ def accuracy_figure(results: Sequence[EvalResult]) -> Any:
     panels = figure.subplots(1, max(len(datasets), 1), squeeze=False, sharey=True)[0]
     for axes, dataset in zip(panels, datasets):
         for r in (r for r in ordered if r.config.dataset == dataset):
-            color = models[short_label(r.config.model)]
-            finished = r.summary.n == len(read_ids(r))
+            color, done = models[short_label(r.config.model)], finished[r.run_dir]
             axes.scatter([r.summary.mean_output_tokens], [100 * r.summary.accuracy], marker=labels[row_label(r.config)],
-                         facecolors=color if finished else "none", edgecolors=color if not finished else "black",
-                         s=50, linewidths=0.5 if finished else 1.5)
+                         facecolors=color if done else "none", edgecolors="black" if done else color,
+                         s=50, linewidths=0.5 if done else 1.5)
         axes.set(title=dataset_label(dataset), xlabel="reasoner output tokens per question")
         axes.set_xlim(left=0)
         axes.set_ylim(bottom=0)
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("accuracy (%)")
-    unfinished = any(r.summary.n < len(read_ids(r)) for r in ordered)
-    figure.suptitle("Accuracy against output tokens" + (" (hollow: run not finished)" if unfinished else ""))
+    figure.suptitle("Accuracy against output tokens" + ("" if all(finished.values()) else " (hollow: run not finished)"))
     method = [Line2D([], [], ls="", marker=m, color="gray", label=label) for label, m in labels.items()]
     model = [Line2D([], [], ls="", marker="o", color=c, label=name) for name, c in models.items()]
     if method:
