@@ -80,13 +80,13 @@ def main(run_dir: Path, against: Path, records: Path | None, out: Path | None) -
         from data_builder.records import load_records
         from reasoner.post_train import chosen_tokens
 
-        pairs = [(r["budget"], t) for r in load_records(records) if r.get("feasible")
-                 if (t := chosen_tokens(r)) is not None]
+        feasible = {r["id"]: r for r in load_records(records) if r.get("feasible")}
+        pairs = [(r["budget"], t) for r in feasible.values() if (t := chosen_tokens(r)) is not None]
         result |= {"records": str(records), "records_feasible": len(pairs),
                    "records_mean_budget": round(mean(b for b, _ in pairs), 1),
                    "records_mean_answer_tokens": round(mean(t for _, t in pairs), 1),
                    "records_within_budget": round(mean(t <= b for b, t in pairs), 3)}
-        result |= oracle_breakdown(a, {r["id"]: r for r in load_records(records) if r.get("feasible")})
+        result |= oracle_breakdown(a, feasible)
     for key, value in result.items():
         print(f"{key}: {value}")
     if out:

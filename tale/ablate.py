@@ -193,8 +193,7 @@ def markdown_report(results: Sequence[EvalResult], prices: Prices | None) -> str
     for r in results:
         s = r.summary
         n = s.n or 1
-        asked = len(read_ids(r))
-        done = f"{s.n}" if s.n == asked else f"{s.n} of {asked}"
+        done = f"{s.n}" if r.complete else f"{s.n} of {r.questions}"
         reduction = "" if s.token_reduction is None else f"{_pct(s.token_reduction)} / {_pct(s.total_token_reduction)}"
         lines.append(
             f"| {dataset_label(r.config.dataset)} | {short_label(r.config.model)} | {row_label(r.config)} | {done} "
@@ -202,10 +201,6 @@ def markdown_report(results: Sequence[EvalResult], prices: Prices | None) -> str
             f"| {reduction} | {_pct(s.budget_adherence)} | {s.no_budget_fallbacks} | {s.default_budgets} "
             f"| {'' if s.expense is None else f'{s.expense:.6f}'} | {s.wall_seconds:.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def read_ids(result: EvalResult) -> list[str]:
-    return json.loads((result.run_dir / "meta.json").read_text())["ids"]
 
 
 def _average(cells: dict[str, EvalResult], datasets: Sequence[str]) -> str:
@@ -230,7 +225,6 @@ def accuracy_figure(results: Sequence[EvalResult]) -> Figure:
     from matplotlib.lines import Line2D
 
     ordered = _ordered(results)
-    finished = {r.run_dir: r.summary.n >= len(read_ids(r)) for r in ordered}
     datasets = list(dict.fromkeys(r.config.dataset for r in ordered))
     labels = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(dict.fromkeys(row_label(r.config) for r in ordered))}
     models = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(short_label(r.config.model) for r in ordered))}
@@ -238,7 +232,7 @@ def accuracy_figure(results: Sequence[EvalResult]) -> Figure:
     panels = figure.subplots(1, max(len(datasets), 1), squeeze=False, sharey=True)[0]
     for axes, dataset in zip(panels, datasets):
         for r in (r for r in ordered if r.config.dataset == dataset):
-            color, done = models[short_label(r.config.model)], finished[r.run_dir]
+            color, done = models[short_label(r.config.model)], r.complete
             axes.scatter([r.summary.mean_output_tokens], [100 * r.summary.accuracy], marker=labels[row_label(r.config)],
                          facecolors=color if done else "none", edgecolors="black" if done else color,
                          s=50, linewidths=0.5 if done else 1.5)
@@ -247,7 +241,7 @@ def accuracy_figure(results: Sequence[EvalResult]) -> Figure:
         axes.set_ylim(bottom=0)
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("accuracy (%)")
-    figure.suptitle("Accuracy against output tokens" + ("" if all(finished.values()) else " (hollow: run not finished)"))
+    figure.suptitle("Accuracy against output tokens" + ("" if all(r.complete for r in ordered) else " (hollow: run not finished)"))
     method = [Line2D([], [], ls="", marker=m, color="gray", label=label) for label, m in labels.items()]
     model = [Line2D([], [], ls="", marker="o", color=c, label=name) for name, c in models.items()]
     if method:

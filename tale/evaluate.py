@@ -203,6 +203,11 @@ class EvalResult:
     run_dir: Path
     rows: tuple[EvalRow, ...]  # this run's problems, in problem order
     summary: Summary
+    questions: int  # problems the run asks (its meta's ids); rows holds fewer while it is unfinished
+
+    @property
+    def complete(self) -> bool:
+        return len(self.rows) == self.questions
 
 
 def evaluate(
@@ -318,13 +323,13 @@ def collect(run_dir: Path, *, prices: Prices | None = None, config: EvalConfig |
     rows = tuple(by_id[i] for i in meta["ids"] if i in by_id)
     base_dir = Path(meta["baseline"]) if meta.get("baseline") else find_baseline(config.out, meta["identity"])
     baseline = load_rows(base_dir) if base_dir is not None else None
-    summary = summarize(rows, prices=prices, baseline=baseline)
+    result = EvalResult(config, Path(run_dir), rows, summarize(rows, prices=prices, baseline=baseline), len(meta["ids"]))
     report = {"run": Path(run_dir).name, "label": config.label, "config": meta["identity"],
-              "questions": len(meta["ids"]), "complete": len(rows) == len(meta["ids"]),
+              "questions": result.questions, "complete": result.complete,
               "baseline": None if base_dir is None else str(base_dir),
-              "prices": None if prices is None else asdict(prices), "summary": asdict(summary)}
+              "prices": None if prices is None else asdict(prices), "summary": asdict(result.summary)}
     write_meta(Path(run_dir) / SUMMARY_FILE, report)
-    return EvalResult(config, Path(run_dir), rows, summary)
+    return result
 
 
 # --- names -----------------------------------------------------------------------------------------
