@@ -5,7 +5,7 @@
 - Questions A answers correctly and B does not (gained), the reverse (lost), and a two-sided exact
   sign test on those discordant pairs.
 - On the questions where A was given a budget: A's accuracy and mean output tokens, B's on the same
-  questions, and the mean budget.
+  questions, the mean budget and the three commonest budgets, and the estimator's mean prompt and output tokens.
 - With ``--records``: over the feasible records, the mean searched budget, the mean output tokens of
   the answer under it (``reasoner.post_train.chosen_tokens``) and the share within the budget; and the
   run's accuracy on the questions whose beta* the search tried with the budget prompt, and on those where
@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from math import comb
 from pathlib import Path
 from statistics import mean
@@ -75,7 +76,10 @@ def main(run_dir: Path, against: Path, records: Path | None, out: Path | None) -
                    "budgeted_run_tokens": round(mean(a[k].output_tokens for k in budgeted), 1),
                    "budgeted_against_accuracy": mean(b[k].correct for k in budgeted),
                    "budgeted_against_tokens": round(mean(b[k].output_tokens for k in budgeted), 1),
-                   "budgeted_mean_budget": round(mean(a[k].budget for k in budgeted), 1)}
+                   "budgeted_mean_budget": round(mean(a[k].budget for k in budgeted), 1),
+                   "budgeted_common_budgets": Counter(a[k].budget for k in budgeted).most_common(3),
+                   "estimator_prompt_tokens": round(mean(a[k].estimator_prompt_tokens for k in budgeted), 1),
+                   "estimator_output_tokens": round(mean(a[k].estimator_output_tokens for k in budgeted), 1)}
     if records:
         from data_builder.records import load_records
         from reasoner.post_train import chosen_tokens
