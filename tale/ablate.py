@@ -146,9 +146,12 @@ def write_report(out: Path, prices: Prices | None = None) -> ReportFiles:
 
 
 def row_label(config: EvalConfig) -> str:
+    """The method, and for budget-aware runs the budget source; a bare ``llm`` (the reasoner estimates
+    its own budgets) is named by its model, so one estimator gets one label whichever reasoner it serves."""
     if config.budget_source is None:
         return _METHOD_NAMES[config.method]
-    return f"TALE-EP ({short_label(config.budget_source)})"
+    source = f"llm:{config.model}" if config.budget_source.strip() == "llm" else config.budget_source
+    return f"TALE-EP ({short_label(source)})"
 
 
 def _ordered(results: Sequence[EvalResult]) -> list[EvalResult]:

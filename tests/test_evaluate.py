@@ -16,7 +16,7 @@ from data_builder.records import RecordWriter, Shard
 from data_builder.sources import Problem, load_problems, problem_id
 from reasoner.backends import Generation
 from reasoner.prompts import Prompt
-from tale.ablate import accuracy_figure
+from tale.ablate import accuracy_figure, row_label
 from tale.cli_eval import ablate as ablate_command
 from tale.cli_eval import evaluate as evaluate_command
 from tale.estimators import EstimatorBudget, FixedBudget, build_source
@@ -125,6 +125,18 @@ def test_summary_arithmetic_exactly() -> None:
     assert summarize([]).n == 0
     plain = summarize([EvalRow("x", False, 7, 3, "vanilla")])
     assert plain.budget_adherence is None and plain.budgeted == 0
+
+
+def test_row_labels_name_the_estimators_model() -> None:
+    def label(**kwargs: str) -> str:
+        return row_label(EvalConfig(dataset="generated", out=Path("x"), **kwargs))
+
+    assert label(method="vanilla") == "Vanilla CoT"
+    assert label(method="budget", budget_source="oracle:runs/records") == "TALE-EP (oracle:records)"
+    # A bare llm is the reasoner estimating its own budgets: the same estimator as llm:<that model>.
+    assert label(method="budget", budget_source="llm") == label(method="budget", budget_source="llm:default", model="runs/sft")
+    assert label(method="budget", budget_source="llm") == "TALE-EP (llm:default)"
+    assert label(method="budget", budget_source="llm", model="runs/sft") == "TALE-EP (llm:sft)"
 
 
 def test_config_is_validated() -> None:
