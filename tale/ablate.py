@@ -150,7 +150,7 @@ def row_label(config: EvalConfig) -> str:
     its own budgets) is named by its model, so one estimator gets one label whichever reasoner it serves."""
     if config.budget_source is None:
         return _METHOD_NAMES[config.method]
-    source = f"llm:{config.model}" if config.budget_source.strip() == "llm" else config.budget_source
+    source = f"llm:{config.model}" if config.budget_source == "llm" else config.budget_source  # stripped by EvalConfig
     return f"TALE-EP ({short_label(source)})"
 
 
