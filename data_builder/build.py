@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from data_builder.records import RecordWriter, Shard, read_records, record_files, to_record, write_meta
+from data_builder.reference import NoSolutionError, reference_record
 from data_builder.search import SearchConfig, search_budgets
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import Backend
@@ -39,6 +40,7 @@ class BuildConfig:
     split: str = "train"  # for hub data sets
     shard: Shard = field(default_factory=Shard)
     pool: int = 32  # questions in flight; each round is one batched call over them
+    reference: bool = False  # no search: the data set's worked solutions (data_builder.reference)
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the records already written."""
@@ -49,7 +51,7 @@ class BuildConfig:
             "model": self.model,
             "backend": self.backend,
             "prompt_version": PROMPT_VERSION,
-            "search": asdict(self.search),
+            "search": "reference" if self.reference else asdict(self.search),
             "shard": asdict(self.shard),
         }
 
@@ -78,29 +80,44 @@ def check_resumable(meta_path: Path, identity: dict[str, Any]) -> None:
 
 def build_records(
     config: BuildConfig,
-    backend: Backend,
+    backend: Backend | None,
     problems: Sequence[Problem] | None = None,
     *,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_round: Callable[[int, int], None] | None = None,
+    count_tokens: Callable[[str], int] | None = None,
 ) -> Path:
-    """Run (or resume) the search for this shard; returns the records file."""
+    """Run (or resume) the search for this shard; returns the records file.
+
+    With ``config.reference`` no backend is asked: ``count_tokens`` (the reasoner's token count)
+    measures each worked solution instead."""
     if problems is None:
         problems = load_problems(config.dataset, limit=config.limit, seed=config.seed, split=config.split)
     mine = [p for p in problems if in_shard(p.id, config.shard)]
+    if config.reference:
+        if count_tokens is None:
+            raise ValueError("reference records need count_tokens, the reasoner's token count")
+        if missing := [p for p in mine if not p.solution.strip()]:
+            raise NoSolutionError(f"{config.dataset}: {len(missing)} of {len(mine)} problems have no worked solution "
+                                  f"(first: {missing[0].id}); reference records need a data set that ships them (gsm8k)")
+    elif backend is None:
+        raise ValueError("the budget search needs a backend")
     config.out.mkdir(parents=True, exist_ok=True)
     meta_path = config.shard.meta_path(config.out)
     identity = config.identity()
     check_resumable(meta_path, identity)
     write_meta(meta_path, {"identity": identity, "limit": config.limit, "pool": config.pool, "problems": len(mine)})
     run = {"model": config.model, "backend": config.backend, "prompt_version": PROMPT_VERSION,
-           "search": config.search.mode, "seed": config.seed}
+           "search": "reference" if config.reference else config.search.mode, "seed": config.seed}
     path = config.shard.records_path(config.out)
     with RecordWriter(path) as writer:
         todo = [p for p in mine if p.id not in writer.done]
         logger.info("%d problems in shard %s, %d already done", len(mine), config.shard.stem(), len(mine) - len(todo))
-        for result in search_budgets(todo, backend, config.search, pool=config.pool, on_round=on_round):
-            record = to_record(result, **run)
+        if config.reference:
+            records = (reference_record(p, count_tokens, **run) for p in todo)
+        else:
+            records = (to_record(r, **run) for r in search_budgets(todo, backend, config.search, pool=config.pool, on_round=on_round))
+        for record in records:
             writer.write(record)
             if on_record:
                 on_record(record)
@@ -121,7 +138,9 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     }
     if feasible:
         summary["mean_budget"] = statistics.fmean(r["budget"] for r in feasible)
-        summary["mean_vanilla_tokens_feasible"] = statistics.fmean(r["vanilla_tokens"] for r in feasible)
+        vanilla = [r["vanilla_tokens"] for r in feasible if r.get("vanilla_tokens") is not None]
+        if vanilla:  # reference records have no vanilla answer
+            summary["mean_vanilla_tokens_feasible"] = statistics.fmean(vanilla)
     return summary
 
 

@@ -73,6 +73,7 @@ class Problem:
     options: tuple[str, ...] = ()  # single-choice options, in letter order
     source: str = ""  # gsm8k, gsm8k_zero, mathbench, gsm_symbolic, jsonl
     language: Language = "en"
+    solution: str = ""  # the data set's worked solution, where it has one (GSM8K), without its answer line
 
 
 def problem_id(source: str, question: str) -> str:
@@ -254,10 +255,19 @@ def _gsm8k_row(row: Row) -> Problem:
     if not isinstance(answer, str) or "####" not in answer:
         reason = f"expected a worked answer ending in '#### <number>', got {short(answer)}"
         raise FieldError("answer", reason)
-    gold = answer.rsplit("####", 1)[1].strip().replace(",", "")
+    worked, gold = answer.rsplit("####", 1)
+    gold = gold.strip().replace(",", "")
     if not gold:
         raise FieldError("answer", "nothing after '####'")
-    return _problem("gsm8k", question_text(row, "question"), gold)
+    return _problem("gsm8k", question_text(row, "question"), gold, solution=gsm8k_solution(worked))
+
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def gsm8k_solution(worked: str) -> str:
+    """A GSM8K worked answer as prose: the calculator annotations (``<<48/2=24>>``) removed."""
+    return _CALCULATOR.sub("", worked).strip()
 
 
 def _gsm8k_zero_row(row: Row) -> Problem:

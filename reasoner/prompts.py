@@ -106,6 +106,18 @@ def reasoning_prompt(
     return Prompt(user="\n".join(lines))
 
 
+_ANSWER_LINES: dict[Language, dict[Kind, str]] = {
+    "en": {"cloze": "Answer: [[{answer}]]", "choice": "Choice: [[{answer}]]"},
+    "zh": {"cloze": "答案：[[{answer}]]", "choice": "选项：[[{answer}]]"},
+}
+
+
+def answer_line(answer: str, *, kind: Kind = "cloze", language: Language = "en") -> str:
+    """The final line the prompts ask for (``Answer: [[72]]``), to close a written solution."""
+    _check(kind, language, ("",) if kind == "choice" else ())
+    return _ANSWER_LINES[language][kind].format(answer=answer)
+
+
 def estimation_prompt(question: str, *, language: Language = "en") -> Prompt:
     """The zero-shot estimator's prompt: the model states a budget as ``[[N]]``."""
     _check("cloze", language, ())

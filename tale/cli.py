@@ -79,7 +79,7 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 @main.command()
 @click.option("--dataset", required=True, help="KIND[:PATH], as for generate; e.g. gsm8k:../shared/data/gsm8k/train.jsonl.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Records directory (resumes if it exists).")
-@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect"]), default="halving", show_default=True, help="halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection.")
+@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect", "reference"]), default="halving", show_default=True, help="halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; reference: no search, the data set's worked solutions (gsm8k) with their length in --model's tokens as the budget, a teacher for train-reasoner.")
 @click.option("--limit", type=int, default=None, help="Use N problems (before sharding).")
 @click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit.")
 @click.option("--split", default="train", show_default=True, help="Split, for hub data sets.")
@@ -104,12 +104,20 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     from data_builder.records import Shard, load_records
     from data_builder.search import SearchConfig
 
+    reference = mode == "reference"
+    if reference and backend_kind != "hf":
+        raise click.UsageError("--search reference counts tokens with --model's local tokenizer; use the hf backend")
     config = BuildConfig(
         dataset=dataset, out=out, model=model, backend=backend_kind, limit=limit, seed=seed, split=split,
-        shard=Shard.parse(shard), pool=pool,
-        search=SearchConfig(mode=mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance, max_new_tokens=max_new_tokens),
+        shard=Shard.parse(shard), pool=pool, reference=reference,
+        search=SearchConfig(mode="halving" if reference else mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance, max_new_tokens=max_new_tokens),
     )
-    backend = build_backend(model=model, backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size, temperature=temperature)
+    if reference:
+        from data_builder.reference import tokenizer_counter
+
+        backend, count_tokens = None, tokenizer_counter(model)
+    else:
+        backend, count_tokens = build_backend(model=model, backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size, temperature=temperature), None
     spent = {"tokens": 0}
     with tqdm(desc="questions", unit="q") as bar:
         def on_record(record):
@@ -117,18 +125,21 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
             bar.update(1)
             bar.set_postfix(tokens=spent["tokens"])
             budget = record["budget"] if record["feasible"] else "infeasible"
-            bar.write(f"{budget!s:>10} budget  {record['vanilla_tokens']:4d} vanilla tokens  {record['calls']} calls  {record['id']}")
+            vanilla = record["vanilla_tokens"]
+            bar.write(f"{budget!s:>10} budget  {'-' if vanilla is None else vanilla:>4} vanilla tokens  {record['calls']} calls  {record['id']}")
 
         def on_round(index, asked):
             bar.set_description(f"round {index}, {asked} asked")
 
-        path = build_records(config, backend, on_record=on_record, on_round=on_round)
+        path = build_records(config, backend, on_record=on_record, on_round=on_round, count_tokens=count_tokens)
     records = load_records(out)
     s = summarize(records)
     click.echo(f"\n{path}: {s['questions']} questions, feasible share {s.get('feasible_share', 0):.1%}")
-    if "mean_budget" in s:
+    if "mean_vanilla_tokens_feasible" in s:
         click.echo(f"mean searched budget {s['mean_budget']:.1f} tokens against {s['mean_vanilla_tokens_feasible']:.1f} "
                    f"vanilla tokens (feasible questions)")
+    elif "mean_budget" in s:
+        click.echo(f"mean budget {s['mean_budget']:.1f} tokens")
     if s["questions"]:
         click.echo(f"spent per question: {s['calls_per_question']:.2f} calls, {s['tokens_per_question']:.0f} tokens")
     if push_to_hub:

@@ -15,7 +15,10 @@ from scripted import ScriptedBackend, problems_and_scripts
 
 from data_builder.build import BuildConfig, ResumeMismatchError, build_records, merge_shards, summarize
 from data_builder.records import RecordWriter, Shard, load_records, read_records
+from data_builder.reference import NoSolutionError
 from data_builder.search import SearchConfig
+from data_builder.sources import Problem, problem_id
+from reasoner.grading import grade
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,3 +138,44 @@ def test_real_search_on_a_tiny_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
     for r in records:
         assert 1 <= r["vanilla_tokens"] <= 6 and r["trace"][0]["prompt_tokens"] > 20
         assert r["feasible"] == r["vanilla_correct"]
+
+
+# --- reference records (the data set's worked solutions) ------------------------------------------
+
+
+def worked(i: int, solution: str = "") -> Problem:
+    question = f"What is {i} + {i}?"
+    return Problem(problem_id("gsm8k", question), question, str(2 * i), source="gsm8k",
+                   solution=solution or f"{i} + {i} = {2 * i}.")
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_reference_records_take_the_solution_and_its_length_as_the_budget(tmp_path: Path) -> None:
+    config = BuildConfig(dataset="gsm8k:x", out=tmp_path / "ref", model="m", backend="hf", reference=True)
+    build_records(config, None, [worked(1), worked(2)], count_tokens=words)
+    records = by_id(load_records(tmp_path / "ref"))
+    first = next(r for r in records if r["gold"] == "2")
+    assert first["reasoning"] == "1 + 1 = 2.\nAnswer: [[2]]"
+    assert first["budget"] == words(first["reasoning"]) == 7
+    assert first["feasible"] and first["predicted"] == "2" and first["search"] == "reference"
+    assert first["trace"] == [{"budget": 7, "output_tokens": 7, "correct": True, "predicted": "2", "prompt_tokens": 0}]
+    assert first["vanilla_text"] is None and first["calls"] == 0
+    assert grade(first["reasoning"], "2", "cloze").correct
+    assert summarize(records) == {"questions": 2, "feasible_share": 1.0, "calls_per_question": 0.0,
+                                  "tokens_per_question": 0.0, "mean_budget": 7.0}
+    # the same run resumes; a search over the same directory is refused
+    build_records(config, None, [worked(1), worked(2), worked(3)], count_tokens=words)
+    assert len(load_records(tmp_path / "ref")) == 3
+    with pytest.raises(ResumeMismatchError, match="search"):
+        build(tmp_path / "ref", n=2)
+
+
+def test_reference_records_refuse_problems_without_a_solution_before_writing(tmp_path: Path) -> None:
+    config = BuildConfig(dataset="gsm8k_zero:z.jsonl", out=tmp_path / "ref", model="m", backend="hf", reference=True)
+    bare = Problem(problem_id("gsm8k_zero", "How many?"), "How many?", "3", source="gsm8k_zero")
+    with pytest.raises(NoSolutionError, match=r"gsm8k_zero:z.jsonl: 1 of 2 problems have no worked solution \(first: gsm8k_zero-"):
+        build_records(config, None, [worked(1), bare], count_tokens=words)
+    assert not (tmp_path / "ref").exists()

@@ -60,6 +60,33 @@ def test_build_then_resume_with_other_search_is_refused(tiny_lm_dir: Path, tmp_p
     assert again.exit_code == 1 and "holds records of another run" in again.output
 
 
+def test_build_reference_records_from_gsm8k_solutions(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "gsm8k.jsonl"
+    rows = [{"question": "What is 2 + 3?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"},
+            {"question": "What is 6 * 7?", "answer": "6 * 7 = <<6*7=42>>42\n#### 42"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ref"
+    result = invoke("build", "--dataset", f"gsm8k:{data}", "--search", "reference", "--model", str(tiny_lm_dir), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "2 questions, feasible share 100.0%" in result.output and "mean budget" in result.output
+    records = [json.loads(line) for line in (out / "records-00000-of-00001.jsonl").read_text().splitlines()]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    assert [r["reasoning"] for r in records] == ["2 + 3 = 5\nAnswer: [[5]]", "6 * 7 = 42\nAnswer: [[42]]"]
+    # the budget is the answer's tokens plus the end-of-turn token, as the hf backend counts output
+    assert [r["budget"] for r in records] == [len(tokenizer(r["reasoning"], add_special_tokens=False)["input_ids"]) + 1
+                                              for r in records]
+    zero = tmp_path / "zero.jsonl"
+    zero.write_text(json.dumps({"question": "How many?", "answer": 3}) + "\n")
+    refused = CliRunner().invoke(main, ["build", "--dataset", f"gsm8k_zero:{zero}", "--search", "reference",
+                                        "--model", str(tiny_lm_dir), "--out", str(tmp_path / "zero-ref")])
+    assert refused.exit_code == 1 and "have no worked solution" in str(refused.exception)
+    remote = CliRunner().invoke(main, ["build", "--dataset", f"gsm8k:{data}", "--search", "reference", "--backend", "openai",
+                                       "--out", str(tmp_path / "remote")])
+    assert remote.exit_code == 2 and "local tokenizer" in remote.output
+
+
 def test_merge_and_elasticity(tmp_path: Path) -> None:
     from data_builder.build import BuildConfig, build_records
     from data_builder.records import Shard

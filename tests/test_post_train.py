@@ -150,6 +150,20 @@ def test_hindsight_prompts_state_each_answers_own_tokens() -> None:
         training_prompt(CASES["no-trace-round"][0], "hindsight")
 
 
+def test_reference_records_train_every_mode_and_make_no_dpo_pairs() -> None:
+    from data_builder.reference import reference_record
+    from data_builder.sources import Problem, problem_id
+
+    problem = Problem(problem_id("gsm8k", QUESTION), QUESTION, "72", source="gsm8k", solution="48 / 2 = 24. 48 + 24 = 72.")
+    reference = reference_record(problem, lambda text: 17, model="tiny", search="reference")
+    for mode in ("budget", "hindsight"):  # both state the solution's own length
+        [row] = build_sft_dataset([reference], mode).dataset
+        assert stated_budget(row["prompt"]) == 17
+        assert row["completion"][0]["content"] == "48 / 2 = 24. 48 + 24 = 72.\nAnswer: [[72]]"
+    assert "use less than" not in build_sft_dataset([reference], "internalized").dataset[0]["prompt"][0]["content"]
+    assert build_dpo_dataset([reference]).counts.skipped == {SkipReason.NO_VANILLA: 1}
+
+
 def test_dpo_set_prefers_the_shorter_budgeted_answer() -> None:
     built = build_dpo_dataset(RECORDS)
     kept, skipped = expected(2)

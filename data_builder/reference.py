@@ -1,0 +1,74 @@
+"""Records from a data set's worked solutions: a human teacher in place of the budget search.
+
+Searched with the reasoner itself, a record's reasoning is the model's own greedy text, which the
+model already predicts, so budget-conditioned SFT on it changes little (README, "TALE-PT").
+GSM8K ships a short worked solution with every question. A reference record takes that solution
+(calculator annotations removed, closed by the answer line the prompts ask for) as the reasoning,
+and its length in the reasoner's tokens as the budget, so every training example keeps to the
+budget its prompt states. Nothing is generated: there is no vanilla answer, and the trace holds the
+one round the solution stands for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from data_builder.sources import Problem
+from reasoner.prompts import answer_line
+
+CountTokens = Callable[[str], int]
+
+
+class NoSolutionError(ValueError):
+    """A problem without a worked solution cannot make a reference record."""
+
+
+def reference_answer(problem: Problem) -> str:
+    """The worked solution as the reasoner should write it: the steps, then ``Answer: [[gold]]``."""
+    if not problem.solution.strip():
+        raise NoSolutionError(
+            f"problem {problem.id} ({problem.source or 'unknown source'}) has no worked solution; reference "
+            "records need a data set that ships one (gsm8k)")
+    line = answer_line(problem.gold, kind=problem.kind, language=problem.language)
+    return f"{problem.solution.strip()}\n{line}"
+
+
+def reference_record(problem: Problem, count_tokens: CountTokens, **run: Any) -> dict[str, Any]:
+    """One record in the layout of ``records.to_record``: feasible, budget = the answer's tokens."""
+    reasoning = reference_answer(problem)
+    tokens = count_tokens(reasoning)
+    if tokens < 1:
+        raise ValueError(f"problem {problem.id}: the reference answer has no tokens")
+    step = {"budget": tokens, "output_tokens": tokens, "correct": True, "predicted": problem.gold, "prompt_tokens": 0}
+    return {
+        "id": problem.id,
+        "source": problem.source,
+        "question": problem.question,
+        "gold": problem.gold,
+        "kind": problem.kind,
+        "options": list(problem.options),
+        "language": problem.language,
+        "feasible": True,
+        "budget": tokens,
+        "reasoning": reasoning,
+        "predicted": problem.gold,
+        "vanilla_text": None,
+        "vanilla_tokens": None,
+        "vanilla_correct": None,
+        "trace": [step],
+        "calls": 0,
+        "tokens_spent": 0,
+        **run,
+    }
+
+
+def tokenizer_counter(model: str) -> CountTokens:
+    """Output tokens as the hf backend counts them for the local reasoner ``model``: the text's tokens
+    plus the end-of-turn token that stops generation."""
+    from transformers import AutoTokenizer
+
+    from reasoner.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
