@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from data_builder.search import SearchResult
+from data_builder.sources import Problem
 
 
 @dataclass(frozen=True)
@@ -42,17 +43,16 @@ class Shard:
         return out / f"meta-{self.stem()}.json"
 
 
+def problem_fields(p: Problem) -> dict[str, Any]:
+    """A record's leading fields: the problem it answers (its worked solution is not recorded)."""
+    return {"id": p.id, "source": p.source, "question": p.question, "gold": p.gold, "kind": p.kind,
+            "options": list(p.options), "language": p.language}
+
+
 def to_record(result: SearchResult, **run: Any) -> dict[str, Any]:
     """One flat JSON record: the quadruple, the vanilla answer, the trace and the run identity."""
-    p = result.problem
     return {
-        "id": p.id,
-        "source": p.source,
-        "question": p.question,
-        "gold": p.gold,
-        "kind": p.kind,
-        "options": list(p.options),
-        "language": p.language,
+        **problem_fields(result.problem),
         "feasible": result.feasible,
         "budget": result.budget,
         "reasoning": result.reasoning,

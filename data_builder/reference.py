@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from data_builder.records import problem_fields
 from data_builder.sources import Problem
 from reasoner.prompts import answer_line
 
@@ -42,13 +43,7 @@ def reference_record(problem: Problem, count_tokens: CountTokens, **run: Any) ->
         raise ValueError(f"problem {problem.id}: the reference answer has no tokens")
     step = {"budget": tokens, "output_tokens": tokens, "correct": True, "predicted": problem.gold, "prompt_tokens": 0}
     return {
-        "id": problem.id,
-        "source": problem.source,
-        "question": problem.question,
-        "gold": problem.gold,
-        "kind": problem.kind,
-        "options": list(problem.options),
-        "language": problem.language,
+        **problem_fields(problem),
         "feasible": True,
         "budget": tokens,
         "reasoning": reasoning,

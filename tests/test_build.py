@@ -143,10 +143,9 @@ def test_real_search_on_a_tiny_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
 # --- reference records (the data set's worked solutions) ------------------------------------------
 
 
-def worked(i: int, solution: str = "") -> Problem:
+def worked(i: int) -> Problem:
     question = f"What is {i} + {i}?"
-    return Problem(problem_id("gsm8k", question), question, str(2 * i), source="gsm8k",
-                   solution=solution or f"{i} + {i} = {2 * i}.")
+    return Problem(problem_id("gsm8k", question), question, str(2 * i), source="gsm8k", solution=f"{i} + {i} = {2 * i}.")
 
 
 def words(text: str) -> int:
