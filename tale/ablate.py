@@ -154,6 +154,18 @@ def row_label(config: EvalConfig) -> str:
     return f"TALE-EP ({short_label(source)})"
 
 
+def row_labels(results: Sequence[EvalResult]) -> dict[Path, str]:
+    """``row_label`` by run directory, except that oracle runs share one "TALE-EP (oracle)" row: each data
+    set brings its own searched records, so naming them would split one method over several rows. Where two
+    oracle runs of one model answer the same data set, they keep their records' names, one row each."""
+    labels = {r.run_dir: row_label(r.config) for r in results}
+    oracle = [r for r in results if (r.config.budget_source or "").startswith("oracle:")]
+    cells = [(short_label(r.config.model), r.config.dataset) for r in oracle]
+    if len(cells) == len(set(cells)):
+        labels.update({r.run_dir: "TALE-EP (oracle)" for r in oracle})
+    return labels
+
+
 def _ordered(results: Sequence[EvalResult]) -> list[EvalResult]:
     rank = {"direct": 0, "vanilla": 1, "budget": 2}
     return sorted(results, key=lambda r: (r.config.model, rank[r.config.method], r.config.budget_source or "",
@@ -175,9 +187,10 @@ def _pct(value: float | None) -> str:
 def markdown_report(results: Sequence[EvalResult], prices: Prices | None) -> str:
     """The Table 3 shaped table, with an average column where a row has every data set, and the details."""
     datasets = list(dict.fromkeys(r.config.dataset for r in results))
+    labels = row_labels(results)
     rows: dict[tuple[str, str], dict[str, EvalResult]] = {}
     for r in results:
-        rows.setdefault((short_label(r.config.model), row_label(r.config)), {})[r.config.dataset] = r
+        rows.setdefault((short_label(r.config.model), labels[r.run_dir]), {})[r.config.dataset] = r
     price = ("expense in 1e-5 $ per sample at ${:g} / ${:g} per million input / output tokens, estimation "
              "included".format(prices.input_per_million, prices.output_per_million) if prices
              else "expense n/a: give --price-in and --price-out")
@@ -199,7 +212,7 @@ def markdown_report(results: Sequence[EvalResult], prices: Prices | None) -> str
         done = f"{s.n}" if r.complete else f"{s.n} of {r.questions}"
         reduction = "" if s.token_reduction is None else f"{_pct(s.token_reduction)} / {_pct(s.total_token_reduction)}"
         lines.append(
-            f"| {dataset_label(r.config.dataset)} | {short_label(r.config.model)} | {row_label(r.config)} | {done} "
+            f"| {dataset_label(r.config.dataset)} | {short_label(r.config.model)} | {labels[r.run_dir]} | {done} "
             f"| {s.accuracy:.2%} | {s.mean_output_tokens:.1f} | {s.estimator_tokens:.1f} | {s.total_tokens / n:.1f} "
             f"| {reduction} | {_pct(s.budget_adherence)} | {s.no_budget_fallbacks} | {s.default_budgets} "
             f"| {'' if s.expense is None else f'{s.expense:.6f}'} | {s.wall_seconds:.2f} |")
@@ -229,14 +242,15 @@ def accuracy_figure(results: Sequence[EvalResult]) -> Figure:
 
     ordered = _ordered(results)
     datasets = list(dict.fromkeys(r.config.dataset for r in ordered))
-    labels = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(dict.fromkeys(row_label(r.config) for r in ordered))}
+    names = row_labels(ordered)
+    labels = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(dict.fromkeys(names[r.run_dir] for r in ordered))}
     models = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(short_label(r.config.model) for r in ordered))}
     figure = Figure(figsize=(4.5 * max(len(datasets), 1) + 4, 4.5), dpi=100, layout="constrained")
     panels = figure.subplots(1, max(len(datasets), 1), squeeze=False, sharey=True)[0]
     for axes, dataset in zip(panels, datasets):
         for r in (r for r in ordered if r.config.dataset == dataset):
             color, done = models[short_label(r.config.model)], r.complete
-            axes.scatter([r.summary.mean_output_tokens], [100 * r.summary.accuracy], marker=labels[row_label(r.config)],
+            axes.scatter([r.summary.mean_output_tokens], [100 * r.summary.accuracy], marker=labels[names[r.run_dir]],
                          facecolors=color if done else "none", edgecolors="black" if done else color,
                          s=50, linewidths=0.5 if done else 1.5)
         axes.set(title=dataset_label(dataset), xlabel="reasoner output tokens per question")

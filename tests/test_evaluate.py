@@ -16,11 +16,11 @@ from data_builder.records import RecordWriter, Shard
 from data_builder.sources import Problem, load_problems, problem_id
 from reasoner.backends import Generation
 from reasoner.prompts import Prompt
-from tale.ablate import accuracy_figure, row_label
+from tale.ablate import accuracy_figure, markdown_report, row_label, row_labels
 from tale.cli_eval import ablate as ablate_command
 from tale.cli_eval import evaluate as evaluate_command
 from tale.estimators import EstimatorBudget, FixedBudget, build_source
-from tale.evaluate import EvalConfig, EvalRow, Prices, collect, dataset_label, evaluate, load_rows, run_dirs, summarize
+from tale.evaluate import EvalConfig, EvalResult, EvalRow, Prices, collect, dataset_label, evaluate, load_rows, run_dirs, summarize
 
 # --- a fake reasoner whose tokens and correctness are known -------------------------------------
 
@@ -137,6 +137,28 @@ def test_row_labels_name_the_estimators_model() -> None:
     assert label(method="budget", budget_source="llm") == label(method="budget", budget_source="llm:default", model="runs/sft")
     assert label(method="budget", budget_source="llm") == "TALE-EP (llm:default)"
     assert label(method="budget", budget_source="llm", model="runs/sft") == "TALE-EP (llm:sft)"
+
+
+def test_oracle_runs_share_one_row_unless_two_fill_one_cell() -> None:
+    def result(dataset: str, records: str, correct: bool) -> EvalResult:
+        config = EvalConfig(dataset=dataset, out=Path("x"), model="runs/sft", method="budget",
+                            budget_source=f"oracle:runs/{records}")
+        rows = (EvalRow("q", correct, 10, 5, "budget", budget=12),)
+        return EvalResult(config, config.run_dir, rows, summarize(rows), questions=1)
+
+    gsm8k, zero = result("gsm8k", "gsm8k-test", True), result("gsm8k_zero", "zero-test", False)
+    assert set(row_labels([gsm8k, zero]).values()) == {"TALE-EP (oracle)"}
+    table = markdown_report([gsm8k, zero], None)
+    # one row, both data sets, and the average of the two
+    assert "| TALE-EP (oracle) | sft | 100.00% / 10.00 / n/a | 0.00% / 10.00 / n/a | 50.00% / 10.00 / n/a |" in table
+
+    halving = result("gsm8k", "gsm8k-halving", False)  # a second oracle on gsm8k: named by its records
+    assert row_labels([gsm8k, zero, halving]) == {
+        gsm8k.run_dir: "TALE-EP (oracle:gsm8k-test)", zero.run_dir: "TALE-EP (oracle:zero-test)",
+        halving.run_dir: "TALE-EP (oracle:gsm8k-halving)"}
+    table = markdown_report([gsm8k, zero, halving], None)
+    assert "| TALE-EP (oracle:gsm8k-test) | sft | 100.00%" in table
+    assert "| TALE-EP (oracle:gsm8k-halving) | sft | 0.00%" in table
 
 
 def test_config_is_validated() -> None:
