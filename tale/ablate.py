@@ -156,8 +156,8 @@ def row_label(config: EvalConfig) -> str:
 
 def row_labels(results: Sequence[EvalResult]) -> dict[Path, str]:
     """``row_label`` by run directory, except that oracle runs share one "TALE-EP (oracle)" row: each data
-    set brings its own searched records, so naming them would split one method over several rows. Where two
-    oracle runs of one model answer the same data set, they keep their records' names, one row each."""
+    set brings its own searched records, so naming them would split one method over several rows. If two
+    oracle runs of one model answer the same data set, every oracle run keeps its records' name instead."""
     labels = {r.run_dir: row_label(r.config) for r in results}
     oracle = [r for r in results if (r.config.budget_source or "").startswith("oracle:")]
     cells = [(short_label(r.config.model), r.config.dataset) for r in oracle]
