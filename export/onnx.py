@@ -44,7 +44,14 @@ class ExportConfig:
 
     int8: bool = False  # also write model.int8.onnx: weights dynamically quantized to int8 (QInt8)
     opset: int = 17  # ONNX opset; 17 is the first with a fused LayerNormalization op
-    per_channel: bool = False  # int8: a scale per output channel instead of per tensor
+    # int8: a scale per output channel instead of per tensor. Free in latency; on a regressor trained
+    # on worked-solution lengths it cut the mean budget change against fp32 from 9.7% to 2.6%.
+    per_channel: bool = True
+    # int8: keep each layer's feed-forward down projection (the only weight matmuls with more inputs
+    # than outputs) in fp32. Its input is the GELU output, whose few large values a per-tensor int8
+    # activation scale cannot resolve (Bondarenko et al., 2021). On that regressor: mean change 1.3%
+    # and 499 of 500 GSM8K test budgets within 5% of fp32, for ~20% more latency than all-int8.
+    fp32_down_projections: bool = True
     # int8: 7-bit weights. On x86 CPUs without VNNI (AVX2 only), onnxruntime's u8 x s8 products
     # saturate in 16 bits with full 8-bit weights; on a tiny trained model that moved budgets ~3.4%
     # against ~0.9% with 7 bits. CPUs with VNNI lose little from it.
@@ -98,17 +105,31 @@ class _QuietQuantizer(logging.Filter):
         return record.levelno >= logging.WARNING and "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize_int8(fp32: Path, int8: Path, config: ExportConfig) -> None:
-    """Dynamic quantization: int8 weights, activations quantized per batch at run time."""
+def down_projections(path: Path) -> list[str]:
+    """The MatMul nodes of ``path`` whose weight (an initializer) has more rows than columns: in a
+    BERT-family encoder, each layer's feed-forward output projection (intermediate -> hidden)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    return [node.name for node in graph.node
+            if node.op_type == "MatMul" and len(shape := shapes.get(node.input[1], [])) == 2 and shape[0] > shape[1]]
+
+
+def quantize_int8(fp32: Path, int8: Path, config: ExportConfig) -> list[str]:
+    """Dynamic quantization: int8 weights, activations quantized per batch at run time. Returns the
+    names of the MatMul nodes left in fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    excluded = down_projections(fp32) if config.fp32_down_projections else []
     quiet = _QuietQuantizer()
     logging.getLogger().addFilter(quiet)
     try:
         quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=config.per_channel,
-                         reduce_range=config.reduce_range)
+                         reduce_range=config.reduce_range, nodes_to_exclude=excluded)
     finally:
         logging.getLogger().removeFilter(quiet)
+    return excluded
 
 
 def _exported(directory: Path, name: str) -> ExportedFile:
@@ -179,7 +200,8 @@ def export_regressor(source: Path, out: Path, config: ExportConfig = ExportConfi
         )
     precisions = ["fp32"]
     if config.int8:
-        quantize_int8(out / MODEL_FILES["fp32"], out / MODEL_FILES["int8"], config)
+        kept = quantize_int8(out / MODEL_FILES["fp32"], out / MODEL_FILES["int8"], config)
+        logger.info("int8: %d MatMul nodes kept in fp32: %s", len(kept), kept)
         precisions.append("int8")
 
     from tokenizers import Tokenizer

@@ -18,7 +18,7 @@ from test_predictor import synthetic
 from test_predictor_bert import tiny_config
 
 from export.manifest import MANIFEST_FILE, ExportManifest, RuntimeConfig, sha256
-from export.onnx import ExportConfig, export_regressor
+from export.onnx import ExportConfig, down_projections, export_regressor
 from export.runtime import CorruptExportError, OnnxEstimator
 from predictor.baselines import ConstantEstimator
 from predictor.bert import BertRegressor
@@ -131,6 +131,23 @@ def test_int8_budgets_stay_within_5_percent_of_fp32(onnx_dir: Path) -> None:
     int8 = load(onnx_dir, "int8").predict(HELD_OUT)
     assert len(set(fp32)) > 5  # the budgets vary, so the comparison means something
     assert all(abs(a - b) <= 0.05 * b for a, b in zip(int8, fp32)), list(zip(int8, fp32))
+
+
+def test_int8_keeps_the_feed_forward_down_projections_in_fp32(onnx_dir: Path, regressor_dir: Path, tmp_path: Path) -> None:
+    import onnx
+
+    layers = BertRegressor.load(regressor_dir).model.config.num_hidden_layers
+    down = down_projections(onnx_dir / "model.onnx")
+    assert len(down) == layers and all("output/dense" in name and "attention" not in name for name in down)
+
+    def float_matmuls(path: Path) -> set[str]:
+        return {n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul"}
+
+    assert set(down) <= float_matmuls(onnx_dir / "model.int8.onnx")
+    assert ExportManifest.load(onnx_dir).export_config["fp32_down_projections"] is True
+    result = invoke("export", "--predictor", str(regressor_dir), "--out", str(tmp_path / "all"), "--int8", "--int8-all")
+    assert result.exit_code == 0, result.output
+    assert not set(down) & float_matmuls(tmp_path / "all" / "model.int8.onnx")
 
 
 def test_precision_defaults_to_int8_when_exported_and_threads_are_set(onnx_dir: Path) -> None:
