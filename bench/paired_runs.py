@@ -3,7 +3,8 @@
     python bench/paired_runs.py --run A_RUN_DIR --against B_RUN_DIR [--records DIR] [--out FILE.json]
 
 - Questions A answers correctly and B does not (gained), the reverse (lost), and a two-sided exact
-  sign test on those discordant pairs; and how many of A's answers are shorter and longer than B's.
+  sign test on those discordant pairs; how many of A's answers are shorter and longer than B's, and how
+  many are B's word for word (with other budgets in the prompt: how often the budget changed nothing).
 - On the questions where A was given a budget: A's accuracy and mean output tokens, B's on the same
   questions, the mean budget and the three commonest budgets, and the estimator's mean prompt and output tokens.
 - With ``--records``: over the feasible records, the mean searched budget, the mean output tokens of
@@ -72,7 +73,8 @@ def main(run_dir: Path, against: Path, records: Path | None, out: Path | None) -
     result = {"run": str(run_dir), "against": str(against), "n": len(a), "gained": gained, "lost": lost,
               "sign_test_p": round(sign_test(gained, lost), 3),
               "shorter": sum(a[k].output_tokens < b[k].output_tokens for k in a),
-              "longer": sum(a[k].output_tokens > b[k].output_tokens for k in a), "budgeted": len(budgeted)}
+              "longer": sum(a[k].output_tokens > b[k].output_tokens for k in a),
+              "same_text": sum(a[k].text == b[k].text for k in a), "budgeted": len(budgeted)}
     if budgeted:
         result |= {"budgeted_run_accuracy": mean(a[k].correct for k in budgeted),
                    "budgeted_run_tokens": round(mean(a[k].output_tokens for k in budgeted), 1),
