@@ -8,21 +8,21 @@ down projections were kept in fp32), per-channel scales on every matmul (``tale 
 and per-channel with the feed-forward down projections in fp32 (the default). Each one's budgets,
 rounded and clamped as ``tale estimate`` gives them, are compared with fp32's on the first
 ``--questions`` GSM8K test questions (held out: the regressors train on GSM8K train), and the p50
-latency at batch 1 and one thread is taken with the engines taking turns 16 questions at a time.
+latency at batch 1 and one thread is taken as ``estimator_latency.py`` takes it (engines taking turns).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import click
 
 from export.manifest import ExportManifest, RuntimeConfig
 from export.onnx import ExportConfig, quantize_int8
-from export.runtime import OnnxEstimator
+from estimator_latency import interleaved_batch1  # bench/ is on sys.path when run as a script
+from export.runtime import OnnxEstimator, cpu_session
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
 VARIANTS = {
@@ -30,21 +30,6 @@ VARIANTS = {
     "per-channel, all matmuls (--int8-all)": ExportConfig(int8=True, fp32_down_projections=False),
     "per-channel, down projections fp32 (default)": ExportConfig(int8=True),
 }
-TURN = 16
-
-
-def _estimator(export: Path, model: Path, manifest: ExportManifest) -> OnnxEstimator:
-    """The export's estimator running ``model`` instead of its own graph (same tokenizer and target)."""
-    import onnxruntime as ort
-
-    fp32 = OnnxEstimator.load(export, RuntimeConfig(precision="fp32", threads=1))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    return OnnxEstimator(session, fp32.tokenizer, manifest, "int8")
-
 
 @click.command()
 @click.option("--export", "export", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
@@ -61,22 +46,14 @@ def main(export: Path, questions: int, out: Path) -> None:
         for index, (name, config) in enumerate(VARIANTS.items()):
             path = Path(tmp) / f"variant{index}.onnx"
             kept = quantize_int8(export / manifest.models["fp32"].file, path, config)
-            engines[name] = _estimator(export, path, manifest)
+            # The export's tokenizer and target, this variant's graph.
+            engines[name] = OnnxEstimator(cpu_session(str(path), 1), engines["fp32"].tokenizer, manifest, "int8")
             click.echo(f"{name}: {len(kept)} matmuls kept in fp32, {path.stat().st_size / 2**20:.1f} MiB")
         fp32 = np.asarray(engines["fp32"].predict(texts), dtype=float)
         result: dict = {"export": str(export), "questions": len(texts), "fp32_mean_budget": float(fp32.mean()), "variants": {}}
-        seconds: dict[str, list[float]] = {name: [] for name in engines}
-        names = list(engines)
-        for turn, first in enumerate(range(0, len(texts), TURN)):
-            for name in names[turn % len(names):] + names[: turn % len(names)]:
-                time.sleep(0.1)
-                engines[name].predict(texts[first:first + 1])  # untimed: wakes the engine
-                for text in texts[first:first + TURN]:
-                    start = time.perf_counter()
-                    engines[name].predict([text])
-                    seconds[name].append(time.perf_counter() - start)
+        latency = interleaved_batch1({name: e.predict for name, e in engines.items()}, texts)
         for name in engines:
-            row = {"p50_ms": round(float(np.median(seconds[name])) * 1e3, 3)}
+            row = {"p50_ms": latency[name]["p50_ms"]}
             if name != "fp32":
                 budgets = np.asarray(engines[name].predict(texts), dtype=float)
                 change = np.abs(budgets - fp32) / fp32

@@ -51,7 +51,7 @@ class ExportConfig:
     # int8: keep each layer's feed-forward down projection (the only weight matmuls with more inputs
     # than outputs) in fp32. Its input is the GELU output, whose few large values one int8 activation
     # scale cannot resolve (Bondarenko et al., 2021). On that regressor: mean change 1.6%, 490 of 500
-    # budgets within 5% of fp32, for ~18% more latency than all-int8.
+    # budgets within 5% of fp32, for ~15% more latency than all-int8.
     fp32_down_projections: bool = True
     # int8: 7-bit weights. On x86 CPUs without VNNI (AVX2 only), onnxruntime's u8 x s8 products
     # saturate in 16 bits with full 8-bit weights; on a tiny trained model that moved budgets ~3.4%

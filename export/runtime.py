@@ -48,6 +48,15 @@ def read_verified(directory: Path, entry: ExportedFile) -> bytes:
     return data
 
 
+def cpu_session(model: bytes | str, threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session for ``model`` (its bytes or a path) with ``threads`` intra-op threads."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # the graph is one chain of ops; parallelism is inside each op
+    options.log_severity_level = 3  # errors only: not the per-session shape-inference notes
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def _tokenizer(data: bytes, manifest: ExportManifest) -> Tokenizer:
     tokenizer = Tokenizer.from_str(data.decode("utf-8"))
     tokenizer.enable_truncation(manifest.max_length, direction=manifest.truncation_side)
@@ -76,11 +85,7 @@ class OnnxEstimator:
                              "export again with int8 quantization")
         model = read_verified(directory, manifest.models[precision])
         tokenizer = _tokenizer(read_verified(directory, manifest.tokenizer), manifest)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = config.threads
-        options.inter_op_num_threads = 1  # the graph is one chain of ops; parallelism is inside each op
-        options.log_severity_level = 3  # errors only: not the per-session shape-inference notes
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        session = cpu_session(model, config.threads)
         names = [i.name for i in session.get_inputs()]
         if names != list(manifest.input_names):
             raise ValueError(f"{directory / manifest.models[precision].file}: graph inputs {names}, "

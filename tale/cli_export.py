@@ -30,7 +30,7 @@ CHUNK = 256  # questions read, estimated and written at a time, so long inputs s
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The export directory (created; an earlier export there is replaced).")
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx: weights dynamically quantized to int8.")
 @click.option("--int8-all", is_flag=True, help="int8: quantize the feed-forward down projections too (kept in fp32 by default): "
-              "about 15% less latency, budgets further from fp32's (export/README.md).")
+              "about 13% less latency, budgets further from fp32's (export/README.md).")
 @click.option("--opset", type=click.IntRange(min=17), default=ExportConfig.opset, show_default=True, help="ONNX opset.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, verbose: bool) -> None:
