@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from data_builder.records import RecordWriter, Shard, read_records, record_files, to_record, write_meta
-from data_builder.reference import NoSolutionError, reference_record
+from data_builder.reference import SEARCH_NAMES, NoSolutionError, Style, reference_record
 from data_builder.search import SearchConfig, search_budgets
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import Backend
@@ -40,7 +40,7 @@ class BuildConfig:
     split: str = "train"  # for hub data sets
     shard: Shard = field(default_factory=Shard)
     pool: int = 32  # questions in flight; each round is one batched call over them
-    reference: bool = False  # no search: the data set's worked solutions (data_builder.reference)
+    reference: Style | None = None  # no search: the data set's worked solutions in this style (data_builder.reference)
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the records already written."""
@@ -51,7 +51,7 @@ class BuildConfig:
             "model": self.model,
             "backend": self.backend,
             "prompt_version": PROMPT_VERSION,
-            "search": "reference" if self.reference else asdict(self.search),
+            "search": SEARCH_NAMES[self.reference] if self.reference else asdict(self.search),
             "shard": asdict(self.shard),
         }
 
@@ -108,13 +108,13 @@ def build_records(
     check_resumable(meta_path, identity)
     write_meta(meta_path, {"identity": identity, "limit": config.limit, "pool": config.pool, "problems": len(mine)})
     run = {"model": config.model, "backend": config.backend, "prompt_version": PROMPT_VERSION,
-           "search": "reference" if config.reference else config.search.mode, "seed": config.seed}
+           "search": SEARCH_NAMES[config.reference] if config.reference else config.search.mode, "seed": config.seed}
     path = config.shard.records_path(config.out)
     with RecordWriter(path) as writer:
         todo = [p for p in mine if p.id not in writer.done]
         logger.info("%d problems in shard %s, %d already done", len(mine), config.shard.stem(), len(mine) - len(todo))
         if config.reference:
-            records = (reference_record(p, count_tokens, **run) for p in todo)
+            records = (reference_record(p, count_tokens, config.reference, **run) for p in todo)
         else:
             records = (to_record(r, **run) for r in search_budgets(todo, backend, config.search, pool=config.pool, on_round=on_round))
         for record in records:

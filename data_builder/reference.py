@@ -7,37 +7,49 @@ GSM8K ships a short worked solution with every question. A reference record take
 and its length in the reasoner's tokens as the budget, so every training example keeps to the
 budget its prompt states. Nothing is generated: there is no vanilla answer, and the trace holds the
 one round the solution stands for.
+
+Two styles of the same solution: ``worked`` (the prose steps) and ``equations`` (only the
+calculator annotations, one per line, ``48/2=24``: about a third as long). Built over the same
+questions, the two give each question two budgets with an answer of matching length, which is what
+teaches a model to read the number in its prompt (``tale train-reasoner --hindsight``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from data_builder.records import problem_fields
 from data_builder.sources import Problem
 from reasoner.prompts import answer_line
 
 CountTokens = Callable[[str], int]
+Style = Literal["worked", "equations"]
+STYLES: tuple[Style, ...] = ("worked", "equations")
+SEARCH_NAMES: dict[Style, str] = {"worked": "reference", "equations": "equations"}  # a record's "search" field
 
 
 class NoSolutionError(ValueError):
     """A problem without a worked solution cannot make a reference record."""
 
 
-def reference_answer(problem: Problem) -> str:
-    """The worked solution as the reasoner should write it: the steps, then ``Answer: [[gold]]``."""
+def reference_answer(problem: Problem, style: Style = "worked") -> str:
+    """The worked solution as the reasoner should write it: the steps (or, in the ``equations``
+    style, its calculator equations; a solution without any is kept whole), then ``Answer: [[gold]]``."""
+    if style not in STYLES:
+        raise ValueError(f"reference style must be one of {STYLES}, got {style!r}")
     if not problem.solution.strip():
         raise NoSolutionError(
             f"problem {problem.id} ({problem.source or 'unknown source'}) has no worked solution; reference "
             "records need a data set that ships one (gsm8k)")
     line = answer_line(problem.gold, kind=problem.kind, language=problem.language)
-    return f"{problem.solution.strip()}\n{line}"
+    steps = "\n".join(problem.equations) if style == "equations" and problem.equations else problem.solution.strip()
+    return f"{steps}\n{line}"
 
 
-def reference_record(problem: Problem, count_tokens: CountTokens, **run: Any) -> dict[str, Any]:
+def reference_record(problem: Problem, count_tokens: CountTokens, style: Style = "worked", **run: Any) -> dict[str, Any]:
     """One record in the layout of ``records.to_record``: feasible, budget = the answer's tokens."""
-    reasoning = reference_answer(problem)
+    reasoning = reference_answer(problem, style)
     tokens = count_tokens(reasoning)
     if tokens < 1:
         raise ValueError(f"problem {problem.id}: the reference answer has no tokens")

@@ -74,6 +74,7 @@ class Problem:
     source: str = ""  # gsm8k, gsm8k_zero, mathbench, gsm_symbolic, jsonl
     language: Language = "en"
     solution: str = ""  # the data set's worked solution, where it has one (GSM8K), without its answer line
+    equations: tuple[str, ...] = ()  # the worked solution's calculator annotations, in order ("48/2=24")
 
 
 def problem_id(source: str, question: str) -> str:
@@ -259,15 +260,21 @@ def _gsm8k_row(row: Row) -> Problem:
     gold = gold.strip().replace(",", "")
     if not gold:
         raise FieldError("answer", "nothing after '####'")
-    return _problem("gsm8k", question_text(row, "question"), gold, solution=gsm8k_solution(worked))
+    return _problem("gsm8k", question_text(row, "question"), gold, solution=gsm8k_solution(worked),
+                    equations=gsm8k_equations(worked))
 
 
-_CALCULATOR = re.compile(r"<<[^<>]*>>")
+_CALCULATOR = re.compile(r"<<([^<>]*)>>")
 
 
 def gsm8k_solution(worked: str) -> str:
     """A GSM8K worked answer as prose: the calculator annotations (``<<48/2=24>>``) removed."""
     return _CALCULATOR.sub("", worked).strip()
+
+
+def gsm8k_equations(worked: str) -> tuple[str, ...]:
+    """A GSM8K worked answer's calculator annotations, in order: ``("48/2=24", "48+24=72")``."""
+    return tuple(e.strip() for e in _CALCULATOR.findall(worked) if e.strip())
 
 
 def _gsm8k_zero_row(row: Row) -> Problem:

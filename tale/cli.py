@@ -79,7 +79,7 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 @main.command()
 @click.option("--dataset", required=True, help="KIND[:PATH], as for generate; e.g. gsm8k:../shared/data/gsm8k/train.jsonl.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Records directory (resumes if it exists).")
-@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect", "reference"]), default="halving", show_default=True, help="halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; reference: no search, the data set's worked solutions (gsm8k) with their length in --model's tokens as the budget, a teacher for train-reasoner.")
+@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect", "reference", "equations"]), default="halving", show_default=True, help="halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; reference: no search, the data set's worked solutions (gsm8k) with their length in --model's tokens as the budget, a teacher for train-reasoner; equations: the same, but only the solutions' calculator equations (about a third as long).")
 @click.option("--limit", type=int, default=None, help="Use N problems (before sharding).")
 @click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit.")
 @click.option("--split", default="train", show_default=True, help="Split, for hub data sets.")
@@ -104,9 +104,9 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     from data_builder.records import Shard, load_records
     from data_builder.search import SearchConfig
 
-    reference = mode == "reference"
+    reference = {"reference": "worked", "equations": "equations"}.get(mode)
     if reference and backend_kind != "hf":
-        raise click.UsageError("--search reference counts tokens with --model's local tokenizer; use the hf backend")
+        raise click.UsageError(f"--search {mode} counts tokens with --model's local tokenizer; use the hf backend")
     config = BuildConfig(
         dataset=dataset, out=out, model=model, backend=backend_kind, limit=limit, seed=seed, split=split,
         shard=Shard.parse(shard), pool=pool, reference=reference,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from scripted import ScriptedBackend, problems_and_scripts
 
 from data_builder.build import BuildConfig, ResumeMismatchError, build_records, merge_shards, summarize
 from data_builder.records import RecordWriter, Shard, load_records, read_records
-from data_builder.reference import NoSolutionError
+from data_builder.reference import NoSolutionError, reference_answer
 from data_builder.search import SearchConfig
 from data_builder.sources import Problem, problem_id
 from reasoner.grading import grade
@@ -153,7 +154,7 @@ def words(text: str) -> int:
 
 
 def test_reference_records_take_the_solution_and_its_length_as_the_budget(tmp_path: Path) -> None:
-    config = BuildConfig(dataset="gsm8k:x", out=tmp_path / "ref", model="m", backend="hf", reference=True)
+    config = BuildConfig(dataset="gsm8k:x", out=tmp_path / "ref", model="m", backend="hf", reference="worked")
     build_records(config, None, [worked(1), worked(2)], count_tokens=words)
     records = by_id(load_records(tmp_path / "ref"))
     first = next(r for r in records if r["gold"] == "2")
@@ -172,8 +173,26 @@ def test_reference_records_take_the_solution_and_its_length_as_the_budget(tmp_pa
         build(tmp_path / "ref", n=2)
 
 
+def test_equations_records_keep_the_calculator_equations_and_their_own_budget(tmp_path: Path) -> None:
+    config = BuildConfig(dataset="gsm8k:x", out=tmp_path / "eq", model="m", backend="hf", reference="equations")
+    prose = Problem(problem_id("gsm8k", "Prose only?"), "Prose only?", "9", source="gsm8k", solution="Let x be 9 . So x = 9 .")
+    two_steps = replace(worked(3), solution="She has 3 + 3 = 6 .\nThen 6 * 2 = 12 .", gold="12", equations=("3+3=6", "6*2=12"))
+    build_records(config, None, [two_steps, prose], count_tokens=words)
+    records = {r["id"]: r for r in load_records(tmp_path / "eq")}
+    steps, kept_whole = records[two_steps.id], records[prose.id]
+    assert steps["reasoning"] == "3+3=6\n6*2=12\nAnswer: [[12]]" and steps["budget"] == 4
+    assert steps["search"] == "equations" and steps["feasible"] and grade(steps["reasoning"], "12", "cloze").correct
+    # a solution without calculator annotations is kept whole rather than dropped
+    assert kept_whole["reasoning"] == "Let x be 9 . So x = 9 .\nAnswer: [[9]]"
+    # the worked style over the same directory is another run
+    with pytest.raises(ResumeMismatchError, match="search: recorded 'equations', now 'reference'"):
+        build_records(replace(config, reference="worked"), None, [two_steps], count_tokens=words)
+    with pytest.raises(ValueError, match="reference style must be one of"):
+        reference_answer(two_steps, "terse")
+
+
 def test_reference_records_refuse_problems_without_a_solution_before_writing(tmp_path: Path) -> None:
-    config = BuildConfig(dataset="gsm8k_zero:z.jsonl", out=tmp_path / "ref", model="m", backend="hf", reference=True)
+    config = BuildConfig(dataset="gsm8k_zero:z.jsonl", out=tmp_path / "ref", model="m", backend="hf", reference="worked")
     bare = Problem(problem_id("gsm8k_zero", "How many?"), "How many?", "3", source="gsm8k_zero")
     with pytest.raises(NoSolutionError, match=r"gsm8k_zero:z.jsonl: 1 of 2 problems have no worked solution \(first: gsm8k_zero-"):
         build_records(config, None, [worked(1), bare], count_tokens=words)

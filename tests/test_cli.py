@@ -77,6 +77,11 @@ def test_build_reference_records_from_gsm8k_solutions(tiny_lm_dir: Path, tmp_pat
     # the budget is the answer's tokens plus the end-of-turn token, as the hf backend counts output
     assert [r["budget"] for r in records] == [len(tokenizer(r["reasoning"], add_special_tokens=False)["input_ids"]) + 1
                                               for r in records]
+    equations = invoke("build", "--dataset", f"gsm8k:{data}", "--search", "equations", "--model", str(tiny_lm_dir), "--out", str(tmp_path / "eq"))
+    assert equations.exit_code == 0, equations.output
+    terse = [json.loads(line) for line in (tmp_path / "eq" / "records-00000-of-00001.jsonl").read_text().splitlines()]
+    assert [r["reasoning"] for r in terse] == ["2+3=5\nAnswer: [[5]]", "6*7=42\nAnswer: [[42]]"]
+    assert all(r["search"] == "equations" and r["budget"] < s["budget"] for r, s in zip(terse, records))
     zero = tmp_path / "zero.jsonl"
     zero.write_text(json.dumps({"question": "How many?", "answer": 3}) + "\n")
     refused = CliRunner().invoke(main, ["build", "--dataset", f"gsm8k_zero:{zero}", "--search", "reference",

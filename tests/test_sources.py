@@ -78,7 +78,8 @@ def test_gsm8k_gold_after_hashes_without_thousands_separators(gsm8k_file: Path) 
     problems = load_gsm8k(gsm8k_file)
     assert len(problems) == 20
     question = "Question number 0?"
-    assert problems[0] == Problem(problem_id("gsm8k", question), question, "0", source="gsm8k", solution="Some steps .")
+    assert problems[0] == Problem(problem_id("gsm8k", question), question, "0", source="gsm8k", solution="Some steps .",
+                                 equations=("1+1=2",))
     assert [p.gold for p in problems[3:5]] == ["1000", "109200000"]
     assert all(p.kind == "cloze" and p.language == "en" and p.options == () for p in problems)
 
@@ -87,6 +88,7 @@ def test_gsm8k_solution_is_the_worked_answer_without_calculator_annotations(tmp_
     row = {"question": "How many clips?", "answer": "She sold 48/2 = <<48/2=24>>24 in May.\n48+24 = <<48+24=72>>72 in all.\n#### 72"}
     [problem] = load_gsm8k(write_jsonl(tmp_path / "g.jsonl", [row]))
     assert problem.solution == "She sold 48/2 = 24 in May.\n48+24 = 72 in all."
+    assert problem.equations == ("48/2=24", "48+24=72")
     assert problem.gold == "72"
     assert load_gsm8k_zero(write_jsonl(tmp_path / "z.jsonl", [zero_row("How many?", 3)]))[0].solution == ""
 
