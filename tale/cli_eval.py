@@ -12,7 +12,8 @@ import click
 from tale.cli_common import backend_options, cached_backends, setup
 
 SOURCE_HELP = ("oracle:RECORDS_DIR (searched budgets), llm[:MODEL] (zero-shot; no MODEL: the reasoner itself), "
-               "bert:DIR, onnx:DIR, constant:DIR, tfidf:DIR (saved estimators) or fixed:N")
+               "bert:DIR, onnx:DIR, constant:DIR, tfidf:DIR (saved estimators; append @FACTOR to scale their budgets, "
+               "e.g. onnx:DIR@1.41) or fixed:N")
 
 
 def _shared_options(command):

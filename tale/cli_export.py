@@ -109,9 +109,11 @@ def _estimator(directory: Path, config: RuntimeConfig) -> Any:
 @click.option("--precision", type=click.Choice(PRECISIONS), default=RuntimeConfig.precision, help="ONNX export: the model to run [default: int8 when exported, else fp32].")
 @click.option("--threads", type=click.IntRange(min=0), default=RuntimeConfig.threads, show_default=True, help="CPU threads (0: the engine's choice).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=RuntimeConfig.batch_size, show_default=True, help="ONNX export: questions per graph run.")
+@click.option("--aim", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Multiply each budget by this factor before rounding; 1.41 aims the estimate at the log-centre of [b*, 2b*], so fewer budgets fall short.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | None, precision: str | None, threads: int,
-             batch_size: int, verbose: bool) -> None:
+             batch_size: int, aim: float, verbose: bool) -> None:
     """Predict token budgets; one JSON line {"id", "budget"} per question on stdout.
 
     Example: tale estimate --predictor runs/predictor-onnx "What is 6 * 7?"
@@ -128,6 +130,10 @@ def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | Non
         estimator = _estimator(directory, RuntimeConfig(precision=precision, threads=threads, batch_size=batch_size))
     except (FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    if aim != 1.0:
+        from predictor import Aimed
+
+        estimator = Aimed(estimator, aim)
     with ExitStack() as stack:
         if questions:
             rows: Iterator[tuple[Any, str]] = iter(enumerate(questions))

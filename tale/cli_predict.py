@@ -61,15 +61,20 @@ def _estimators(names: str, split, backend_args: dict, llm_default: int | None):
 
 def _fold_factories(names: str, backend_args: dict, llm_default: int | None, bert_config):
     """Name -> a function training that estimator on a fold's training part (cross-validation)."""
+    from predictor import Aimed
     from predictor.bert import BertRegressor
-    from tale.estimators import build_estimator
+    from tale.estimators import build_estimator, split_aim
 
     backend_for = cached_backends(backend_args)
 
     def factory(name: str):
-        kind, _, arg = name.partition(":")
+        try:
+            base, aim = split_aim(name)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--estimators") from None
+        kind, _, arg = base.partition(":")
         if kind == "bert" and not arg:
-            return lambda train: BertRegressor.fit(train, bert_config)
+            return lambda train: BertRegressor.fit(train, bert_config) if aim == 1.0 else Aimed(BertRegressor.fit(train, bert_config), aim)
         if kind not in ("bert", "llm", "constant", "tfidf") or (arg and kind != "llm"):
             raise click.BadParameter(f"{name}: with --folds every estimator is trained per fold; use bert, constant, "
                                      "tfidf (without a directory) or llm:MODEL", param_hint="--estimators")
@@ -80,7 +85,7 @@ def _fold_factories(names: str, backend_args: dict, llm_default: int | None, ber
 
 @click.command("eval-predictor")
 @click.option("--records", type=RECORDS, multiple=True, required=True, help="Records directory (repeat for several).")
-@click.option("--estimators", default="constant,tfidf", show_default=True, help="Comma-separated: bert:DIR, onnx:DIR, llm:MODEL (zero-shot, 'default' is the embedded reasoner), constant, tfidf.")
+@click.option("--estimators", default="constant,tfidf", show_default=True, help="Comma-separated: bert:DIR, onnx:DIR, llm:MODEL (zero-shot, 'default' is the embedded reasoner), constant, tfidf; NAME@FACTOR (not llm) scales its budgets, e.g. tfidf@1.41 aims at the log-centre of [b, 2b].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/predictor-eval"), show_default=True, help="Directory for report.md, report.json, scatter plots, and the baselines fitted here (constant/, tfidf/).")
 @click.option("--held-out", type=click.FloatRange(0, 0.9), default=0.2, show_default=True, help="Must match train-predictor's.")
 @click.option("--llm-default", type=int, default=None, help="Zero-shot fallback budget when a reply has no number (default: the training median).")

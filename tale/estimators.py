@@ -7,11 +7,15 @@
 A budget source gives each question of an evaluation its budget and says what that cost
 (``Assignment``): ``fixed:N``, ``oracle:RECORDS_DIR`` (the searched budget of the question's record)
 or any estimator name above; ``llm`` with no model asks the reasoner itself, as TALE-EP does.
+
+A trained estimator's name may end in ``@FACTOR`` (``onnx:DIR@1.41``, ``tfidf@1.41``): its budgets
+times FACTOR (``predictor.Aimed``); 1.41 aims a point estimate at the log-centre of [b*, 2b*].
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -24,11 +28,28 @@ from reasoner.backends import Backend
 
 logger = logging.getLogger(__name__)
 
-ESTIMATORS = "bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR]"
+ESTIMATORS = "bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR] (each but llm optionally @FACTOR)"
+AIMABLE = ("bert", "onnx", "constant", "tfidf")  # estimators whose budgets @FACTOR may scale
 SOURCES = f"oracle:RECORDS_DIR, fixed:N, {ESTIMATORS}"
 
 BackendFor = Callable[[str], Backend]  # model name -> backend, so one model loads once
 Fallback = Literal["no-budget", "default-budget"]
+
+
+def split_aim(spec: str) -> tuple[str, float]:
+    """``"onnx:DIR@1.41"`` -> ``("onnx:DIR", 1.41)``; a name without ``@`` has factor 1."""
+    base, at, factor = spec.strip().rpartition("@")
+    if not at:
+        return spec.strip(), 1.0
+    try:
+        value = float(factor)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{spec!r}: '@' must be followed by a positive factor, as in 'tfidf@1.41'")
+    if base.partition(":")[0] not in AIMABLE:
+        raise ValueError(f"{spec!r}: only {', '.join(AIMABLE)} budgets can be scaled with @FACTOR")
+    return base, value
 
 
 def build_estimator(
@@ -40,10 +61,13 @@ def build_estimator(
 ) -> Estimator:
     """The estimator ``spec`` names; ``train`` (``predictor.data.Example``s) fits ``constant``/``tfidf``
     without a directory and sets the zero-shot default budget (its median) unless ``llm_default`` does."""
-    from predictor import load_estimator
+    from predictor import Aimed, load_estimator
     from predictor.baselines import ConstantEstimator, TfidfRidgeEstimator
 
-    kind, _, arg = spec.strip().partition(":")
+    base, aim = split_aim(spec)
+    if aim != 1.0:
+        return Aimed(build_estimator(base, backend_for=backend_for, train=train, llm_default=llm_default), aim)
+    kind, _, arg = base.partition(":")
 
     def fitted(cls: Any) -> Estimator:
         if arg:
@@ -195,7 +219,7 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
 
 def check_source(spec: str) -> str:
     """``spec`` if it names a budget source (nothing is loaded), else ``ValueError``."""
-    kind, _, arg = spec.strip().partition(":")
+    kind, _, arg = split_aim(spec)[0].partition(":")
     if kind not in ("fixed", "oracle", "llm", "bert", "onnx", "constant", "tfidf"):
         raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}")
     if kind in ("fixed", "oracle", "bert", "onnx", "constant", "tfidf") and not arg:

@@ -49,6 +49,16 @@ def test_train_then_compare_estimators(tiny_bert_dir: Path, tmp_path: Path) -> N
     constant = load_estimator(tmp_path / "eval" / "constant")
     assert constant.predict(["any question"]) == [report["results"][1]["predictions"][0]]
 
+    result = runner.invoke(main, ["eval-predictor", "--records", str(records), "--out", str(tmp_path / "aimed"),
+                                  "--estimators", "constant,constant@1.5,tfidf@1.5"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    aimed = {r["name"]: r for r in json.loads((tmp_path / "aimed" / "report.json").read_text())["results"]}
+    assert aimed["constant@1.5"]["predictions"] == [round(p * 1.5) for p in aimed["constant"]["predictions"]]
+    assert aimed["tfidf@1.5"]["predictions"] != report["results"][2]["predictions"]
+    assert all(r["trained_on_split"] for r in aimed.values())  # the wrapped estimator's training is checked
+    bad = runner.invoke(main, ["eval-predictor", "--records", str(records), "--estimators", "constant@x"])
+    assert bad.exit_code == 2 and "positive factor" in bad.output
+
 
 def test_cross_validated_comparison_trains_bert_per_fold(tiny_bert_dir: Path, tmp_path: Path) -> None:
     records = write_records(tmp_path / "records")
@@ -60,6 +70,10 @@ def test_cross_validated_comparison_trains_bert_per_fold(tiny_bert_dir: Path, tm
     assert report["folds"] == 3 and len(report["ids"]) == 36  # every feasible record, held out once
     assert [r["name"] for r in report["results"]] == ["bert", "constant", "tfidf"]
     assert all(len(r["predictions"]) == 36 and r["trained_on_split"] for r in report["results"])
+    aimed = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "cv-aimed"), "--estimators", "bert@2"], catch_exceptions=False)
+    assert aimed.exit_code == 0, aimed.output
+    [doubled] = json.loads((tmp_path / "cv-aimed" / "report.json").read_text())["results"]
+    assert doubled["name"] == "bert@2" and len(doubled["predictions"]) == 36
     refused = CliRunner().invoke(main, [*args, "--estimators", f"bert:{tmp_path}"])
     assert refused.exit_code == 2 and "trained per fold" in refused.output
 

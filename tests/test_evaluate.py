@@ -172,6 +172,14 @@ def test_config_is_validated() -> None:
         EvalConfig(dataset="generated", out=Path("x"), method="budget", budget_source="fixed:0")
     with pytest.raises(ValueError, match="needs an argument"):
         EvalConfig(dataset="generated", out=Path("x"), method="budget", budget_source="oracle")
+    aimed = EvalConfig(dataset="generated", out=Path("x"), method="budget", budget_source="tfidf:runs/t@1.41")
+    assert aimed.identity()["budget_source"] == "tfidf:runs/t@1.41"  # its own run, beside the unscaled one
+    assert aimed.run_dir != EvalConfig(dataset="generated", out=Path("x"), method="budget", budget_source="tfidf:runs/t").run_dir
+    for spec, reason in [("tfidf:runs/t@", "positive factor"), ("tfidf:runs/t@-2", "positive factor"),
+                         ("llm@2", "only bert, onnx, constant, tfidf"), ("fixed:8@2", "only bert, onnx, constant, tfidf"),
+                         ("oracle:runs/r@1.41", "only bert, onnx, constant, tfidf")]:
+        with pytest.raises(ValueError, match=reason):
+            EvalConfig(dataset="generated", out=Path("x"), method="budget", budget_source=spec)
 
 
 # --- runs, resume, baselines ---------------------------------------------------------------------

@@ -256,6 +256,12 @@ def test_export_then_estimate_from_arguments_a_file_and_stdin(regressor_dir: Pat
     assert lines(result) == [{"id": 0, "budget": expected[0]}, {"id": "b", "budget": expected[1]},
                                     {"id": 2, "budget": expected[2]}]
 
+    aimed = invoke("estimate", "--predictor", str(out), "--threads", "1", "--aim", "2", *questions)
+    onnx = OnnxEstimator.load(out)
+    assert aimed.exit_code == 0 and [r["budget"] for r in lines(aimed)] == [
+        onnx.manifest.budget_range.clamp(2 * v) for v in onnx.predict_float(questions)] != expected
+    assert invoke("estimate", "--predictor", str(out), "--aim", "0", *questions).exit_code == 2
+
     result = invoke("estimate", "--predictor", str(regressor_dir), "--threads", "1", *questions)  # torch, same budgets
     assert result.exit_code == 0 and lines(result) == lines(invoke("estimate", "--predictor", str(out), "--threads", "1", *questions))
 

@@ -299,6 +299,32 @@ def test_tfidf_ridge_learns_length_and_survives_save_load(tmp_path: Path) -> Non
     assert 8 <= without_length.predict(["an unseen word"])[0] <= 1024
 
 
+def test_aimed_scales_before_rounding_and_clamps_into_the_wrapped_range() -> None:
+    from predictor import RANGE_CENTRE, Aimed
+
+    examples = synthetic(80)
+    ridge = TfidfRidgeEstimator.fit(examples, TfidfRidgeConfig(budget_range=BudgetRange(8, 200)))
+    questions = [e.question for e in synthetic(20, seed=1)]
+    aimed = Aimed(ridge, RANGE_CENTRE)
+    expected = [min(200, max(8, round(v * RANGE_CENTRE))) for v in ridge.predict_float(questions)]
+    assert aimed.predict(questions) == expected and aimed.budget_range == BudgetRange(8, 200)
+
+    class Unrounded:  # 10.4 tokens: scaled then rounded is 16, rounded then scaled would be 15
+        def predict(self, questions):
+            return [10] * len(questions)
+
+        def predict_float(self, questions):
+            return [10.4] * len(questions)
+
+    assert Aimed(Unrounded(), 1.5).predict(["a"]) == [16]
+    # an estimator without unrounded budgets or a range of its own: its budgets, scaled, default range
+    assert Aimed(ConstantEstimator(35), 1.5).predict(["a", "b"]) == [52, 52]  # 52.5, half to even
+    assert Aimed(ConstantEstimator(900), 2).predict(["a"]) == [BudgetRange().max]
+    for factor in (0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="aim factor must be a positive number"):
+            Aimed(ConstantEstimator(35), factor)
+
+
 def test_load_estimator_refuses_what_it_does_not_know(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=META_FILE):
         load_estimator(tmp_path)
