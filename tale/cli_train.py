@@ -31,6 +31,7 @@ def _paper(field: str) -> str:
 @click.option("--lora-alpha", type=click.IntRange(min=1), default=DEFAULTS.lora_alpha, show_default=True)
 @click.option("--internalized", is_flag=True, help="Prompts without a budget (the paper's TALE-PT); default: the searched budget is in the prompt.")
 @click.option("--hindsight", is_flag=True, help="Prompts state each answer's own output tokens instead of the searched budget, so every example keeps to its budget; sft also learns the vanilla answer under its token count.")
+@click.option("--slack", type=click.FloatRange(min=1), default=1.0, show_default=True, help="With --hindsight: prompts state this many times each answer's tokens (rounded up), so a model that writes what its prompt states stays under it.")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('num_train_epochs')}).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('learning_rate')}).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Per device. Default: the paper's ({_paper('per_device_train_batch_size')}).")
@@ -39,7 +40,7 @@ def _paper(field: str) -> str:
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
-def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, internalized, hindsight, epochs, learning_rate,
+def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, internalized, hindsight, slack, epochs, learning_rate,
                    batch_size, max_steps, max_length, seed, threads, verbose):
     """Post-train a reasoner (TALE-PT) with SFT or DPO on searched budgets, and save a plain model.
 
@@ -55,8 +56,10 @@ def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, intern
 
     if internalized and hindsight:
         raise click.UsageError("--internalized and --hindsight exclude each other: hindsight prompts state a budget")
+    if slack != 1.0 and not hindsight:
+        raise click.UsageError("--slack applies to --hindsight prompts only")
     mode = "internalized" if internalized else "hindsight" if hindsight else "budget"
-    config = PostTrainConfig(model=model, prompt_mode=mode, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha)
+    config = PostTrainConfig(model=model, prompt_mode=mode, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, slack=slack)
     overrides = {"num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
                  "max_steps": max_steps}
     args = trainer_args(method, max_length=max_length, seed=seed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,19 @@ def test_hindsight_prompts_state_each_answers_own_tokens() -> None:
     assert {row["id"]: stated_budget(row["prompt"]) for row in dpo.dataset} == {"keep": 30, "one-shorter": 99, "choice-zh": 30}
     with pytest.raises(ValueError, match="'no-trace-round': no output token count"):
         training_prompt(CASES["no-trace-round"][0], "hindsight")
+
+
+def test_hindsight_slack_states_more_than_each_answers_tokens_rounded_up() -> None:
+    exact = {row["id"]: stated_budget(row["prompt"]) for row in build_sft_dataset(RECORDS, "hindsight").dataset}
+    slack = {row["id"]: stated_budget(row["prompt"]) for row in build_sft_dataset(RECORDS, "hindsight", 1.25).dataset}
+    assert slack == {key: math.ceil(tokens * 1.25) for key, tokens in exact.items()}
+    assert slack["keep"] == 38 and slack["keep#vanilla"] == 125 and slack["longer"] == 202  # 37.5, 125, 201.25
+    dpo = build_dpo_dataset(RECORDS, "hindsight", 1.25)
+    assert {row["id"]: stated_budget(row["prompt"]) for row in dpo.dataset} == {"keep": 38, "one-shorter": 124, "choice-zh": 38}
+    with pytest.raises(ValueError, match="slack must be a finite number >= 1"):
+        PostTrainConfig(prompt_mode="hindsight", slack=0.8)
+    with pytest.raises(ValueError, match="hindsight prompts only"):
+        PostTrainConfig(prompt_mode="budget", slack=1.25)
 
 
 def test_reference_records_train_every_mode_and_make_no_dpo_pairs() -> None:
@@ -329,3 +343,5 @@ def test_cli_help_and_errors(tiny_lm_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"),
                                             "--internalized", "--hindsight"])
     assert result.exit_code == 2 and "exclude each other" in result.output
+    result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"), "--slack", "1.25"])
+    assert result.exit_code == 2 and "--slack applies to --hindsight prompts only" in result.output

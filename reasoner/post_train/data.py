@@ -13,6 +13,8 @@ Three prompt modes:
   under beta* is often longer than beta*). SFT also adds each kept record's vanilla answer, when it is
   correct and a different text, with its own token count as the budget: the same question at two
   budgets and two lengths. DPO: the prompt states the chosen answer's tokens.
+  With ``slack`` above 1 the prompts state ``ceil(slack x tokens)`` instead, so that a model which
+  learns to write what the prompt states keeps under it ("use less than N tokens") at inference.
 - ``internalized`` (the paper's TALE-PT): the vanilla prompt without any budget; the model has to
   internalize how long an answer should be.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -98,9 +101,14 @@ def _prompt(record: Record, budget: int | None) -> Prompt:
     )
 
 
-def training_prompt(record: Record, mode: PromptMode = "budget") -> Prompt:
+def stated_budget(tokens: int, slack: float = 1.0) -> int:
+    """What a hindsight prompt states for an answer of ``tokens`` output tokens."""
+    return math.ceil(tokens * slack - 1e-9)
+
+
+def training_prompt(record: Record, mode: PromptMode = "budget", slack: float = 1.0) -> Prompt:
     """The prompt of a record's training example: with its searched budget, with its answer's own
-    output tokens (hindsight), or vanilla."""
+    output tokens (hindsight; times ``slack``, rounded up), or vanilla."""
     if mode not in PROMPT_MODES:
         raise ValueError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
     if mode == "internalized":
@@ -109,7 +117,7 @@ def training_prompt(record: Record, mode: PromptMode = "budget") -> Prompt:
         return _prompt(record, record["budget"])
     if (tokens := chosen_tokens(record)) is None:
         raise ValueError(f"record {record.get('id')!r}: no output token count for its answer under the searched budget")
-    return _prompt(record, tokens)
+    return _prompt(record, stated_budget(tokens, slack))
 
 
 def sft_skip_reason(record: Record, mode: PromptMode = "budget") -> SkipReason | None:
@@ -201,24 +209,24 @@ def _build(records: Iterable[Record], mode: PromptMode, skip, examples) -> Train
     return TrainingSet(dataset=Dataset.from_list(rows), counts=counts, mode=mode)
 
 
-def build_sft_dataset(records: Iterable[Record], mode: PromptMode = "budget") -> TrainingSet:
+def build_sft_dataset(records: Iterable[Record], mode: PromptMode = "budget", slack: float = 1.0) -> TrainingSet:
     """Prompt-completion rows: the (budgeted or vanilla) prompt -> the correct output under beta*;
     hindsight adds the vanilla answer under its own token count (id ``ID#vanilla``)."""
 
     def examples(r: Record) -> list[dict[str, Any]]:
-        rows = [{"id": r["id"], "prompt": training_prompt(r, mode).messages(), "completion": _assistant(r["reasoning"])}]
+        rows = [{"id": r["id"], "prompt": training_prompt(r, mode, slack).messages(), "completion": _assistant(r["reasoning"])}]
         if mode == "hindsight" and _second_length(r):
-            rows.append({"id": f"{r['id']}#vanilla", "prompt": _prompt(r, r["vanilla_tokens"]).messages(),
+            rows.append({"id": f"{r['id']}#vanilla", "prompt": _prompt(r, stated_budget(r["vanilla_tokens"], slack)).messages(),
                          "completion": _assistant(r["vanilla_text"])})
         return rows
 
     return _build(records, mode, lambda r: sft_skip_reason(r, mode), examples)
 
 
-def build_dpo_dataset(records: Iterable[Record], mode: PromptMode = "budget") -> TrainingSet:
+def build_dpo_dataset(records: Iterable[Record], mode: PromptMode = "budget", slack: float = 1.0) -> TrainingSet:
     """Preference rows: chosen = the correct, shorter output under beta*; rejected = the vanilla output."""
     return _build(records, mode, dpo_skip_reason, lambda r: [{
-        "id": r["id"], "prompt": training_prompt(r, mode).messages(),
+        "id": r["id"], "prompt": training_prompt(r, mode, slack).messages(),
         "chosen": _assistant(r["reasoning"]), "rejected": _assistant(r["vanilla_text"])}])
 
 

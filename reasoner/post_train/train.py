@@ -63,8 +63,13 @@ class PostTrainConfig:
     lora_dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # the paper's LoRA targets
     dtype: str = "float32"  # weights as loaded and saved; mixed precision is the trainer's bf16/fp16
+    slack: float = 1.0  # hindsight: the prompt states ceil(slack x the answer's tokens)
 
     def __post_init__(self) -> None:
+        if not (self.slack >= 1.0 and self.slack < float("inf")):
+            raise ValueError(f"slack must be a finite number >= 1, got {self.slack!r}")
+        if self.slack != 1.0 and self.prompt_mode != "hindsight":
+            raise ValueError("slack applies to hindsight prompts only")
         if self.prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}")
         if self.dtype not in DTYPES:
@@ -118,8 +123,9 @@ def trainer_args(method: Method, **overrides: Any) -> SFTConfig | DPOConfig:
     return cls(**settings)
 
 
-def build_training_set(method: Method, records: Iterable[Record], mode: PromptMode = "budget") -> TrainingSet:
-    return (build_sft_dataset if method == "sft" else build_dpo_dataset)(records, mode)
+def build_training_set(method: Method, records: Iterable[Record], mode: PromptMode = "budget",
+                       slack: float = 1.0) -> TrainingSet:
+    return (build_sft_dataset if method == "sft" else build_dpo_dataset)(records, mode, slack)
 
 
 def _torch_dtype(name: str):
@@ -220,7 +226,7 @@ def post_train(
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new output directory")
     records = list(records)
-    training_set = build_training_set(method, records, config.prompt_mode)
+    training_set = build_training_set(method, records, config.prompt_mode, config.slack)
     if training_set.counts.kept == 0:
         raise ValueError(f"no {method} training examples: {training_set.counts.describe()}")
     args = args if args is not None else trainer_args(method)
