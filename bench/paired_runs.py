@@ -4,7 +4,9 @@
 
 - Questions A answers correctly and B does not (gained), the reverse (lost), and a two-sided exact
   sign test on those discordant pairs; how many of A's answers are shorter and longer than B's, and how
-  many are B's word for word (with other budgets in the prompt: how often the budget changed nothing).
+  many are B's word for word (with other budgets in the prompt: how often the budget changed nothing);
+  the ratio of A's mean output tokens to B's and, where both runs had budgets, of their mean budgets (for
+  one model under budgets scaled by a factor, a model that reads the number writes about that much more).
 - On the questions where A was given a budget: A's accuracy and mean output tokens, B's on the same
   questions, the mean budget and the three commonest budgets, and the estimator's mean prompt and output tokens.
 - With ``--records``: over the feasible records, the mean searched budget, the mean output tokens of
@@ -74,7 +76,12 @@ def main(run_dir: Path, against: Path, records: Path | None, out: Path | None) -
               "sign_test_p": round(sign_test(gained, lost), 3),
               "shorter": sum(a[k].output_tokens < b[k].output_tokens for k in a),
               "longer": sum(a[k].output_tokens > b[k].output_tokens for k in a),
-              "same_text": sum(a[k].text == b[k].text for k in a), "budgeted": len(budgeted)}
+              "same_text": sum(a[k].text == b[k].text for k in a),
+              "tokens_ratio": round(mean(r.output_tokens for r in a.values()) / mean(r.output_tokens for r in b.values()), 3),
+              "budgeted": len(budgeted)}
+    both = [k for k in budgeted if b[k].budget]
+    if both:
+        result["budget_ratio"] = round(mean(a[k].budget for k in both) / mean(b[k].budget for k in both), 3)
     if budgeted:
         result |= {"budgeted_run_accuracy": mean(a[k].correct for k in budgeted),
                    "budgeted_run_tokens": round(mean(a[k].output_tokens for k in budgeted), 1),
