@@ -79,7 +79,7 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 @main.command()
 @click.option("--dataset", required=True, help="KIND[:PATH], as for generate; e.g. gsm8k:../shared/data/gsm8k/train.jsonl.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Records directory (resumes if it exists).")
-@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect", "reference", "equations"]), default="halving", show_default=True, help="halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; reference: no search, the data set's worked solutions (gsm8k) with their length in --model's tokens as the budget, a teacher for train-reasoner; equations: the same, but only the solutions' calculator equations (about a third as long).")
+@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect", "reference", "equations"]), default="halving", show_default=True, help="halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; reference: no search, the data set's worked solutions (gsm8k) with their length in --model's tokens as the budget, a teacher for train-reasoner; equations: the same, but only the solutions' calculator equations (less than half as long).")
 @click.option("--limit", type=int, default=None, help="Use N problems (before sharding).")
 @click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit.")
 @click.option("--split", default="train", show_default=True, help="Split, for hub data sets.")
