@@ -101,10 +101,11 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     from tqdm import tqdm
 
     from data_builder.build import BuildConfig, build_records, summarize
+    from data_builder.reference import SEARCH_NAMES
     from data_builder.records import Shard, load_records
     from data_builder.search import SearchConfig
 
-    reference = {"reference": "worked", "equations": "equations"}.get(mode)
+    reference = {search: style for style, search in SEARCH_NAMES.items()}.get(mode)  # no search: a worked-solution style
     if reference and backend_kind != "hf":
         raise click.UsageError(f"--search {mode} counts tokens with --model's local tokenizer; use the hf backend")
     config = BuildConfig(

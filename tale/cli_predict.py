@@ -74,7 +74,10 @@ def _fold_factories(names: str, backend_args: dict, llm_default: int | None, ber
             raise click.BadParameter(str(error), param_hint="--estimators") from None
         kind, _, arg = base.partition(":")
         if kind == "bert" and not arg:
-            return lambda train: BertRegressor.fit(train, bert_config) if aim == 1.0 else Aimed(BertRegressor.fit(train, bert_config), aim)
+            def fit(train):
+                return BertRegressor.fit(train, bert_config)
+
+            return fit if aim == 1.0 else lambda train: Aimed(fit(train), aim)
         if kind not in ("bert", "llm", "constant", "tfidf") or (arg and kind != "llm"):
             raise click.BadParameter(f"{name}: with --folds every estimator is trained per fold; use bert, constant, "
                                      "tfidf (without a directory) or llm:MODEL", param_hint="--estimators")
