@@ -86,6 +86,9 @@ class Aimed:
     def __init__(self, estimator: Estimator, factor: float, budget_range: BudgetRange | None = None) -> None:
         if not (math.isfinite(factor) and factor > 0):
             raise ValueError(f"an aim factor must be a positive number, got {factor!r}")
+        if callable(getattr(estimator, "estimate", None)):  # the LLM estimator: its costs would go uncounted
+            raise TypeError(f"{type(estimator).__name__} reports what each estimate costs (estimate()); "
+                            "Aimed would hide it, so aim only estimators without one")
         self.estimator = estimator
         self.factor = factor
         self.budget_range = budget_range or _budget_range_of(estimator)

@@ -324,6 +324,13 @@ def test_aimed_scales_before_rounding_and_clamps_into_the_wrapped_range() -> Non
         with pytest.raises(ValueError, match="aim factor must be a positive number"):
             Aimed(ConstantEstimator(35), factor)
 
+    class Costed(ConstantEstimator):  # like the LLM estimator: estimate() carries the tokens and time spent
+        def estimate(self, questions):
+            raise AssertionError("not called")
+
+    with pytest.raises(TypeError, match="Aimed would hide it"):
+        Aimed(Costed(35), 1.5)
+
 
 def test_load_estimator_refuses_what_it_does_not_know(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=META_FILE):
