@@ -1,12 +1,15 @@
 """Paired comparison of two evaluation runs on the same questions, and what the SFT records hold.
 
-    python bench/paired_runs.py --run A_RUN_DIR --against B_RUN_DIR [--records DIR] [--out FILE.json]
+    python bench/paired_runs.py --run A_RUN_DIR --against B_RUN_DIR [--records DIR] [--exclude RUN_DIR] [--out FILE.json]
 
 - Questions A answers correctly and B does not (gained), the reverse (lost), and a two-sided exact
   sign test on those discordant pairs; how many of A's answers are shorter and longer than B's, and how
   many are B's word for word (with other budgets in the prompt: how often the budget changed nothing);
   the ratio of A's mean output tokens to B's and, where both runs had budgets, of their mean budgets (for
   one model under budgets scaled by a factor, a model that reads the number writes about that much more).
+- Both runs' accuracy and mean output tokens, and the share of A's budgeted answers within their budget.
+- With ``--exclude``: only the questions that run directory does not hold (after growing two runs with a
+  larger ``--limit``, the new questions alone, apart from the ones a choice was made on).
 - On the questions where A was given a budget: A's accuracy and mean output tokens, B's on the same
   questions, the mean budget and the three commonest budgets, and the estimator's mean prompt and output tokens.
 - With ``--records``: over the feasible records, the mean searched budget, the mean output tokens of
@@ -64,15 +67,28 @@ def oracle_breakdown(a: dict[str, EvalRow], feasible: dict[str, dict]) -> dict:
 @click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--against", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--exclude", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Leave out the questions this run directory holds.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also save the numbers here (JSON).")
-def main(run_dir: Path, against: Path, records: Path | None, out: Path | None) -> None:
+def main(run_dir: Path, against: Path, records: Path | None, exclude: Path | None, out: Path | None) -> None:
     a, b = rows(run_dir), rows(against)
     if set(a) != set(b):
         raise click.ClickException(f"{run_dir} and {against} hold different questions")
+    if exclude:
+        left_out = set(rows(exclude))
+        a, b = ({k: r for k, r in run.items() if k not in left_out} for run in (a, b))
+        if not a:
+            raise click.ClickException(f"{exclude} holds every question of {run_dir}")
     gained = sum(a[k].correct and not b[k].correct for k in a)
     lost = sum(b[k].correct and not a[k].correct for k in a)
     budgeted = [k for k in a if a[k].budget]
-    result = {"run": str(run_dir), "against": str(against), "n": len(a), "gained": gained, "lost": lost,
+    result = {"run": str(run_dir), "against": str(against), "n": len(a),
+              **({"excluded": str(exclude), "excluded_n": len(rows(exclude))} if exclude else {}),
+              "run_accuracy": round(mean(r.correct for r in a.values()), 4),
+              "against_accuracy": round(mean(r.correct for r in b.values()), 4),
+              "run_tokens": round(mean(r.output_tokens for r in a.values()), 1),
+              "against_tokens": round(mean(r.output_tokens for r in b.values()), 1),
+              "gained": gained, "lost": lost,
               "sign_test_p": round(sign_test(gained, lost), 3),
               "shorter": sum(a[k].output_tokens < b[k].output_tokens for k in a),
               "longer": sum(a[k].output_tokens > b[k].output_tokens for k in a),
@@ -83,7 +99,8 @@ def main(run_dir: Path, against: Path, records: Path | None, out: Path | None) -
     if both:
         result["budget_ratio"] = round(mean(a[k].budget for k in both) / mean(b[k].budget for k in both), 3)
     if budgeted:
-        result |= {"budgeted_run_accuracy": mean(a[k].correct for k in budgeted),
+        result |= {"budgeted_within_budget": round(mean(a[k].output_tokens <= a[k].budget for k in budgeted), 3),
+                   "budgeted_run_accuracy": mean(a[k].correct for k in budgeted),
                    "budgeted_run_tokens": round(mean(a[k].output_tokens for k in budgeted), 1),
                    "budgeted_against_accuracy": mean(b[k].correct for k in budgeted),
                    "budgeted_against_tokens": round(mean(b[k].output_tokens for k in budgeted), 1),
