@@ -213,6 +213,21 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path) 
                  problems=problems)
 
 
+def test_a_larger_limit_grows_the_same_run_and_asks_only_the_new_questions(tmp_path: Path, shared_data: Path) -> None:
+    dataset = f"gsm8k:{shared_data / 'gsm8k' / 'test.jsonl'}"
+    first, grown = (load_problems(dataset, limit=n, seed=0) for n in (4, 7))
+    assert [p.id for p in grown[:4]] == [p.id for p in first]  # the seeded order does not depend on the limit
+    config = EvalConfig(dataset=dataset, out=tmp_path, method="budget", budget_source="fixed:40", limit=4, seed=0)
+    evaluate(config, FakeBackend(grown, half_budget_script), FixedBudget(40), problems=first)
+    bigger = replace(config, limit=7)
+    assert bigger.run_dir == config.run_dir
+    again = FakeBackend(grown, half_budget_script)
+    result = evaluate(bigger, again, FixedBudget(40), problems=grown)
+    assert len(again.prompts) == 3 and [r.id for r in result.rows] == [p.id for p in grown]
+    meta = json.loads((config.run_dir / "meta.json").read_text())
+    assert meta["limit"] == 7 and meta["ids"] == [p.id for p in grown]
+
+
 def test_reduction_against_the_vanilla_run_in_the_same_directory(tmp_path: Path) -> None:
     problems = make_problems(4)
     backend = FakeBackend(problems, half_budget_script)
