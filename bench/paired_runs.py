@@ -74,8 +74,8 @@ def main(run_dir: Path, against: Path, records: Path | None, exclude: Path | Non
     a, b = rows(run_dir), rows(against)
     if set(a) != set(b):
         raise click.ClickException(f"{run_dir} and {against} hold different questions")
-    if exclude:
-        left_out = set(rows(exclude))
+    left_out = set(rows(exclude)) if exclude else set()
+    if left_out:
         a, b = ({k: r for k, r in run.items() if k not in left_out} for run in (a, b))
         if not a:
             raise click.ClickException(f"{exclude} holds every question of {run_dir}")
@@ -83,7 +83,7 @@ def main(run_dir: Path, against: Path, records: Path | None, exclude: Path | Non
     lost = sum(b[k].correct and not a[k].correct for k in a)
     budgeted = [k for k in a if a[k].budget]
     result = {"run": str(run_dir), "against": str(against), "n": len(a),
-              **({"excluded": str(exclude), "excluded_n": len(rows(exclude))} if exclude else {}),
+              **({"excluded": str(exclude), "excluded_n": len(left_out)} if exclude else {}),
               "run_accuracy": round(mean(r.correct for r in a.values()), 4),
               "against_accuracy": round(mean(r.correct for r in b.values()), 4),
               "run_tokens": round(mean(r.output_tokens for r in a.values()), 1),
