@@ -159,19 +159,23 @@ def cross_validate(
     """K-fold cross-validation by problem id: each estimator is built (trained) on the other folds
     with ``factories[name](train)`` and predicts the examples of each fold, so every example is
     held out once and all estimators are scored on the same pooled predictions. For small record
-    sets, where one held-out split leaves too few examples to compare estimators on."""
+    sets, where one held-out split leaves too few examples to compare estimators on.
+
+    Infeasible examples (``Example.feasible`` False, loaded with ``include_infeasible``) are trained
+    on where they fall in the other folds but never scored: they have no searched budget."""
     if folds < 2:
         raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
     parts = [[e for e in examples if fold_of(e.id, folds) == k] for k in range(folds)]
-    if sum(1 for part in parts if part) < 2:
-        raise ValueError(f"{len(examples)} examples fill fewer than 2 of {folds} folds; add records")
-    ordered = [e for part in parts for e in part]
+    scored = [[e for e in part if e.feasible] for part in parts]
+    if sum(1 for part in scored if part) < 2:
+        raise ValueError(f"{len(examples)} examples fill fewer than 2 of {folds} folds with feasible ones; add records")
+    ordered = [e for part in scored for e in part]
     results = []
     for name, factory in factories.items():
         predicted: list[int] = []
         seconds = tokens = 0.0
         fallbacks: int | None = None
-        for k, held_out in enumerate(parts):
+        for k, held_out in enumerate(scored):
             if not held_out:
                 continue
             if on_fold:

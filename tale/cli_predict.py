@@ -96,10 +96,11 @@ def _fold_factories(names: str, backend_args: dict, llm_default: int | None, ber
 @click.option("--encoder", default="default", show_default=True, help="With --folds: the encoder of the bert trained per fold.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="With --folds: bert epochs, at most.")
 @click.option("--max-length", type=click.IntRange(min=8), default=256, show_default=True, help="With --folds: bert question tokens kept.")
+@click.option("--include-infeasible", is_flag=True, help="Train on infeasible records too, with their vanilla tokens as the budget (as train-predictor's flag); only feasible records are scored.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @backend_options
-def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length, skip_bad, model,
-                   backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature, threads, verbose):
+def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length,
+                   include_infeasible, skip_bad, model, backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature, threads, verbose):
     """Compare budget estimators on the same held-out records: accuracy and cost per question.
 
     Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf
@@ -108,7 +109,8 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
     from predictor.data import ExampleConfig, load_examples, split_by_id
     from predictor.metrics import cross_validate, evaluate, markdown_table, write_report
 
-    examples = load_examples(list(records), ExampleConfig(skip_bad=skip_bad, held_out_fraction=held_out))
+    examples = load_examples(list(records), ExampleConfig(include_infeasible=include_infeasible, skip_bad=skip_bad,
+                                                          held_out_fraction=held_out))
     backend_args = dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
                         device=device, batch_size=batch_size, temperature=temperature)
     del model  # the zero-shot estimator names its model in the llm:MODEL spec
@@ -126,16 +128,19 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
             raise click.ClickException(str(error)) from None
         files = write_report(evaluation, out)
         click.echo(markdown_table(evaluation))
-        click.echo(f"\n{len(examples)} records, {folds}-fold cross-validation; report in {files.markdown}, {files.json}")
+        click.echo(f"\n{len(evaluation.ids)} records scored ({len(examples)} trained on), {folds}-fold "
+                   f"cross-validation; report in {files.markdown}, {files.json}")
         return
     split = split_by_id(examples, held_out)
-    if not split.held_out:
-        raise click.ClickException(f"no held-out records among {len(examples)} feasible ones; add records")
+    scored = [e for e in split.held_out if e.feasible]  # an infeasible record has no searched budget
+    if not scored:
+        raise click.ClickException(f"no held-out records among {sum(e.feasible for e in examples)} feasible ones; "
+                                   "add records")
     chosen = _estimators(estimators, split, backend_args, llm_default)
-    evaluation = evaluate(chosen, split.held_out, train=split.train)
+    evaluation = evaluate(chosen, scored, train=split.train)
     files = write_report(evaluation, out)
     for name in ("constant", "tfidf"):  # fitted here: saved, so evaluate/ablate can name them as name:DIR
         if name in chosen:
             chosen[name].save(out / name)
     click.echo(markdown_table(evaluation))
-    click.echo(f"\n{len(split.held_out)} held-out records; report in {files.markdown}, {files.json}")
+    click.echo(f"\n{len(scored)} held-out records scored; report in {files.markdown}, {files.json}")

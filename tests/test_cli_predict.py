@@ -82,3 +82,37 @@ def test_unknown_estimator_is_a_usage_error(tmp_path: Path) -> None:
     records = write_records(tmp_path / "records")
     result = CliRunner().invoke(main, ["eval-predictor", "--records", str(records), "--estimators", "oracle"])
     assert result.exit_code == 2 and "unknown estimator 'oracle'" in result.output
+
+
+def test_infeasible_records_can_be_trained_on_but_are_never_scored(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    import statistics
+
+    from predictor.data import ExampleConfig, load_examples
+    from predictor.metrics import fold_of
+
+    records = write_records(tmp_path / "records")
+    runner = CliRunner()
+    cv = ["eval-predictor", "--records", str(records), "--folds", "3", "--estimators", "constant"]
+    result = runner.invoke(main, [*cv, "--include-infeasible", "--out", str(tmp_path / "cv")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "cv" / "report.json").read_text())
+    examples = load_examples(records, ExampleConfig(include_infeasible=True))
+    feasible = {e.id: e for e in examples if e.feasible}
+    assert len(examples) == 40 and sorted(report["ids"]) == sorted(feasible)  # the 4 infeasible ones: trained on only
+    [constant] = report["results"]
+    for example_id, predicted in zip(report["ids"], constant["predictions"]):
+        k = fold_of(example_id, 3)  # the median of the other folds, vanilla tokens (200) of infeasible records included
+        assert predicted == round(statistics.median(e.budget for e in examples if fold_of(e.id, 3) != k))
+
+    # One held-out split: a regressor trained with --include-infeasible is checked against the same training part.
+    trained = runner.invoke(main, ["train-predictor", "--records", str(records), "--out", str(tmp_path / "bert"),
+                                   "--encoder", str(tiny_bert_dir), "--epochs", "1", "--max-length", "64",
+                                   "--include-infeasible"], catch_exceptions=False)
+    assert trained.exit_code == 0, trained.output
+    split = ["eval-predictor", "--records", str(records), "--estimators", f"bert:{tmp_path / 'bert'},constant"]
+    for flag, on_split in (["--include-infeasible"], True), ([], False):
+        result = runner.invoke(main, [*split, *flag, "--out", str(tmp_path / f"split{len(flag)}")], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / f"split{len(flag)}" / "report.json").read_text())
+        assert set(report["ids"]) <= set(feasible) and report["ids"]
+        assert report["results"][0]["trained_on_split"] is on_split
