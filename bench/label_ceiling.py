@@ -1,0 +1,105 @@
+"""What the searched budgets of a records directory let any question-only estimator reach.
+
+    python bench/label_ceiling.py --records artifacts/records/gsm8k-train-qwen2.5-coder-0.5b-elastic-600 \
+        [--out bench/results/label_ceiling.json]
+
+The in-range rate (``beta* <= predicted <= 2 beta*``, ``predictor.metrics``) depends on how the search
+made each label. For every feasible record it reports:
+
+- how the searched budget relates to the vanilla answer's output tokens T: the halving and elastic
+  searches return T itself or T // 2, T // 4, ... (how many halvings the search kept);
+- the in-range rate of an oracle that knows T (predicts T for every question): what a perfect model of
+  the reasoner's unconstrained answer length would reach, with the number of halvings left unknown;
+- the best constant chosen in hindsight on these very labels: an upper bound for every constant
+  estimator, and for any estimator whose predictions carry no information about the label;
+- the Spearman correlation of the label, and of T over every record, with the question's word count:
+  how much of either the wording shows.
+
+No model is run; the numbers come from the records alone.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from data_builder.records import read_records, record_files
+
+
+def in_range(predicted: float, budget: int) -> bool:
+    return budget <= predicted <= 2 * budget
+
+
+def best_constant(budgets: list[int]) -> tuple[int, float]:
+    """The constant with the highest in-range rate on ``budgets`` (the smallest if tied), and that rate.
+
+    A constant c is in range of b when b <= c <= 2b, so the share changes only at a label or twice one.
+    """
+    candidates = sorted({b for b in budgets} | {2 * b for b in budgets})
+    rates = [(sum(in_range(c, b) for b in budgets) / len(budgets), -c) for c in candidates]
+    rate, negative = max(rates)
+    return -negative, rate
+
+
+def halvings(budget: int, vanilla_tokens: int) -> int | None:
+    """k where budget == vanilla_tokens // 2**k (0: the vanilla length itself); None if none."""
+    for k in range(32):
+        if vanilla_tokens // 2**k == budget:
+            return k
+        if vanilla_tokens // 2**k < budget:
+            return None
+    return None
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return round(float(spearmanr(a, b).statistic), 3)
+
+
+@click.command()
+@click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/label_ceiling.json"), show_default=True)
+def main(records: Path, out: Path) -> None:
+    rows = [r for path in record_files(records) for r in read_records(path)]
+    if not rows:
+        raise click.ClickException(f"{records}: no records")
+    feasible = [r for r in rows if r["feasible"]]
+    if not feasible:
+        raise click.ClickException(f"{records}: no feasible records")
+    budgets = [r["budget"] for r in feasible]
+    vanilla = [r["vanilla_tokens"] for r in feasible]
+    depth = Counter(halvings(b, t) for b, t in zip(budgets, vanilla))
+    constant, constant_rate = best_constant(budgets)
+    words = lambda r: len(r["question"].split())  # noqa: E731
+    result = {
+        "records": str(records),
+        "questions": len(rows),
+        "feasible": len(feasible),
+        "budget_median": statistics.median(budgets),
+        "budget_min": min(budgets),
+        "budget_max": max(budgets),
+        "halvings": {("not a halving of T" if k is None else str(k)): n for k, n in sorted(depth.items(), key=str)},
+        "oracle_vanilla_tokens_in_range": round(sum(map(in_range, vanilla, budgets)) / len(feasible), 4),
+        "best_constant_in_hindsight": constant,
+        "best_constant_in_range": round(constant_rate, 4),
+        "median_constant_in_range": round(sum(in_range(statistics.median(budgets), b) for b in budgets) / len(feasible), 4),
+        "spearman_budget_vs_words": spearman([words(r) for r in feasible], budgets),
+        "spearman_vanilla_tokens_vs_words_all": spearman([words(r) for r in rows], [r["vanilla_tokens"] for r in rows]),
+        "spearman_budget_vs_vanilla_tokens": spearman(vanilla, budgets),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for key, value in result.items():
+        click.echo(f"{key}: {value}")
+    click.echo(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
