@@ -65,7 +65,10 @@ def _fold_factories(names: str, backend_args: dict, llm_default: int | None, ber
     from predictor.bert import BertRegressor
     from tale.estimators import build_estimator, split_aim
 
+    from predictor.data import fingerprint
+
     backend_for = cached_backends(backend_args)
+    fitted: dict[str, BertRegressor] = {}  # by the fold's training fingerprint: bert and bert@F share one fit
 
     def factory(name: str):
         try:
@@ -75,7 +78,10 @@ def _fold_factories(names: str, backend_args: dict, llm_default: int | None, ber
         kind, _, arg = base.partition(":")
         if kind == "bert" and not arg:
             def fit(train):
-                return BertRegressor.fit(train, bert_config)
+                key = fingerprint(train)
+                if key not in fitted:
+                    fitted[key] = BertRegressor.fit(train, bert_config)
+                return fitted[key]
 
             return fit if aim == 1.0 else lambda train: Aimed(fit(train), aim)
         if kind not in ("bert", "llm", "constant", "tfidf") or (arg and kind != "llm"):

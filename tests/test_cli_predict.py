@@ -60,7 +60,12 @@ def test_train_then_compare_estimators(tiny_bert_dir: Path, tmp_path: Path) -> N
     assert bad.exit_code == 2 and "positive factor" in bad.output
 
 
-def test_cross_validated_comparison_trains_bert_per_fold(tiny_bert_dir: Path, tmp_path: Path) -> None:
+def test_cross_validated_comparison_trains_bert_per_fold(tiny_bert_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from predictor.bert import BertRegressor
+
+    fits = []
+    fit = BertRegressor.fit.__func__
+    monkeypatch.setattr(BertRegressor, "fit", classmethod(lambda cls, *a, **k: fits.append(1) or fit(cls, *a, **k)))
     records = write_records(tmp_path / "records")
     args = ["eval-predictor", "--records", str(records), "--out", str(tmp_path / "cv"), "--folds", "3",
             "--encoder", str(tiny_bert_dir), "--epochs", "1", "--max-length", "64"]
@@ -70,10 +75,14 @@ def test_cross_validated_comparison_trains_bert_per_fold(tiny_bert_dir: Path, tm
     assert report["folds"] == 3 and len(report["ids"]) == 36  # every feasible record, held out once
     assert [r["name"] for r in report["results"]] == ["bert", "constant", "tfidf"]
     assert all(len(r["predictions"]) == 36 and r["trained_on_split"] for r in report["results"])
-    aimed = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "cv-aimed"), "--estimators", "bert@2"], catch_exceptions=False)
+    assert len(fits) == 3
+    aimed = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "cv-aimed"), "--estimators", "bert,bert@2"],
+                               catch_exceptions=False)
     assert aimed.exit_code == 0, aimed.output
-    [doubled] = json.loads((tmp_path / "cv-aimed" / "report.json").read_text())["results"]
+    assert len(fits) == 6  # bert and bert@2 share each fold's fit
+    plain, doubled = json.loads((tmp_path / "cv-aimed" / "report.json").read_text())["results"]
     assert doubled["name"] == "bert@2" and len(doubled["predictions"]) == 36
+    assert all(abs(d - 2 * p) <= 1 for p, d in zip(plain["predictions"], doubled["predictions"]))
     refused = CliRunner().invoke(main, [*args, "--estimators", f"bert:{tmp_path}"])
     assert refused.exit_code == 2 and "trained per fold" in refused.output
 
