@@ -134,7 +134,7 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
             raise click.ClickException(str(error)) from None
         files = write_report(evaluation, out)
         click.echo(markdown_table(evaluation))
-        click.echo(f"\n{len(evaluation.ids)} records scored ({len(examples)} trained on), {folds}-fold "
+        click.echo(f"\n{len(evaluation.ids)} feasible records scored ({len(examples)} loaded), {folds}-fold "
                    f"cross-validation; report in {files.markdown}, {files.json}")
         return
     split = split_by_id(examples, held_out)
