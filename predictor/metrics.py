@@ -69,6 +69,7 @@ class Evaluation:
     targets: tuple[int, ...]  # searched budgets
     results: tuple[EstimatorResult, ...]
     folds: int = 0  # > 0: pooled predictions of a k-fold cross-validation; 0: one held-out split
+    infeasible_trained_on: int = 0  # infeasible examples (vanilla tokens as budget) among the training data
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,8 @@ def evaluate(
                                  tokens / len(questions), fallbacks, tuple(predicted), on_split)
         logger.info("%s: %s", name, result.scores)
         results.append(result)
-    return Evaluation(tuple(e.id for e in examples), tuple(targets), tuple(results))
+    infeasible = 0 if train is None else sum(not e.feasible for e in train)
+    return Evaluation(tuple(e.id for e in examples), tuple(targets), tuple(results), infeasible_trained_on=infeasible)
 
 
 FOLDS_SALT = "tale-folds"
@@ -189,7 +191,8 @@ def cross_validate(
                 fallbacks = (fallbacks or 0) + fold.fallbacks
         results.append(EstimatorResult(name, score(predicted, [e.budget for e in ordered]), seconds / len(ordered),
                                        tokens / len(ordered), fallbacks, tuple(predicted), True))
-    return Evaluation(tuple(e.id for e in ordered), tuple(e.budget for e in ordered), tuple(results), folds)
+    return Evaluation(tuple(e.id for e in ordered), tuple(e.budget for e in ordered), tuple(results), folds,
+                      sum(not e.feasible for e in examples))
 
 
 def _cell(value: float | None, digits: int = 3) -> str:
@@ -250,10 +253,12 @@ def write_report(evaluation: Evaluation, out: Path) -> ReportFiles:
     out.mkdir(parents=True, exist_ok=True)
     markdown = out / "report.md"
     how = f"{evaluation.folds}-fold cross-validation" if evaluation.folds else "one held-out split"
+    if evaluation.infeasible_trained_on:
+        how += f"; {evaluation.infeasible_trained_on} infeasible records trained on, with their vanilla tokens"
     markdown.write_text(f"# Budget estimators on {len(evaluation.ids)} held-out questions ({how})\n\n"
                         + markdown_table(evaluation))
     data = {"ids": list(evaluation.ids), "targets": list(evaluation.targets), "folds": evaluation.folds,
-            "results": [asdict(r) for r in evaluation.results]}
+            "infeasible_trained_on": evaluation.infeasible_trained_on, "results": [asdict(r) for r in evaluation.results]}
     report = out / "report.json"
     report.write_text(json.dumps(data, indent=2) + "\n")
     plots: dict[str, Path] = {}

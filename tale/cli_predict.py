@@ -63,9 +63,8 @@ def _fold_factories(names: str, backend_args: dict, llm_default: int | None, ber
     """Name -> a function training that estimator on a fold's training part (cross-validation)."""
     from predictor import Aimed
     from predictor.bert import BertRegressor
-    from tale.estimators import build_estimator, split_aim
-
     from predictor.data import fingerprint
+    from tale.estimators import build_estimator, split_aim
 
     backend_for = cached_backends(backend_args)
     fitted: dict[str, BertRegressor] = {}  # by the fold's training fingerprint: bert and bert@F share one fit
@@ -106,7 +105,8 @@ def _fold_factories(names: str, backend_args: dict, llm_default: int | None, ber
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @backend_options
 def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length,
-                   include_infeasible, skip_bad, model, backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature, threads, verbose):
+                   include_infeasible, skip_bad, model, backend_kind, base_url, api_key_env, dtype, device,
+                   batch_size, temperature, threads, verbose):
     """Compare budget estimators on the same held-out records: accuracy and cost per question.
 
     Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf

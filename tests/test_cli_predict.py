@@ -108,6 +108,8 @@ def test_infeasible_records_can_be_trained_on_but_are_never_scored(tiny_bert_dir
     examples = load_examples(records, ExampleConfig(include_infeasible=True))
     feasible = {e.id: e for e in examples if e.feasible}
     assert len(examples) == 40 and sorted(report["ids"]) == sorted(feasible)  # the 4 infeasible ones: trained on only
+    assert report["infeasible_trained_on"] == 4
+    assert "4 infeasible records trained on" in (tmp_path / "cv" / "report.md").read_text()
     [constant] = report["results"]
     for example_id, predicted in zip(report["ids"], constant["predictions"]):
         k = fold_of(example_id, 3)  # the median of the other folds, vanilla tokens (200) of infeasible records included
@@ -125,3 +127,4 @@ def test_infeasible_records_can_be_trained_on_but_are_never_scored(tiny_bert_dir
         report = json.loads((tmp_path / f"split{len(flag)}" / "report.json").read_text())
         assert set(report["ids"]) <= set(feasible) and report["ids"]
         assert report["results"][0]["trained_on_split"] is on_split
+        assert (report["infeasible_trained_on"] > 0) is on_split
