@@ -5,7 +5,9 @@
 From the export's fp32 graph, three int8 models are quantized in a temporary directory with the
 settings of ``export.onnx.ExportConfig``: per-tensor scales on every matmul (the export before the
 down projections were kept in fp32), per-channel scales on every matmul (``tale export --int8-all``),
-and per-channel with the feed-forward down projections in fp32 (the default). Each one's budgets,
+and per-channel with the feed-forward down projections in fp32 (the default); and, outside the export,
+onnxruntime's block-wise 8-bit weights (``MatMulNBits``, blocks of 32 along the input, int8
+activations per block: accuracy level 4), whose finer scales might allow every matmul. Each one's budgets,
 rounded and clamped as ``tale estimate`` gives them, are compared with fp32's on the first
 ``--questions`` GSM8K test questions (held out: the regressors train on GSM8K train), and the p50
 latency at batch 1 and one thread is taken as ``estimator_latency.py`` takes it (engines taking turns).
@@ -29,7 +31,23 @@ VARIANTS = {
     "per-tensor, all matmuls": ExportConfig(int8=True, per_channel=False, fp32_down_projections=False),
     "per-channel, all matmuls (--int8-all)": ExportConfig(int8=True, fp32_down_projections=False),
     "per-channel, down projections fp32 (default)": ExportConfig(int8=True),
+    "8-bit blocks of 32, all matmuls (MatMulNBits)": None,
 }
+BLOCK = 32
+
+
+def block_int8(source: Path, target: Path) -> None:
+    """Every weight matmul as MatMulNBits: 8-bit weights with a scale per block of ``BLOCK`` inputs."""
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, accuracy_level=4, bits=8,
+                                          quant_format=QuantFormat.QOperator)
+    quantizer = MatMulNBitsQuantizer(str(source), bits=8, block_size=BLOCK, is_symmetric=True, accuracy_level=4,
+                                     algo_config=config)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target), False)
+
 
 @click.command()
 @click.option("--export", "export", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
@@ -45,7 +63,9 @@ def main(export: Path, questions: int, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for index, (name, config) in enumerate(VARIANTS.items()):
             path = Path(tmp) / f"variant{index}.onnx"
-            kept = quantize_int8(export / manifest.models["fp32"].file, path, config)
+            kept = quantize_int8(export / manifest.models["fp32"].file, path, config) if config else []
+            if config is None:
+                block_int8(export / manifest.models["fp32"].file, path)
             # The export's tokenizer and target, this variant's graph.
             engines[name] = OnnxEstimator(cpu_session(str(path), 1), engines["fp32"].tokenizer, manifest, "int8")
             click.echo(f"{name}: {len(kept)} matmuls kept in fp32, {path.stat().st_size / 2**20:.1f} MiB")
