@@ -36,8 +36,9 @@ VARIANTS = {
 BLOCK = 32
 
 
-def block_int8(source: Path, target: Path) -> None:
-    """Every weight matmul as MatMulNBits: 8-bit weights with a scale per block of ``BLOCK`` inputs."""
+def block_int8(source: Path, target: Path) -> list[str]:
+    """Every weight matmul as MatMulNBits: 8-bit weights with a scale per block of ``BLOCK`` inputs.
+    Returns the matmuls kept in fp32 (none), as ``quantize_int8`` does."""
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
@@ -47,6 +48,7 @@ def block_int8(source: Path, target: Path) -> None:
                                      algo_config=config)
     quantizer.process()
     quantizer.model.save_model_to_file(str(target), False)
+    return []
 
 
 @click.command()
@@ -63,9 +65,10 @@ def main(export: Path, questions: int, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for index, (name, config) in enumerate(VARIANTS.items()):
             path = Path(tmp) / f"variant{index}.onnx"
-            kept = quantize_int8(export / manifest.models["fp32"].file, path, config) if config else []
             if config is None:
-                block_int8(export / manifest.models["fp32"].file, path)
+                kept = block_int8(export / manifest.models["fp32"].file, path)
+            else:
+                kept = quantize_int8(export / manifest.models["fp32"].file, path, config)
             # The export's tokenizer and target, this variant's graph.
             engines[name] = OnnxEstimator(cpu_session(str(path), 1), engines["fp32"].tokenizer, manifest, "int8")
             click.echo(f"{name}: {len(kept)} matmuls kept in fp32, {path.stat().st_size / 2**20:.1f} MiB")

@@ -28,6 +28,7 @@ from pathlib import Path
 import click
 
 from data_builder.records import read_records, record_files
+from predictor.metrics import _spearman
 
 
 def in_range(predicted: float, budget: int) -> bool:
@@ -56,11 +57,8 @@ def halvings(budget: int, vanilla_tokens: int) -> int | None:
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
-        return None
-    return round(float(spearmanr(a, b).statistic), 3)
+    value = _spearman(a, b)  # the metric eval-predictor reports
+    return None if value is None else round(value, 3)
 
 
 @click.command()
