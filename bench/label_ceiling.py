@@ -12,6 +12,13 @@ made each label. For every feasible record it reports:
   the reasoner's unconstrained answer length would reach, with the number of halvings left unknown;
 - the best constant chosen in hindsight on these very labels: an upper bound for every constant
   estimator, and for any estimator whose predictions carry no information about the label;
+- the halving count as a class to guess. The in-range intervals of T, T // 2 and T // 4 are disjoint
+  but for their ends ([T, 2T], [T // 2, 2 (T // 2)] and so on meet only where an estimate equals T or
+  T // 2 exactly), so an estimate in range names the halving count: a question-only estimator reaches
+  at most the accuracy with which the question predicts that count, plus its estimates that hit such
+  an end to the token. With nothing known, that is the share of the most common count. How well the
+  question predicts it: 5-fold cross-validated TF-IDF + logistic regression on "halved at least once"
+  (accuracy and ROC AUC), and the same from the word count alone and from T (which no estimator sees);
 - the Spearman correlation of the label, and of T over every record, with the question's word count:
   how much of either the wording shows.
 
@@ -26,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import click
+import numpy as np
 
 from data_builder.records import read_records, record_files
 from predictor.metrics import _spearman
@@ -61,6 +69,28 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def outcome_predictability(questions: list[str], features: dict[str, list[float]], halved: list[bool], seed: int = 0) -> dict:
+    """5-fold cross-validated accuracy and ROC AUC of predicting ``halved`` from the question's TF-IDF
+    and from each single feature (log-scaled)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    y = np.asarray(halved, dtype=int)
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    inputs = {"question_tfidf": (make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                                               LogisticRegression(max_iter=1000)), questions)}
+    for name, values in features.items():
+        inputs[name] = (LogisticRegression(), np.log(np.asarray(values, dtype=float))[:, None])
+    result = {}
+    for name, (model, x) in inputs.items():
+        p = cross_val_predict(model, x, y, cv=folds, method="predict_proba")[:, 1]
+        result[name] = {"accuracy": round(float(np.mean((p > 0.5) == y)), 4), "roc_auc": round(float(roc_auc_score(y, p)), 3)}
+    return result
+
+
 @click.command()
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/label_ceiling.json"), show_default=True)
@@ -91,6 +121,11 @@ def main(records: Path, out: Path) -> None:
         "spearman_budget_vs_words": spearman([words(r) for r in feasible], budgets),
         "spearman_vanilla_tokens_vs_words_all": spearman([words(r) for r in rows], [r["vanilla_tokens"] for r in rows]),
         "spearman_budget_vs_vanilla_tokens": spearman(vanilla, budgets),
+        "most_common_halvings_share": round(max(depth.values()) / len(feasible), 4),
+        "halved_at_least_once": round(sum(b < t for b, t in zip(budgets, vanilla)) / len(feasible), 4),
+        "halved_predicted_5fold_cv": outcome_predictability(
+            [r["question"] for r in feasible], {"words": [words(r) for r in feasible], "vanilla_tokens": vanilla},
+            [b < t for b, t in zip(budgets, vanilla)]),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
