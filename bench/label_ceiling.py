@@ -9,7 +9,8 @@ made each label. For every feasible record it reports:
 - how the searched budget relates to the vanilla answer's output tokens T: the halving and elastic
   searches return T itself or T // 2, T // 4, ... (how many halvings the search kept);
 - the in-range rate of an oracle that knows T (predicts T for every question): what a perfect model of
-  the reasoner's unconstrained answer length would reach, with the number of halvings left unknown;
+  the reasoner's unconstrained answer length would reach, with the number of halvings left unknown
+  (and the same one token above and one below T, since T is also in range of an even T's half);
 - the best constant chosen in hindsight on these very labels: an upper bound for every constant
   estimator, and for any estimator whose predictions carry no information about the label;
 - the halving count as a class to guess. The in-range intervals of T, T // 2 and T // 4 are disjoint
@@ -115,6 +116,8 @@ def main(records: Path, out: Path) -> None:
         "budget_max": max(budgets),
         "halvings": {("not a halving of T" if k is None else str(k)): n for k, n in sorted(depth.items(), key=str)},
         "oracle_vanilla_tokens_in_range": round(sum(map(in_range, vanilla, budgets)) / len(feasible), 4),
+        "oracle_vanilla_tokens_plus_1_in_range": round(sum(in_range(t + 1, b) for t, b in zip(vanilla, budgets)) / len(feasible), 4),
+        "oracle_vanilla_tokens_minus_1_in_range": round(sum(in_range(t - 1, b) for t, b in zip(vanilla, budgets)) / len(feasible), 4),
         "best_constant_in_hindsight": constant,
         "best_constant_in_range": round(constant_rate, 4),
         "median_constant_in_range": round(sum(in_range(statistics.median(budgets), b) for b in budgets) / len(feasible), 4),
