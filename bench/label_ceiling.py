@@ -19,7 +19,9 @@ made each label. For every feasible record it reports:
   at most the accuracy with which the question predicts that count, plus its estimates that hit such
   an end to the token. With nothing known, that is the share of the most common count. How well the
   question predicts it: 5-fold cross-validated TF-IDF + logistic regression on "halved at least once"
-  (accuracy and ROC AUC), and the same from the word count alone and from T (which no estimator sees);
+  (accuracy and ROC AUC), and the same from the word count alone and from T (which no estimator sees).
+  Left out where a label is not a halving of T (a bisect search), and the cross-validation where either
+  class has fewer than 5 records;
 - the Spearman correlation of the label, and of T over every record, with the question's word count:
   how much of either the wording shows.
 
@@ -124,12 +126,16 @@ def main(records: Path, out: Path) -> None:
         "spearman_budget_vs_words": spearman([words(r) for r in feasible], budgets),
         "spearman_vanilla_tokens_vs_words_all": spearman([words(r) for r in rows], [r["vanilla_tokens"] for r in rows]),
         "spearman_budget_vs_vanilla_tokens": spearman(vanilla, budgets),
-        "most_common_halvings_share": round(max(depth.values()) / len(feasible), 4),
-        "halved_at_least_once": round(sum(b < t for b, t in zip(budgets, vanilla)) / len(feasible), 4),
-        "halved_predicted_5fold_cv": outcome_predictability(
-            [r["question"] for r in feasible], {"words": [words(r) for r in feasible], "vanilla_tokens": vanilla},
-            [b < t for b, t in zip(budgets, vanilla)]),
     }
+    halved = [b < t for b, t in zip(budgets, vanilla)]
+    if None in depth:  # a bisect search: labels between the halvings, so the count names no window
+        click.echo(f"{depth[None]} labels are not a halving of T: the halving-count bound does not apply")
+    else:
+        result["most_common_halvings_share"] = round(max(depth.values()) / len(feasible), 4)
+        result["halved_at_least_once"] = round(sum(halved) / len(feasible), 4)
+        if min(sum(halved), len(halved) - sum(halved)) >= 5:  # 5 folds need 5 of each
+            result["halved_predicted_5fold_cv"] = outcome_predictability(
+                [r["question"] for r in feasible], {"words": [words(r) for r in feasible], "vanilla_tokens": vanilla}, halved)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for key, value in result.items():
