@@ -39,11 +39,7 @@ import click
 import numpy as np
 
 from data_builder.records import read_records, record_files
-from predictor.metrics import _spearman
-
-
-def in_range(predicted: float, budget: int) -> bool:
-    return budget <= predicted <= 2 * budget
+from predictor.metrics import _spearman, in_range
 
 
 def best_constant(budgets: list[int]) -> tuple[int, float]:
@@ -109,6 +105,7 @@ def main(records: Path, out: Path) -> None:
     depth = Counter(halvings(b, t) for b, t in zip(budgets, vanilla))
     constant, constant_rate = best_constant(budgets)
     words = lambda r: len(r["question"].split())  # noqa: E731
+    share_in_range = lambda predicted: round(sum(map(in_range, predicted, budgets)) / len(budgets), 4)  # noqa: E731
     result = {
         "records": str(records),
         "questions": len(rows),
@@ -117,12 +114,12 @@ def main(records: Path, out: Path) -> None:
         "budget_min": min(budgets),
         "budget_max": max(budgets),
         "halvings": {("not a halving of T" if k is None else str(k)): n for k, n in sorted(depth.items(), key=str)},
-        "oracle_vanilla_tokens_in_range": round(sum(map(in_range, vanilla, budgets)) / len(feasible), 4),
-        "oracle_vanilla_tokens_plus_1_in_range": round(sum(in_range(t + 1, b) for t, b in zip(vanilla, budgets)) / len(feasible), 4),
-        "oracle_vanilla_tokens_minus_1_in_range": round(sum(in_range(t - 1, b) for t, b in zip(vanilla, budgets)) / len(feasible), 4),
+        "oracle_vanilla_tokens_in_range": share_in_range(vanilla),
+        "oracle_vanilla_tokens_plus_1_in_range": share_in_range([t + 1 for t in vanilla]),
+        "oracle_vanilla_tokens_minus_1_in_range": share_in_range([t - 1 for t in vanilla]),
         "best_constant_in_hindsight": constant,
         "best_constant_in_range": round(constant_rate, 4),
-        "median_constant_in_range": round(sum(in_range(statistics.median(budgets), b) for b in budgets) / len(feasible), 4),
+        "median_constant_in_range": share_in_range([statistics.median(budgets)] * len(budgets)),
         "spearman_budget_vs_words": spearman([words(r) for r in feasible], budgets),
         "spearman_vanilla_tokens_vs_words_all": spearman([words(r) for r in rows], [r["vanilla_tokens"] for r in rows]),
         "spearman_budget_vs_vanilla_tokens": spearman(vanilla, budgets),

@@ -79,6 +79,11 @@ class ReportFiles:
     plots: dict[str, Path]  # estimator name -> its predicted-vs-searched scatter
 
 
+def in_range(predicted: float, budget: int) -> bool:
+    """The paper's ideal range, as we read it: beta* <= predicted <= 2 * beta*."""
+    return budget <= predicted <= 2 * budget
+
+
 def score(predicted: Sequence[int], targets: Sequence[int]) -> Scores:
     """The metrics of ``predicted`` budgets against searched ``targets`` (both positive)."""
     if len(predicted) != len(targets):
@@ -93,7 +98,7 @@ def score(predicted: Sequence[int], targets: Sequence[int]) -> Scores:
         mae=statistics.fmean(abs(p - t) for p, t in zip(predicted, targets)),
         median_abs_log_ratio=statistics.median(abs(math.log(p / t)) for p, t in zip(predicted, targets)),
         spearman=_spearman(predicted, targets),
-        in_range_rate=sum(t <= p <= 2 * t for p, t in zip(predicted, targets)) / n,
+        in_range_rate=sum(map(in_range, predicted, targets)) / n,
         under_budget_rate=sum(p < t for p, t in zip(predicted, targets)) / n,
     )
 
