@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, build_backend, setup
+from tale.cli_common import backend_options, setup
 
 
 class _Group(click.Group):
@@ -43,8 +43,7 @@ def main() -> None:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/generate.jsonl"), show_default=True, help="JSONL of graded answers.")
 @backend_options
-def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_tokens, out, model, backend_kind, base_url,
-             api_key_env, dtype, device, batch_size, temperature, threads, verbose):
+def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_tokens, out, model, engine, threads, verbose):
     """Ask a reasoner math questions and grade the answers.
 
     Example: tale generate --dataset gsm8k:../shared/data/gsm8k/test.jsonl --limit 8
@@ -61,9 +60,9 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
     if problems.skipped:
         click.echo(f"skipped {len(problems.skipped)} bad rows (first: {problems.skipped[0]})", err=True)
     method = "direct" if direct else "budget" if budget is not None else "vanilla"
-    backend = build_backend(model=model, backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size, temperature=temperature)
+    backend = engine.build(model)
     answers = []
-    stream = answer_problems(problems, backend, method=method, budget=budget, max_new_tokens=max_new_tokens, chunk=batch_size)
+    stream = answer_problems(problems, backend, method=method, budget=budget, max_new_tokens=max_new_tokens, chunk=engine.batch_size)
     with tqdm(total=len(problems), desc=f"{method} {dataset}", unit="q") as bar:
         for answer in write_jsonl(out, stream):
             answers.append(answer)
@@ -92,7 +91,7 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 @click.option("--push-to-hub", default=None, help="Also push the records to this hub data set repo (needs network and a token).")
 @backend_options
 def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tolerance, max_new_tokens, pool, push_to_hub,
-          model, backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature, threads, verbose):
+          model, engine, threads, verbose):
     """Search token budgets and record (question, budget, reasoning, answer) with the full trace.
 
     Example: tale build --dataset gsm8k:../shared/data/gsm8k/train.jsonl --limit 16 --out runs/records
@@ -106,10 +105,10 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     from data_builder.search import SearchConfig
 
     reference = {search: style for style, search in SEARCH_NAMES.items()}.get(mode)  # no search: a worked-solution style
-    if reference and backend_kind != "hf":
+    if reference and engine.kind != "hf":
         raise click.UsageError(f"--search {mode} counts tokens with --model's local tokenizer; use the hf backend")
     config = BuildConfig(
-        dataset=dataset, out=out, model=model, backend=backend_kind, limit=limit, seed=seed, split=split,
+        dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split,
         shard=Shard.parse(shard), pool=pool, reference=reference,
         search=SearchConfig(mode="halving" if reference else mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance, max_new_tokens=max_new_tokens),
     )
@@ -118,7 +117,7 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
 
         backend, count_tokens = None, tokenizer_counter(model)
     else:
-        backend, count_tokens = build_backend(model=model, backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size, temperature=temperature), None
+        backend, count_tokens = engine.build(model), None
     spent = {"tokens": 0}
     with tqdm(desc="questions", unit="q") as bar:
         def on_record(record):
@@ -171,8 +170,7 @@ def merge(shards, out):
 @click.option("--questions", type=int, default=8, show_default=True, help="With --sweep: the first N feasible records.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @backend_options
-def elasticity(records, out, sweep, questions, max_new_tokens, model, backend_kind, base_url, api_key_env, dtype,
-               device, batch_size, temperature, threads, verbose):
+def elasticity(records, out, sweep, questions, max_new_tokens, model, engine, threads, verbose):
     """Plot budget against actual output tokens per question (the paper's Fig. 2).
 
     Example: tale elasticity --records runs/records --out elasticity.png
@@ -187,7 +185,7 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, backend_ki
     if sweep:
         budgets = [int(b) for b in sweep.split(",")]
         chosen = [r for r in rows if r["feasible"]][:questions]
-        backend = build_backend(model=model, backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size, temperature=temperature)
+        backend = engine.build(model)
         curves = el.sweep(chosen, backend, budgets, max_new_tokens)
     else:
         curves = el.curves_from_records(rows)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import dataclass
 
 import click
 
 from reasoner.backends import BACKENDS
+from reasoner.backends.ort import ORTConfig
+from reasoner.backends.ort_build import PRECISIONS
 
 
 def setup(verbose: bool, threads: int | None) -> None:
@@ -21,50 +25,84 @@ MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local mod
               "or the served model name with --backend openai.")
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """The shared reasoner options of a command (all but --model), bundled by ``backend_options``."""
+
+    kind: str  # --backend: ort, hf or openai
+    base_url: str
+    api_key_env: str
+    dtype: str  # hf
+    device: str  # hf
+    precision: str  # ort
+    batch_size: int
+    temperature: float
+    threads: int | None  # ort: its intra-op threads (default ORTConfig.threads); hf: torch's (set by ``setup``)
+
+    @property
+    def identity(self) -> str:
+        """The engine as run identities and records name it: ``ort:int8`` (a precision is another
+        model in effect), ``hf``, ``openai``."""
+        return f"ort:{self.precision}" if self.kind == "ort" else self.kind
+
+    def build(self, model: str):
+        """The backend these options describe, for ``model``."""
+        from reasoner.backends import SamplingConfig, make_backend
+
+        sampling = SamplingConfig(temperature=self.temperature)
+        if self.kind == "ort":
+            return make_backend("ort", model, sampling=sampling, precision=self.precision, batch_size=self.batch_size,
+                                threads=self.threads or ORTConfig.threads)
+        if self.kind == "hf":
+            return make_backend("hf", model, sampling=sampling, dtype=self.dtype, device=self.device,
+                                batch_size=self.batch_size)
+        return make_backend("openai", model, sampling=sampling, base_url=self.base_url, api_key_env=self.api_key_env,
+                            concurrency=self.batch_size)
+
+    def cached(self):
+        """A model -> backend function that loads each model once."""
+        cache: dict = {}
+
+        def backend_for(model: str):
+            if model not in cache:
+                cache[model] = self.build(model)
+            return cache[model]
+
+        return backend_for
+
+
+_ENGINE_PARAMS = {"backend_kind": "kind", "base_url": "base_url", "api_key_env": "api_key_env", "dtype": "dtype",
+                  "device": "device", "precision": "precision", "batch_size": "batch_size", "temperature": "temperature"}
+
+
 def backend_options(command=None, *, multiple_models: bool = False):
-    """Options every command that talks to a reasoner shares; ``multiple_models`` makes --model
-    repeatable (a grid over models). Use as ``@backend_options`` or ``@backend_options(multiple_models=True)``."""
+    """Options every command that talks to a reasoner shares, passed to the command as ``engine``
+    (an ``EngineOptions``) beside ``model``, ``threads`` and ``verbose``; ``multiple_models`` makes
+    --model repeatable (a grid over models). Use as ``@backend_options`` or ``@backend_options(multiple_models=True)``."""
     if command is None:
         return lambda c: backend_options(c, multiple_models=multiple_models)
+
+    @functools.wraps(command)
+    def bundled(*args, **kwargs):
+        fields = {field: kwargs.pop(param) for param, field in _ENGINE_PARAMS.items()}
+        return command(*args, engine=EngineOptions(**fields, threads=kwargs["threads"]), **kwargs)
+
     model = (click.option("--model", multiple=True, default=["default"], show_default=True, help=f"Repeat for several: {MODEL_HELP}")
              if multiple_models else click.option("--model", default="default", show_default=True, help=MODEL_HELP))
     for option in reversed(
         [
             model,
-            click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="hf", show_default=True, help="hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs)."),
+            click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="hf", show_default=True, help="ort: local onnxruntime-genai (the fast CPU engine; builds the model once into $TALE_CACHE); hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs)."),
+            click.option("--precision", type=click.Choice(PRECISIONS), default=ORTConfig.precision, show_default=True, help="ort backend: the weights the ONNX model is built with (docs/results/ort-parity.md)."),
             click.option("--base-url", default="http://127.0.0.1:8000/v1", show_default=True, help="openai backend: the server's base URL."),
             click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: the environment variable that holds the API key."),
             click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16", "auto"]), default="float32", show_default=True, help="hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time and about 2x slower in batches; see bench/generate_throughput.py)."),
             click.option("--device", default="auto", show_default=True, help="hf backend: auto, cpu, cuda, cuda:N."),
-            click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per batch (hf) or concurrent requests (openai)."),
-            click.option("--temperature", type=float, default=0.0, show_default=True, help="0 decodes greedily."),
-            click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
+            click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per batch (ort, hf) or concurrent requests (openai)."),
+            click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0 decodes greedily."),
+            click.option("--threads", type=click.IntRange(min=1), default=None, help=f"CPU threads of the engine (ort default: {ORTConfig.threads}; hf default: torch's choice)."),
             click.option("-v", "--verbose", is_flag=True, help="Log progress details."),
         ]
     ):
-        command = option(command)
-    return command
-
-
-def build_backend(*, model, backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature):
-    """The backend the shared options describe."""
-    from reasoner.backends import SamplingConfig, make_backend
-
-    sampling = SamplingConfig(temperature=temperature)
-    if backend_kind == "hf":
-        return make_backend("hf", model, sampling=sampling, dtype=dtype, device=device, batch_size=batch_size)
-    return make_backend(
-        "openai", model, sampling=sampling, base_url=base_url, api_key_env=api_key_env, concurrency=batch_size
-    )
-
-
-def cached_backends(backend_args: dict):
-    """A model -> backend function over the shared options (all but --model) that loads each model once."""
-    cache: dict = {}
-
-    def backend_for(model: str):
-        if model not in cache:
-            cache[model] = build_backend(model=model, **backend_args)
-        return cache[model]
-
-    return backend_for
+        bundled = option(bundled)
+    return bundled

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, cached_backends, setup
+from tale.cli_common import backend_options, setup
 
 SOURCE_HELP = ("oracle:RECORDS_DIR (searched budgets), llm[:MODEL] (zero-shot; no MODEL: the reasoner itself), "
                "bert:DIR, onnx:DIR, constant:DIR, tfidf:DIR (saved estimators; append @FACTOR to scale their budgets, "
@@ -58,7 +58,7 @@ def _progress(bar):
 @_shared_options
 @backend_options
 def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, max_new_tokens, llm_default, price_in,
-             price_out, model, backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature, threads, verbose):
+             price_out, model, engine, threads, verbose):
     """Evaluate one method on one data set: accuracy, output tokens, estimation cost, expense.
 
     Example: tale evaluate --dataset gsm8k:../shared/data/gsm8k/test.jsonl --limit 50 --budget-source fixed:64 --price-in 0.15 --price-out 0.6
@@ -74,13 +74,12 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
     method = method or ("budget" if budget_source else "vanilla")
     try:
         config = EvalConfig(dataset=dataset, out=out, method=method, budget_source=budget_source, model=model,
-                            backend=backend_kind, split=split, limit=limit, seed=seed, max_new_tokens=max_new_tokens,
-                            temperature=temperature, llm_default=llm_default, chunk=batch_size,
+                            backend=engine.identity, split=split, limit=limit, seed=seed, max_new_tokens=max_new_tokens,
+                            temperature=engine.temperature, llm_default=llm_default, chunk=engine.batch_size,
                             prices=_prices(price_in, price_out))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    backend_for = cached_backends(dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
-                                 device=device, batch_size=batch_size, temperature=temperature))
+    backend_for = engine.cached()
     backend = backend_for(model)
     source = None
     if budget_source:
@@ -117,7 +116,7 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
 @_shared_options
 @backend_options(multiple_models=True)
 def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_tokens, llm_default, price_in, price_out,
-           model, backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature, threads, verbose):
+           model, engine, threads, verbose):
     """Evaluate a grid: data sets x models x methods and budget sources, into one table and plot.
 
     Example: tale ablate --dataset gsm8k:../shared/data/gsm8k/test.jsonl --dataset mathbench:../shared/data/mathbench/middle --budget-source oracle:runs/records --budget-source bert:runs/predictor --budget-source llm --limit 50 --price-in 0.15 --price-out 0.6
@@ -136,14 +135,13 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_t
         chosen = tuple(m for m in chosen if m != "budget")
     try:
         config = AblationConfig(datasets=datasets, out=out, models=tuple(model), methods=chosen,
-                                budget_sources=budget_sources, backend=backend_kind, split=split, limit=limit, seed=seed,
-                                max_new_tokens=max_new_tokens, temperature=temperature, llm_default=llm_default,
-                                chunk=batch_size, prices=_prices(price_in, price_out))
+                                budget_sources=budget_sources, backend=engine.identity, split=split, limit=limit, seed=seed,
+                                max_new_tokens=max_new_tokens, temperature=engine.temperature, llm_default=llm_default,
+                                chunk=engine.batch_size, prices=_prices(price_in, price_out))
         configs = config.configs()
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    backend_for = cached_backends(dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
-                                 device=device, batch_size=batch_size, temperature=temperature))
+    backend_for = engine.cached()
     with tqdm(desc="questions", unit="q") as bar:
         def on_run(run) -> None:
             bar.write(f"-- {run.label} on {run.dataset} with {run.model}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, cached_backends, setup
+from tale.cli_common import EngineOptions, backend_options, setup
 
 RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -44,11 +44,11 @@ def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, ma
                f"best validation loss {meta.get('best_validation_loss')}; saved to {out}")
 
 
-def _estimators(names: str, split, backend_args: dict, llm_default: int | None):
+def _estimators(names: str, split, engine: EngineOptions, llm_default: int | None):
     """Name -> estimator, from ``bert:DIR``, ``onnx:DIR``, ``llm:MODEL``, ``constant[:DIR]``, ``tfidf[:DIR]``."""
     from tale.estimators import build_estimator
 
-    backend_for = cached_backends(backend_args)
+    backend_for = engine.cached()
 
     chosen = {}
     for name in (n.strip() for n in names.split(",") if n.strip()):
@@ -59,14 +59,14 @@ def _estimators(names: str, split, backend_args: dict, llm_default: int | None):
     return chosen
 
 
-def _fold_factories(names: str, backend_args: dict, llm_default: int | None, bert_config):
+def _fold_factories(names: str, engine: EngineOptions, llm_default: int | None, bert_config):
     """Name -> a function training that estimator on a fold's training part (cross-validation)."""
     from predictor import Aimed
     from predictor.bert import BertRegressor
     from predictor.data import fingerprint
     from tale.estimators import build_estimator, split_aim
 
-    backend_for = cached_backends(backend_args)
+    backend_for = engine.cached()
     fitted: dict[str, BertRegressor] = {}  # by the fold's training fingerprint: bert and bert@F share one fit
 
     def factory(name: str):
@@ -105,8 +105,7 @@ def _fold_factories(names: str, backend_args: dict, llm_default: int | None, ber
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @backend_options
 def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length,
-                   include_infeasible, skip_bad, model, backend_kind, base_url, api_key_env, dtype, device,
-                   batch_size, temperature, threads, verbose):
+                   include_infeasible, skip_bad, model, engine, threads, verbose):
     """Compare budget estimators on the same held-out records: accuracy and cost per question.
 
     Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf
@@ -117,15 +116,13 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
 
     examples = load_examples(list(records), ExampleConfig(include_infeasible=include_infeasible, skip_bad=skip_bad,
                                                           held_out_fraction=held_out))
-    backend_args = dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
-                        device=device, batch_size=batch_size, temperature=temperature)
     del model  # the zero-shot estimator names its model in the llm:MODEL spec
     if folds == 1:
         raise click.BadParameter("cross-validation needs at least 2 folds (0: one held-out split)", param_hint="--folds")
     if folds:
         from predictor.bert import BertRegressorConfig
 
-        factories = _fold_factories(estimators, backend_args, llm_default,
+        factories = _fold_factories(estimators, engine, llm_default,
                                     BertRegressorConfig(encoder=encoder, epochs=epochs, max_length=max_length))
         try:
             evaluation = cross_validate(factories, examples, folds,
@@ -142,7 +139,7 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
     if not scored:
         raise click.ClickException(f"no held-out records among {sum(e.feasible for e in examples)} feasible ones; "
                                    "add records")
-    chosen = _estimators(estimators, split, backend_args, llm_default)
+    chosen = _estimators(estimators, split, engine, llm_default)
     evaluation = evaluate(chosen, scored, train=split.train)
     files = write_report(evaluation, out)
     for name in ("constant", "tfidf"):  # fitted here: saved, so evaluate/ablate can name them as name:DIR

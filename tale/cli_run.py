@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, cached_backends, setup
+from tale.cli_common import backend_options, setup
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -39,8 +39,7 @@ def summary_table(summaries: list[dict]) -> str:
 @click.option("--pool", type=click.IntRange(min=1), default=16, show_default=True, help="Questions in flight during the search.")
 @backend_options
 def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encoder, epochs, max_length, min_feasible, post_train,
-        max_new_tokens, pool, model, backend_kind, base_url, api_key_env, dtype, device, batch_size, temperature,
-        threads, verbose):
+        max_new_tokens, pool, model, engine, threads, verbose):
     """The main job: search budgets, train and export the regressor, (optionally) post-train the reasoner,
     and measure vanilla CoT against budget-aware reasoning with the regressor's budgets.
 
@@ -57,15 +56,13 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
 
     try:
         config = PipelineConfig(out=out, dataset=dataset, eval_dataset=eval_dataset, questions=questions,
-                                eval_questions=eval_questions, seed=seed, model=model, backend=backend_kind,
+                                eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity,
                                 encoder=encoder, search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens),
                                 pool=pool, epochs=epochs, max_length=max_length, min_feasible=min_feasible, post_train=post_train,
                                 max_new_tokens=max_new_tokens)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    backend_args = dict(backend_kind=backend_kind, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
-                        device=device, batch_size=batch_size, temperature=temperature)
-    backend_for = cached_backends(backend_args)
+    backend_for = engine.cached()
 
     @contextlib.contextmanager
     def progress(description: str, total: int | None):

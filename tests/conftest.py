@@ -67,8 +67,9 @@ def build_tiny_tokenizer():
     return fast
 
 
-def save_tiny_causal_lm(path: Path, *, seed: int = 0) -> Path:
-    """A 2-layer Qwen2 with hidden size 32 and the tiny tokenizer, saved as a model directory."""
+def save_tiny_causal_lm(path: Path, *, seed: int = 0, heads: int = 4) -> Path:
+    """A 2-layer Qwen2 with hidden size 32 and the tiny tokenizer, saved as a model directory.
+    ``heads=2`` gives head size 16, the smallest onnxruntime's GroupQueryAttention runs on a CPU."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -79,8 +80,8 @@ def save_tiny_causal_lm(path: Path, *, seed: int = 0) -> Path:
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
         initializer_range=0.5,  # large enough that greedy outputs differ from prompt to prompt

@@ -1,8 +1,9 @@
 """Generation backends: a batch of prompts in, one ``Generation`` per prompt out.
 
-Two implementations satisfy ``Backend``: ``hf`` (local transformers) and ``openai`` (any
-OpenAI-compatible chat-completions server). Both count output tokens themselves, with the
-model's own tokenizer or from the server's reported usage, never with a stand-in tokenizer.
+Three implementations satisfy ``Backend``: ``ort`` (local onnxruntime-genai, the fast CPU engine),
+``hf`` (local transformers, also what training uses) and ``openai`` (any OpenAI-compatible
+chat-completions server). Each counts output tokens itself, with the model's own tokenizer or
+from the server's reported usage, never with a stand-in tokenizer.
 """
 
 from __future__ import annotations
@@ -51,12 +52,17 @@ class SamplingConfig:
         return self.temperature == 0
 
 
-BACKENDS = ("hf", "openai")
+BACKENDS = ("ort", "hf", "openai")
 
 
 def make_backend(kind: str, model: str, *, sampling: SamplingConfig | None = None, **options) -> Backend:
-    """A backend by name: ``hf`` (options of ``HFConfig``) or ``openai`` (of ``OpenAIConfig``)."""
+    """A backend by name: ``ort`` (options of ``ORTConfig``), ``hf`` (of ``HFConfig``) or ``openai``
+    (of ``OpenAIConfig``)."""
     sampling = sampling or SamplingConfig()
+    if kind == "ort":
+        from reasoner.backends.ort import ORTBackend, ORTConfig
+
+        return ORTBackend(ORTConfig(model=model, sampling=sampling, **options))
     if kind == "hf":
         from reasoner.backends.hf import HFBackend, HFConfig
 
