@@ -1,6 +1,7 @@
 """What the budget search costs, measured on the same questions in one run.
 
-    python bench/search_cost.py [--questions 8] [--model default] [--out bench/results/search_cost.json]
+    python bench/search_cost.py [--questions 8] [--model default] [--backend ort] [--precision int8] [--threads 1]
+        [--out bench/results/search_cost.json]
 
 1. Wall time of the halving search batched (one call per round over all questions) against one
    question at a time, one prompt per call: the ratio is what batching buys.
@@ -68,17 +69,27 @@ def per_question(results: Sequence) -> dict:
 @click.option("--questions", type=int, default=8, show_default=True)
 @click.option("--model", default="default", show_default=True)
 @click.option("--max-new-tokens", type=int, default=384, show_default=True)
+@click.option("--backend", "kind", type=click.Choice(["ort", "hf"]), default="ort", show_default=True)
+@click.option("--precision", default="int8", show_default=True, help="ort: the builder precision; hf: a torch dtype (float32).")
+@click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/search_cost.json"))
-def main(questions: int, model: str, max_new_tokens: int, out: Path) -> None:
+def main(questions: int, model: str, max_new_tokens: int, kind: str, precision: str, threads: int, out: Path) -> None:
+    import os
+
+    import torch
+
     from data_builder.search import SearchConfig, search_budgets
     from data_builder.sources import load_problems
-    from reasoner.backends.hf import HFBackend, HFConfig
+    from reasoner.backends import make_backend
 
     if not DATA.is_file():
         raise click.ClickException(f"benchmark data not found: {DATA} (the shared data sets must sit beside the repo)")
     problems = load_problems(f"gsm8k:{DATA}", limit=questions, seed=0)
-    backend = HFBackend(HFConfig(model=model, device="cpu", dtype="float32", batch_size=questions))
-    result: dict = {"model": model, "questions": questions, "max_new_tokens": max_new_tokens, "dataset": str(DATA.name)}
+    torch.set_num_threads(threads)
+    options = ({"precision": precision, "threads": threads} if kind == "ort" else {"dtype": precision, "device": "cpu"})
+    backend = make_backend(kind, model, batch_size=questions, **options)
+    result: dict = {"model": model, "backend": kind, "precision": precision, "threads": threads, "questions": questions,
+                    "max_new_tokens": max_new_tokens, "dataset": str(DATA.name), "load_average_before": os.getloadavg()}
 
     def timed(label, chosen, config, pool):
         start = time.perf_counter()
@@ -101,6 +112,7 @@ def main(questions: int, model: str, max_new_tokens: int, out: Path) -> None:
         m = result["modes"][mode]
         print(f"{mode:8s}: {m['feasible']}/{m['questions']} feasible, {m['calls_per_question']:.2f} calls and "
               f"{m['tokens_per_question']:.0f} tokens per question, mean budget {m['mean_budget']}")
+    result["load_average_after"] = os.getloadavg()
     print(f"batched rounds are {result['wall_time']['speedup']}x faster than one question at a time")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

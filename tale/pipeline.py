@@ -61,8 +61,8 @@ class PipelineConfig:
             raise ValueError(f"questions and eval_questions must be >= 1, got {self.questions}, {self.eval_questions}")
         if self.eval_dataset is None and self.dataset.split(":")[0] not in ("generated", "gsm_symbolic"):
             raise ValueError("give an evaluation data set (eval_dataset) that does not overlap the training one")
-        if self.post_train and self.backend != "hf":
-            raise ValueError("post-training needs a local model (backend hf)")
+        if self.post_train and self.backend == "openai":
+            raise ValueError("post-training needs a local model (backend ort or hf)")
 
     @property
     def eval_spec(self) -> tuple[str, int]:

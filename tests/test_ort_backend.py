@@ -187,3 +187,29 @@ def test_config_is_validated() -> None:
         ORTConfig(precision="int3")
     with pytest.raises(ValueError, match="threads"):
         ORTConfig(threads=0)
+
+
+def test_evaluate_records_the_engine_and_its_precision_in_the_run_identity(lm_dir: Path, tmp_path: Path) -> None:
+    """An int8 run must not resume an fp32 one: the precision is part of the engine's name."""
+    from tale.cli import main
+    from tale.evaluate import read_meta, run_dirs
+
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}) + "\n")
+    result = CliRunner().invoke(main, ["evaluate", "--backend", "ort", "--precision", "fp32", "--dataset", f"jsonl:{data}",
+                                       "--model", str(lm_dir), "--max-new-tokens", "4", "--out", str(tmp_path / "eval")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [run] = run_dirs(tmp_path / "eval")
+    assert read_meta(run)["identity"]["backend"] == "ort:fp32"
+
+
+def test_a_missing_model_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    from tale.cli import main
+
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}) + "\n")
+    result = CliRunner().invoke(main, ["generate", "--backend", "ort", "--dataset", f"jsonl:{data}",
+                                       "--model", str(tmp_path / "typo"), "--out", str(tmp_path / "a.jsonl")])
+    assert result.exit_code != 0
+    assert "typo is not one" in result.output and "Traceback" not in result.output
