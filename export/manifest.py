@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class ExportManifest:
     models: dict[str, ExportedFile]  # by precision: "fp32" always, "int8" when quantized
     tokenizer: ExportedFile
     opset: int
+    calibration: ExportedFile | None = None  # tale_calibration.json, where the regressor was calibrated
     source: str = ""  # the regressor directory exported, as given
     encoder: str = ""  # the regressor's encoder, as it was given to fit
     export_config: dict[str, Any] = field(default_factory=dict)  # the ExportConfig, as JSON
@@ -91,6 +92,7 @@ class ExportManifest:
             "source_fingerprint": self.source_fingerprint,
             "models": {p: {"precision": p, **asdict(f)} for p, f in self.models.items()},
             "tokenizer": asdict(self.tokenizer),
+            "calibration": None if self.calibration is None else asdict(self.calibration),
             "opset": self.opset,
             "source": self.source,
             "encoder": self.encoder,
@@ -129,6 +131,7 @@ class ExportManifest:
             source_fingerprint=raw["source_fingerprint"],
             models={p: exported(entry) for p, entry in raw["models"].items()},
             tokenizer=exported(raw["tokenizer"]),
+            calibration=exported(raw["calibration"]) if raw.get("calibration") else None,
             opset=raw["opset"],
             source=raw.get("source", ""),
             encoder=raw.get("encoder", ""),
@@ -136,6 +139,19 @@ class ExportManifest:
             check=raw.get("check", {}),
             versions=raw.get("versions", {}),
         )
+
+
+def attach_calibration(directory: Path, calibration: Any) -> ExportManifest:
+    """Save ``calibration`` (a ``predictor.calibrate.Calibration``) into an export directory and pin
+    its sha256 in the manifest, as the export pins its graph."""
+    from predictor.calibrate import CALIBRATION_FILE
+
+    manifest = ExportManifest.load(directory)
+    path = calibration.save(directory)
+    pinned = ExportedFile(CALIBRATION_FILE, sha256(path), path.stat().st_size)
+    manifest = replace(manifest, calibration=pinned)
+    manifest.save(directory)
+    return manifest
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ torch and transformers are imported inside the functions; importing this module 
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from export.manifest import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE, ExportedFile, ExportManifest, RuntimeConfig, sha256
+from predictor.calibrate import CALIBRATION_FILE
 from predictor.target import RegressorMeta, as_json
 
 logger = logging.getLogger(__name__)
@@ -183,7 +185,7 @@ def export_regressor(source: Path, out: Path, config: ExportConfig = ExportConfi
         raise ValueError(f"export into a directory of its own, not the regressor's ({source})")
     regressor = BertRegressor.load(source, device="cpu")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (MANIFEST_FILE, *MODEL_FILES.values()):  # the manifest first: no half-old export loads
+    for stale in (MANIFEST_FILE, *MODEL_FILES.values(), CALIBRATION_FILE):  # the manifest first: no half-old export loads
         (out / stale).unlink(missing_ok=True)
 
     names = list(meta.input_names)
@@ -212,6 +214,9 @@ def export_regressor(source: Path, out: Path, config: ExportConfig = ExportConfi
     tokenizer.enable_padding(direction=regressor.tokenizer.padding_side, pad_id=regressor.tokenizer.pad_token_id,
                              pad_token=regressor.tokenizer.pad_token)
     tokenizer.save(str(out / TOKENIZER_FILE))
+    calibrated = (source / CALIBRATION_FILE).is_file()
+    if calibrated:  # the regressor's calibration travels with it, pinned like the graph
+        shutil.copyfile(source / CALIBRATION_FILE, out / CALIBRATION_FILE)
 
     manifest = ExportManifest(
         target=meta.target,
@@ -226,6 +231,7 @@ def export_regressor(source: Path, out: Path, config: ExportConfig = ExportConfi
         source_fingerprint=meta.training_fingerprint,
         models={p: _exported(out, MODEL_FILES[p]) for p in precisions},
         tokenizer=_exported(out, TOKENIZER_FILE),
+        calibration=_exported(out, CALIBRATION_FILE) if calibrated else None,
         opset=config.opset,
         source=str(source),
         encoder=meta.encoder,

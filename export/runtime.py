@@ -7,12 +7,14 @@ tokenizer does (same ``tokenizer.json``, truncation at ``max_length``, padding t
 longest question) and feeds the graph the regressor's input names, so its outputs match
 ``BertRegressor.raw_outputs`` (``tests/test_export.py`` holds it to 1e-4).
 
-Imports: onnxruntime, tokenizers, numpy and the torch-free ``predictor`` and ``predictor.target``.
+Imports: onnxruntime, tokenizers, numpy and the torch-free ``predictor``, ``predictor.calibrate`` and
+``predictor.target``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from export.manifest import MANIFEST_FILE, ExportedFile, ExportManifest, RuntimeConfig
+from predictor.calibrate import Calibration
 from predictor.target import length_batches
 
 __all__ = ["CorruptExportError", "OnnxEstimator", "RuntimeConfig"]
@@ -68,7 +71,9 @@ class OnnxEstimator:
     """Satisfies ``predictor.Estimator`` with an exported regressor on onnxruntime."""
 
     def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, manifest: ExportManifest,
-                 precision: str, batch_size: int = RuntimeConfig.batch_size) -> None:
+                 precision: str, batch_size: int = RuntimeConfig.batch_size,
+                 calibration: Calibration | None = None) -> None:
+        self.calibration = calibration  # the regressor's, pinned in the manifest; None if never calibrated
         self.session = session
         self.tokenizer = tokenizer
         self.manifest = manifest
@@ -90,8 +95,12 @@ class OnnxEstimator:
         if names != list(manifest.input_names):
             raise ValueError(f"{directory / manifest.models[precision].file}: graph inputs {names}, "
                              f"{MANIFEST_FILE} lists {list(manifest.input_names)}")
+        calibration = None
+        if manifest.calibration is not None:
+            raw = read_verified(directory, manifest.calibration)
+            calibration = Calibration.from_json(json.loads(raw), str(directory / manifest.calibration.file))
         logger.info("loaded %s (%s, %d threads)", directory, precision, config.threads)
-        return cls(session, tokenizer, manifest, precision, batch_size=config.batch_size)
+        return cls(session, tokenizer, manifest, precision, batch_size=config.batch_size, calibration=calibration)
 
     @property
     def training_fingerprint(self) -> str:

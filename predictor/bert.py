@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from predictor import BudgetRange
-from predictor.data import VALIDATION_SALT, Example, ExampleConfig, fingerprint, load_examples, split_by_id
+from predictor.data import (
+    VALIDATION_SALT,
+    Example,
+    ExampleConfig,
+    fingerprint,
+    load_examples,
+    split_by_id,
+    three_way_split,
+)
 from predictor.target import INPUT_NAMES, LogTarget, RegressorMeta, as_json, length_batches
 
 logger = logging.getLogger(__name__)
@@ -278,15 +286,24 @@ def train_regressor(
     chosen and how many were left out.
     """
     loaded = load_examples(records, examples)
-    split = split_by_id(loaded, examples.held_out_fraction)
+    train, calibration, held_out = three_way_split(loaded, examples.held_out_fraction, examples.calibration_fraction)
     data = {
         "records": [str(r) for r in records],
         "examples": as_json(examples),
-        "held_out": len(split.held_out),
+        "held_out": len(held_out),
+        "calibration": len(calibration),
         "skipped_bad": len(loaded.skipped),
         "infeasible_left_out": loaded.infeasible_left_out,
     }
-    logger.info("%d examples: %d to train on, %d held out", len(loaded), len(split.train), len(split.held_out))
-    regressor = BertRegressor.fit(split.train, config, data=data)
+    logger.info("%d examples: %d to train on, %d to calibrate on, %d held out", len(loaded), len(train),
+                len(calibration), len(held_out))
+    if examples.calibration_fraction and not calibration:
+        raise ValueError(f"calibration_fraction {examples.calibration_fraction} leaves no feasible record to calibrate on")
+    regressor = BertRegressor.fit(train, config, data=data)
     regressor.save(out)
+    if examples.calibration_fraction:
+        from predictor.calibrate import fit as calibrate
+
+        calibrate(regressor, [e.question for e in calibration], [e.budget for e in calibration],
+                  name=f"bert:{out}", calibration_fingerprint=fingerprint(calibration)).save(out)
     return regressor

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 HELD_OUT_SALT = "tale-held-out"  # the split between training and evaluation
 VALIDATION_SALT = "tale-validation"  # the split inside training, for early stopping
+CALIBRATION_SALT = "tale-calibration"  # the split inside training, for conformal calibration
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,13 @@ class ExampleConfig:
     include_infeasible: bool = False  # True: infeasible records count, with their vanilla tokens as budget
     skip_bad: bool = False  # True: log and skip bad records instead of stopping at the first
     held_out_fraction: float = 0.2  # share of ids (by hash) kept out of training, for evaluation
+    calibration_fraction: float = 0.0  # share of the remaining ids (by hash) kept out of training to calibrate budgets
 
     def __post_init__(self) -> None:
         if not 0 <= self.held_out_fraction < 1:
             raise ValueError(f"held_out_fraction must be in [0, 1), got {self.held_out_fraction}")
+        if not 0 <= self.calibration_fraction < 1:
+            raise ValueError(f"calibration_fraction must be in [0, 1), got {self.calibration_fraction}")
 
 
 class Examples(list[Example]):
@@ -179,6 +183,16 @@ def split_by_id(examples: Sequence[Example], fraction: float, salt: str = HELD_O
     for example in examples:
         (held_out if id_unit(example.id, salt) < fraction else train).append(example)
     return Split(train, held_out)
+
+
+def three_way_split(examples: Sequence[Example], held_out_fraction: float, calibration_fraction: float
+                    ) -> tuple[list[Example], list[Example], list[Example]]:
+    """(train, calibration, held_out), disjoint by problem id: ``held_out`` as ``split_by_id``, then
+    ``calibration_fraction`` of the rest (by another hash) for calibration, and the rest to train on.
+    Only feasible examples calibrate: an infeasible record has no searched budget to cover."""
+    split = split_by_id(examples, held_out_fraction)
+    inner = split_by_id(split.train, calibration_fraction, CALIBRATION_SALT)
+    return inner.train, [e for e in inner.held_out if e.feasible], split.held_out
 
 
 def fingerprint(examples: Iterable[Example]) -> str:

@@ -18,11 +18,12 @@ class _Group(click.Group):
         from data_builder.build import ResumeMismatchError
         from data_builder.records import RecordError
         from data_builder.rows import BadRowError
+        from predictor.calibrate import TooFewRecordsError
         from reasoner.models import ModelUnavailableError
 
         try:
             return super().invoke(ctx)
-        except (BadRowError, RecordError, ResumeMismatchError, ModelUnavailableError, FileNotFoundError) as error:
+        except (BadRowError, RecordError, ResumeMismatchError, ModelUnavailableError, TooFewRecordsError, FileNotFoundError) as error:
             raise click.ClickException(str(error)) from error
 
 
@@ -198,12 +199,13 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, engine, th
 
 def _register() -> None:
     from tale.cli_eval import ablate, evaluate
+    from tale.cli_calibrate import calibrate
     from tale.cli_export import estimate, export
     from tale.cli_predict import eval_predictor, train_predictor
     from tale.cli_run import run
     from tale.cli_train import train_reasoner
 
-    for command in (run, train_predictor, eval_predictor, export, estimate, evaluate, ablate, train_reasoner):
+    for command in (run, train_predictor, eval_predictor, calibrate, export, estimate, evaluate, ablate, train_reasoner):
         main.add_command(command)
 
 

@@ -93,7 +93,7 @@ def backend_options(command=None, *, multiple_models: bool = False):
         [
             model,
             click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="hf", show_default=True, help="ort: local onnxruntime-genai (the fast CPU engine; builds the model once into $TALE_CACHE); hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs)."),
-            click.option("--precision", type=click.Choice(PRECISIONS), default=ORTConfig.precision, show_default=True, help="ort backend: the weights the ONNX model is built with (docs/results/ort-parity.md)."),
+            click.option("--precision", type=click.Choice(PRECISIONS), default=ORTConfig.precision, show_default=True, help="ort backend: the weights the ONNX model is built with (docs/results/ort-engine.md)."),
             click.option("--base-url", default="http://127.0.0.1:8000/v1", show_default=True, help="openai backend: the server's base URL."),
             click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: the environment variable that holds the API key."),
             click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16", "auto"]), default="float32", show_default=True, help="hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time and about 2x slower in batches; see bench/generate_throughput.py)."),

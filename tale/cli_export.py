@@ -111,9 +111,11 @@ def _estimator(directory: Path, config: RuntimeConfig) -> Any:
 @click.option("--batch-size", type=click.IntRange(min=1), default=RuntimeConfig.batch_size, show_default=True, help="ONNX export: questions per graph run.")
 @click.option("--aim", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Multiply each budget by this factor before rounding; 1.41 aims the estimate at the log-centre of [b*, 2b*], so fewer budgets fall short.")
+@click.option("--risk", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="A calibrated estimator's budgets at this risk: they suffice for at least 1 - RISK of new questions (tale calibrate); as DIR%RISK in estimator names.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | None, precision: str | None, threads: int,
-             batch_size: int, aim: float, verbose: bool) -> None:
+             batch_size: int, aim: float, risk: float | None, verbose: bool) -> None:
     """Predict token budgets; one JSON line {"id", "budget"} per question on stdout.
 
     Example: tale estimate --predictor runs/predictor-onnx "What is 6 * 7?"
@@ -130,10 +132,22 @@ def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | Non
         estimator = _estimator(directory, RuntimeConfig(precision=precision, threads=threads, batch_size=batch_size))
     except (FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    if aim != 1.0 and risk is not None:
+        raise click.UsageError("choose --risk or --aim, not both")
     if aim != 1.0:
         from predictor import Aimed
 
         estimator = Aimed(estimator, aim)
+    if risk is not None:
+        from predictor.calibrate import Calibrated, Calibration
+
+        try:
+            calibration = getattr(estimator, "calibration", None)
+            if calibration is None and (directory / MANIFEST_FILE).is_file():
+                raise FileNotFoundError(f"{directory}: the export holds no calibration; run tale calibrate --predictor {directory} --records RECORDS_DIR")
+            estimator = Calibrated(estimator, calibration or Calibration.load(directory), risk)
+        except (FileNotFoundError, ValueError) as error:
+            raise click.ClickException(str(error)) from None
     with ExitStack() as stack:
         if questions:
             rows: Iterator[tuple[Any, str]] = iter(enumerate(questions))

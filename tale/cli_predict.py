@@ -21,12 +21,13 @@ RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--max-length", type=click.IntRange(min=8), default=256, show_default=True, help="Question tokens kept.")
 @click.option("--held-out", type=click.FloatRange(0, 0.9), default=0.2, show_default=True, help="Share of problem ids kept out for eval-predictor.")
 @click.option("--include-infeasible", is_flag=True, help="Train on infeasible records too, with their vanilla tokens as the budget.")
+@click.option("--calibration", type=click.FloatRange(0, 0.9), default=0.0, show_default=True, help="Share of the training ids kept out of training to calibrate the budgets on (tale_calibration.json; then bert:DIR%ALPHA). 0: no calibration.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("-v", "--verbose", is_flag=True)
 def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, max_length, held_out, include_infeasible,
-                    skip_bad, seed, threads, verbose):
+                    calibration, skip_bad, seed, threads, verbose):
     """Fine-tune a BERT-family regressor on searched budgets (log-budget, early stopping, clamped).
 
     Example: tale train-predictor --records runs/records --out runs/predictor
@@ -37,11 +38,14 @@ def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, ma
 
     config = BertRegressorConfig(encoder=encoder, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                                  max_length=max_length, seed=seed)
-    examples = ExampleConfig(include_infeasible=include_infeasible, skip_bad=skip_bad, held_out_fraction=held_out)
+    examples = ExampleConfig(include_infeasible=include_infeasible, skip_bad=skip_bad, held_out_fraction=held_out,
+                             calibration_fraction=calibration)
     model = train_regressor(list(records), out, config, examples)
     meta = model.meta.to_json()
     click.echo(f"trained on {meta['n_train']} examples (validation {meta['n_validation']}), "
                f"best validation loss {meta.get('best_validation_loss')}; saved to {out}")
+    if calibration:
+        click.echo(f"calibrated on {meta['data']['calibration']} feasible records kept out of training: use bert:{out}%ALPHA")
 
 
 def _estimators(names: str, split, engine: EngineOptions, llm_default: int | None):

@@ -10,6 +10,10 @@ or any estimator name above; ``llm`` with no model asks the reasoner itself, as 
 
 A trained estimator's name may end in ``@FACTOR`` (``onnx:DIR@1.41``, ``tfidf@1.41``): its budgets
 times FACTOR (``predictor.Aimed``); 1.41 aims a point estimate at the log-centre of [b*, 2b*].
+
+A calibrated estimator's name may end in ``%ALPHA`` instead (``onnx:DIR%0.1``, ``bert:DIR%0.05``): its
+budgets at risk ALPHA (``predictor.calibrate.Calibrated``), which suffice for at least 1 - ALPHA of new
+questions; the calibration is the directory's ``tale_calibration.json`` (``tale calibrate``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from reasoner.backends import Backend
 
 logger = logging.getLogger(__name__)
 
-ESTIMATORS = "bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR] (each but llm optionally @FACTOR)"
+ESTIMATORS = ("bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR] (each but llm optionally @FACTOR, "
+              "or %ALPHA with a calibrated DIR)")
 AIMABLE = ("bert", "onnx", "constant", "tfidf")  # estimators whose budgets @FACTOR may scale
 SOURCES = f"oracle:RECORDS_DIR, fixed:N, {ESTIMATORS}"
 
@@ -52,6 +57,26 @@ def split_aim(spec: str) -> tuple[str, float]:
     return base, value
 
 
+def split_risk(spec: str) -> tuple[str, float | None]:
+    """``"onnx:DIR%0.1"`` -> ``("onnx:DIR", 0.1)``; a name without ``%`` has no risk (None)."""
+    from predictor.calibrate import check_alpha
+
+    base, percent, risk = spec.strip().rpartition("%")
+    if not percent:
+        return spec.strip(), None
+    try:
+        alpha = check_alpha(float(risk))
+    except ValueError:
+        raise ValueError(f"{spec!r}: '%' must be followed by a risk in (0, 1), as in 'onnx:DIR%0.1'") from None
+    kind, _, arg = base.partition(":")
+    if kind not in AIMABLE or not arg:
+        raise ValueError(f"{spec!r}: a risk needs a calibrated estimator directory: "
+                         f"{', '.join(k + ':DIR' for k in AIMABLE)}, then %ALPHA")
+    if "@" in base:
+        raise ValueError(f"{spec!r}: choose a risk (%ALPHA) or a factor (@FACTOR), not both")
+    return base, alpha
+
+
 def build_estimator(
     spec: str,
     *,
@@ -64,6 +89,19 @@ def build_estimator(
     from predictor import Aimed, load_estimator
     from predictor.baselines import ConstantEstimator, TfidfRidgeEstimator
 
+    base, alpha = split_risk(spec)
+    if alpha is not None:
+        from predictor.calibrate import Calibrated, Calibration
+
+        estimator = build_estimator(base, backend_for=backend_for, train=train, llm_default=llm_default)
+        directory = Path(base.partition(":")[2])
+        calibration = getattr(estimator, "calibration", None)  # an ONNX export's, checked against its pin
+        if calibration is None:
+            if base.startswith("onnx:"):
+                raise FileNotFoundError(f"{directory}: the export holds no calibration; run `tale calibrate "
+                                        f"--predictor {directory} --records RECORDS_DIR` (or calibrate the regressor and export it again)")
+            calibration = Calibration.load(directory)
+        return Calibrated(estimator, calibration, alpha)
     base, aim = split_aim(spec)
     if aim != 1.0:
         return Aimed(build_estimator(base, backend_for=backend_for, train=train, llm_default=llm_default), aim)
@@ -219,7 +257,7 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
 
 def check_source(spec: str) -> str:
     """``spec`` if it names a budget source (nothing is loaded), else ``ValueError``."""
-    kind, _, arg = split_aim(spec)[0].partition(":")
+    kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
     if kind not in ("fixed", "oracle", "llm", "bert", "onnx", "constant", "tfidf"):
         raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}")
     if kind in ("fixed", "oracle", "bert", "onnx", "constant", "tfidf") and not arg:

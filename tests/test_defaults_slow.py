@@ -44,3 +44,20 @@ def test_default_encoder_trains_exports_and_matches_torch(tmp_path: Path) -> Non
         assert abs(ort - ref) <= 1e-4 * max(1.0, abs(ref))
     for a, b in zip(int8.predict(held_out), fp32.predict(held_out)):
         assert abs(a - b) <= 0.05 * b
+
+
+def test_generate_with_the_default_model_on_the_ort_engine(shared_data: Path, tmp_path: Path) -> None:
+    """The packaged reasoner built into an int8 onnxruntime-genai model (once, into the cache) and
+    asked through the CLI: the same questions, prompts and prompt token counts as the hf backend."""
+    answers = {}
+    for backend in ("ort", "hf"):
+        out = tmp_path / f"{backend}.jsonl"
+        result = CliRunner().invoke(main, ["generate", "--backend", backend, "--threads", "1",
+                                           "--dataset", f"gsm8k:{shared_data / 'gsm8k' / 'test.jsonl'}",
+                                           "--limit", "2", "--max-new-tokens", "32", "--out", str(out)],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        answers[backend] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [a["gold"] for a in answers["ort"]] == ["18", "3"]
+    assert [a["prompt_tokens"] for a in answers["ort"]] == [a["prompt_tokens"] for a in answers["hf"]]
+    assert all(1 <= a["output_tokens"] <= 32 and a["text"] for a in answers["ort"])

@@ -28,7 +28,7 @@ class ORTConfig:
     """Settings of the onnxruntime-genai backend."""
 
     model: str = "default"  # "default" (the embedded reasoner) or a local model directory
-    precision: str = "int8"  # int8 keeps the hf backend's answers best at full batched speed (docs/results/ort-parity.md)
+    precision: str = "int8"  # int8 keeps the hf backend's answers best at full batched speed (docs/results/ort-engine.md)
     extra_options: tuple[tuple[str, str], ...] = ()  # builder options, e.g. (("is_symmetric", "false"), ("block_size", "32"))
     batch_size: int = 8  # prompts per static batch; similar lengths are batched together
     threads: int = 1  # intra-op threads: one thread per engine measures best on a small, shared CPU
