@@ -4,7 +4,7 @@
 
 Each variant answers the same GSM8K test questions as the committed hf fp32 run (vanilla CoT,
 greedy, 384 new tokens, batch 8: ``--reference``), through ``tale.evaluate`` (so an interrupted run
-resumes with the same command). Against the reference, per variant: accuracy and mean output tokens,
+resumes with the same command; OUT/VARIANT/ holds each variant's run). Against the reference, per variant: accuracy and mean output tokens,
 the discordant pairs and a two-sided exact sign test, the share of identical final answers and of
 identical texts, and the variant's own generation speed (its output tokens over its wall time, one
 thread, batch 8). The default is the fastest variant whose accuracy is within 2 points of hf's and
@@ -82,7 +82,8 @@ def main(limit: int, variants: str, reference: Path, threads: int, out: Path, js
         # The engine string is the run's identity: another precision or option is another run.
         engine = "ort:" + precision + "".join(f",{k}={v}" for k, v in extra)
         # The dataset as the reference run names it (from the repo root), so the runs are comparable.
-        config = EvalConfig(dataset=f"gsm8k:{os.path.relpath(DATA)}", out=out, model="default", backend=engine, limit=limit, seed=0,
+        # One evaluation directory per variant: a run's name leaves the engine out, and a changed engine is refused.
+        config = EvalConfig(dataset=f"gsm8k:{os.path.relpath(DATA)}", out=out / name, model="default", backend=engine, limit=limit, seed=0,
                             max_new_tokens=384, chunk=8)
         backend = ORTBackend(ORTConfig(precision=precision, extra_options=extra, batch_size=8, threads=threads))
         load_before = os.getloadavg()
