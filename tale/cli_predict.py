@@ -48,6 +48,28 @@ def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, ma
         click.echo(f"calibrated on {meta['data']['calibration']} feasible records kept out of training: use bert:{out}%ALPHA")
 
 
+def _report_coverage(chosen: dict, calibrating, scored, risks: str, out: Path) -> None:
+    """Calibrate each estimator on ``calibrating`` and report coverage and cost on ``scored``."""
+    from predictor.calibrate import check_alpha, unrounded
+    from predictor.coverage import coverage_rows, coverage_table, write_coverage
+
+    try:
+        alphas = [check_alpha(float(a)) for a in risks.split(",") if a.strip()]
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--risks") from None
+    if not calibrating:
+        raise click.ClickException("--calibration leaves no feasible record to calibrate on; raise it or add records")
+    rows = []
+    for name, estimator in chosen.items():
+        # The zero-shot estimator has only rounded budgets, and pays for each again: counted in its report row.
+        cal = unrounded(estimator, [e.question for e in calibrating])
+        test = unrounded(estimator, [e.question for e in scored])
+        rows += coverage_rows(name, cal, [e.budget for e in calibrating], test, [e.budget for e in scored], alphas)
+    markdown, _, plot = write_coverage(rows, out)
+    click.echo(coverage_table(rows))
+    click.echo(f"calibrated on {len(calibrating)} records, tested on {len(scored)}: {markdown}, {plot}")
+
+
 def _estimators(names: str, split, engine: EngineOptions, llm_default: int | None):
     """Name -> estimator, from ``bert:DIR``, ``onnx:DIR``, ``llm:MODEL``, ``constant[:DIR]``, ``tfidf[:DIR]``."""
     from tale.estimators import build_estimator
@@ -106,10 +128,12 @@ def _fold_factories(names: str, engine: EngineOptions, llm_default: int | None, 
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="With --folds: bert epochs, at most.")
 @click.option("--max-length", type=click.IntRange(min=8), default=256, show_default=True, help="With --folds: bert question tokens kept.")
 @click.option("--include-infeasible", is_flag=True, help="Train on infeasible records too, with their vanilla tokens as the budget (as train-predictor's flag); only feasible records are scored.")
+@click.option("--calibration", type=click.FloatRange(0, 0.9), default=0.0, show_default=True, help="Share of the training ids to calibrate every estimator on (as train-predictor's --calibration; constant and tfidf fit on the rest): then coverage.md/json/png report each at every --risks on the held-out split.")
+@click.option("--risks", default="0.5,0.2,0.1,0.05", show_default=True, help="With --calibration: the risks alpha reported.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @backend_options
 def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length,
-                   include_infeasible, skip_bad, model, engine, threads, verbose):
+                   include_infeasible, calibration, risks, skip_bad, model, engine, threads, verbose):
     """Compare budget estimators on the same held-out records: accuracy and cost per question.
 
     Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf
@@ -138,7 +162,13 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
         click.echo(f"\n{len(evaluation.ids)} feasible records scored ({len(examples)} loaded), {folds}-fold "
                    f"cross-validation; report in {files.markdown}, {files.json}")
         return
-    split = split_by_id(examples, held_out)
+    if folds == 0 and calibration:
+        from predictor.data import Split, three_way_split
+
+        train, calibrating, test = three_way_split(examples, held_out, calibration)
+        split = Split(train, test)
+    else:
+        split = split_by_id(examples, held_out)
     scored = [e for e in split.held_out if e.feasible]  # an infeasible record has no searched budget
     if not scored:
         raise click.ClickException(f"no held-out records among {sum(e.feasible for e in examples)} feasible ones; "
@@ -146,6 +176,8 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
     chosen = _estimators(estimators, split, engine, llm_default)
     evaluation = evaluate(chosen, scored, train=split.train)
     files = write_report(evaluation, out)
+    if calibration:
+        _report_coverage(chosen, calibrating, scored, risks, out)
     for name in ("constant", "tfidf"):  # fitted here: saved, so evaluate/ablate can name them as name:DIR
         if name in chosen:
             chosen[name].save(out / name)

@@ -255,3 +255,31 @@ def test_train_predictor_holds_out_a_calibration_split(tiny_bert_dir: Path, tmp_
     assert not {e.id for e in calibration} & ({e.id for e in train} | {e.id for e in held_out})
     meta = json.loads((tmp_path / "bert" / "tale_predictor.json").read_text())
     assert meta["n_train"] + meta["n_validation"] == len(train)  # the calibration ids stay out of training
+
+
+def test_eval_predictor_reports_coverage_at_each_risk_on_the_test_split(tmp_path: Path) -> None:
+    """Calibrated on one split, tested on another: per estimator and alpha, the coverage, what it
+    costs, and the plot; with budgets that follow question length, TF-IDF pays less than the
+    constant for the same coverage."""
+    from click.testing import CliRunner
+    from test_cli_predict import write_records
+
+    from tale.cli import main
+
+    records = write_records(tmp_path / "records", n=400)
+    result = CliRunner().invoke(main, ["eval-predictor", "--records", str(records), "--out", str(tmp_path / "eval"),
+                                       "--estimators", "constant,tfidf", "--calibration", "0.3", "--risks", "0.5,0.1,0.001"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "eval" / "coverage.json").read_text())
+    assert (tmp_path / "eval" / "coverage.png").stat().st_size > 1000
+    assert [(r["estimator"], r["alpha"]) for r in rows] == [(e, a) for e in ("constant", "tfidf") for a in (0.5, 0.1, 0.001)]
+    tested = rows[0]["n_test"]
+    for r in rows:
+        if r["alpha"] == 0.001:  # needs 999 calibration records
+            assert r["coverage"] is None
+            continue
+        assert r["coverage"] >= 1 - r["alpha"] - 3 * math.sqrt(r["alpha"] * (1 - r["alpha"]) / tested)
+    by = {(r["estimator"], r["alpha"]): r for r in rows}
+    assert by[("tfidf", 0.1)]["mean_budget"] < by[("constant", 0.1)]["mean_budget"]
+    assert "needs 999 calibration records" in (tmp_path / "eval" / "coverage.md").read_text()
