@@ -2,6 +2,10 @@
 
     python bench/ort_parity.py [--limit 200] [--variants int8,int4,int4-asym,int4-b128,fp32] [--out runs/ort-parity]
 
+Measured as ``python bench/ort_parity.py --variants int8,int4,int4-asym,int4-b128`` and then
+``python bench/ort_parity.py --variants fp32 --limit 96`` (fp32 decodes at half the speed); the JSON
+keeps every variant measured, each with its own ``limit`` and ``n``.
+
 Each variant answers the same GSM8K test questions as the committed hf fp32 run (vanilla CoT,
 greedy, 384 new tokens, batch 8: ``--reference``), through ``tale.evaluate`` (so an interrupted run
 resumes with the same command; OUT/VARIANT/ holds each variant's run). Against the reference, per variant: accuracy and mean output tokens,
@@ -74,9 +78,11 @@ def main(limit: int, variants: str, reference: Path, threads: int, out: Path, js
     if unknown := [v for v in chosen if v not in VARIANTS]:
         raise click.BadParameter(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}", param_hint="--variants")
     hf = rows(reference)
+    previous = json.loads(json_out.read_text()).get("variants", {}) if json_out.is_file() else {}
     result = {"reference": str(reference.relative_to(REPO)) if reference.is_relative_to(REPO) else str(reference),
               "dataset": "gsm8k test (seeded subset, seed 0)", "limit": limit, "max_new_tokens": 384, "batch_size": 8,
-              "threads": threads, "cpu": platform.processor() or platform.machine(), "variants": {}}
+              "threads": threads, "cpu": platform.processor() or platform.machine(),
+              "variants": previous}  # another invocation's variants (e.g. a smaller --limit for fp32) stay
     for name in chosen:
         precision, extra = VARIANTS[name]
         # The engine string is the run's identity: another precision or option is another run.
@@ -91,14 +97,14 @@ def main(limit: int, variants: str, reference: Path, threads: int, out: Path, js
             done = evaluate(config, backend, None, on_row=lambda row: bar.update(1))
         del backend
         row = compare(config.run_dir, hf, done.summary.wall_seconds)
-        row |= {"engine": engine, "run": str(config.run_dir), "load_average_before": [round(x, 2) for x in load_before],
+        row |= {"limit": limit, "engine": engine, "run": str(config.run_dir), "load_average_before": [round(x, 2) for x in load_before],
                 "load_average_after": [round(x, 2) for x in os.getloadavg()]}
         result["variants"][name] = row
         print(f"{name:10s} acc {row['accuracy']:.3f} (hf {row['hf_accuracy']:.3f}, +{row['gained']} -{row['lost']}, "
               f"p={row['sign_test_p']}), tokens {row['mean_output_tokens']} (hf {row['hf_mean_output_tokens']}), "
               f"same answer {row['same_final_answer']:.1%}, same text {row['same_text']:.1%}, {row['tokens_per_s']} tok/s")
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result, indent=2) + "\n")
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n")  # after each variant: a stopped run keeps the rest
     print(f"saved {json_out}")
 
 
