@@ -106,8 +106,8 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     from data_builder.search import SearchConfig
 
     reference = {search: style for style, search in SEARCH_NAMES.items()}.get(mode)  # no search: a worked-solution style
-    if reference and engine.kind != "hf":
-        raise click.UsageError(f"--search {mode} counts tokens with --model's local tokenizer; use the hf backend")
+    if reference and engine.kind == "openai":
+        raise click.UsageError(f"--search {mode} counts tokens with --model's local tokenizer; use a local backend (ort or hf)")
     config = BuildConfig(
         dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split,
         shard=Shard.parse(shard), pool=pool, reference=reference,

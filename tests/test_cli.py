@@ -35,7 +35,7 @@ def test_generate_prints_lines_and_summary_and_writes_jsonl(tiny_lm_dir: Path, t
     data = write_problems(tmp_path / "p.jsonl")
     out = tmp_path / "answers.jsonl"
     result = invoke("generate", "--dataset", f"jsonl:{data}", "--model", str(tiny_lm_dir), "--dtype", "float32",
-                    "--device", "cpu", "--budget", "30", "--max-new-tokens", "5", "--out", str(out))
+                    "--backend", "hf", "--device", "cpu", "--budget", "30", "--max-new-tokens", "5", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert result.output.count(" tokens  predicted=") == 3
     assert "3 questions, method budget" in result.output and "mean output tokens" in result.output
@@ -51,7 +51,7 @@ def test_generate_refuses_budget_with_direct(tmp_path: Path) -> None:
 
 def test_build_then_resume_with_other_search_is_refused(tiny_lm_dir: Path, tmp_path: Path) -> None:
     data = write_problems(tmp_path / "p.jsonl")
-    args = ["build", "--dataset", f"jsonl:{data}", "--model", str(tiny_lm_dir), "--dtype", "float32", "--device", "cpu",
+    args = ["build", "--dataset", f"jsonl:{data}", "--model", str(tiny_lm_dir), "--dtype", "float32", "--backend", "hf", "--device", "cpu",
             "--max-new-tokens", "4", "--out", str(tmp_path / "records")]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
@@ -114,7 +114,7 @@ def test_merge_and_elasticity(tmp_path: Path) -> None:
 def test_generate_names_a_bad_row_or_skips_it(tiny_lm_dir: Path, tmp_path: Path) -> None:
     data = write_problems(tmp_path / "p.jsonl")
     data.write_text(data.read_text() + '{"question": "No answer here?"}\n')
-    args = ["generate", "--dataset", f"jsonl:{data}", "--model", str(tiny_lm_dir), "--device", "cpu",
+    args = ["generate", "--dataset", f"jsonl:{data}", "--model", str(tiny_lm_dir), "--backend", "hf", "--device", "cpu",
             "--max-new-tokens", "2", "--out", str(tmp_path / "a.jsonl")]
     failed = CliRunner().invoke(main, args)
     assert failed.exit_code == 1 and "p.jsonl:4" in failed.output and "answer" in failed.output

@@ -319,7 +319,7 @@ def invoke(command, *args: str):
     return CliRunner().invoke(command, [str(a) for a in args], catch_exceptions=False)
 
 
-HF = ("--dtype", "float32", "--device", "cpu", "--threads", "1", "--max-new-tokens", "4")
+HF = ("--backend", "hf", "--dtype", "float32", "--device", "cpu", "--threads", "1", "--max-new-tokens", "4")
 
 
 def write_jsonl(path: Path, pairs: Sequence[tuple[str, str]]) -> str:

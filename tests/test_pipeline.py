@@ -21,7 +21,7 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     test = write_problems(tmp_path / "test.jsonl", 3)
     out = tmp_path / "run"
     args = ["run", "--dataset", f"jsonl:{train}", "--eval-dataset", f"jsonl:{test}", "--questions", "6",
-            "--eval-questions", "3", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64", "--epochs", "2", "--device", "cpu",
+            "--eval-questions", "3", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64", "--epochs", "2", "--backend", "hf", "--device", "cpu",
             "--max-new-tokens", "6", "--out", str(out)]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -75,7 +75,7 @@ def test_run_post_trains_on_the_records_and_evaluates_both_reasoners(tiny_lm_dir
     result = CliRunner().invoke(main, [
         "run", "--dataset", "jsonl:unused.jsonl", "--eval-dataset", f"jsonl:{test}", "--questions", "3",
         "--eval-questions", "2", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64",
-        "--epochs", "1", "--min-feasible", "1", "--post-train", "--device", "cpu", "--max-new-tokens", "4",
+        "--epochs", "1", "--min-feasible", "1", "--post-train", "--backend", "hf", "--device", "cpu", "--max-new-tokens", "4",
         "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "skipped: records" in result.output and "infeasible ones included" not in result.output
