@@ -39,7 +39,8 @@ class BuildConfig:
     seed: int | None = None  # shuffle before limit; None keeps file order
     split: str = "train"  # for hub data sets
     shard: Shard = field(default_factory=Shard)
-    pool: int = 32  # questions in flight; each round is one batched call over them
+    pool: int = 16  # questions in flight; each round is one batched call over them
+    temperature: float = 0.0  # the backend's sampling temperature (0: greedy): it changes answers, so resumes must match
     reference: Style | None = None  # no search: the data set's worked solutions in this style (data_builder.reference)
 
     def identity(self) -> dict[str, Any]:
@@ -50,6 +51,7 @@ class BuildConfig:
             "seed": self.seed,
             "model": self.model,
             "backend": self.backend,
+            "temperature": self.temperature,
             "prompt_version": PROMPT_VERSION,
             "search": SEARCH_NAMES[self.reference] if self.reference else asdict(self.search),
             "shard": asdict(self.shard),
@@ -65,11 +67,17 @@ def in_shard(problem_id: str, shard: Shard) -> bool:
     return int(hashlib.sha256(problem_id.encode()).hexdigest()[:12], 16) % shard.count == shard.index
 
 
+# Identity keys added after runs were written: what such a run had. Records built before the
+# temperature was recorded were greedy (the option defaulted to 0).
+LEGACY_IDENTITY = {"temperature": 0.0}
+
+
 def check_resumable(meta_path: Path, identity: dict[str, Any]) -> None:
     if not meta_path.exists():
         return
     before = json.loads(meta_path.read_text())["identity"]
-    changed = {k: (before.get(k), v) for k, v in identity.items() if before.get(k) != v}
+    changed = {k: (before.get(k, LEGACY_IDENTITY.get(k)), v) for k, v in identity.items()
+               if before.get(k, LEGACY_IDENTITY.get(k)) != v}
     if changed:
         details = "; ".join(f"{k}: recorded {old!r}, now {new!r}" for k, (old, new) in changed.items())
         raise ResumeMismatchError(

@@ -96,6 +96,21 @@ RowParser = Callable[[Row], Problem]
 # --- the entry point ---------------------------------------------------------------------------
 
 
+SOURCE_KINDS = ("generated", "gsm8k", "gsm8k_zero", "gsm_symbolic", "jsonl", "mathbench")
+PATHLESS_KINDS = ("generated", "gsm8k", "gsm_symbolic")  # gsm8k alone: the hub's openai/gsm8k
+
+
+def check_spec(spec: str) -> str:
+    """``spec`` if it names a problem source, ``KIND[:PATH]``, else ``ValueError`` (nothing is read)."""
+    kind, _, target = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"unknown problem source {kind!r} in {spec!r}; expected one of: {', '.join(SOURCE_KINDS)}")
+    if kind not in PATHLESS_KINDS and not target.strip():
+        raise ValueError(f"{kind} needs a path: '{kind}:PATH'")
+    return spec
+
+
 def load_problems(
     spec: str,
     *,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, setup
+from data_builder.build import BuildConfig
+
+from tale.cli_common import DATASET, POSITIVE_INTS, SHARD, backend_options, setup
 
 
 class _Group(click.Group):
@@ -34,8 +36,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--dataset", required=True, help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
-@click.option("--limit", type=int, default=None, help="Use the first N problems (after shuffling, with --seed).")
+@click.option("--dataset", type=DATASET, required=True, help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N problems (after shuffling, with --seed).")
 @click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit.")
 @click.option("--split", default="test", show_default=True, help="Split, for hub data sets.")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Budget-aware prompt: use less than N tokens.")
@@ -77,18 +79,18 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 
 
 @main.command()
-@click.option("--dataset", required=True, help="KIND[:PATH], as for generate; e.g. gsm8k:../shared/data/gsm8k/train.jsonl.")
+@click.option("--dataset", type=DATASET, required=True, help="KIND[:PATH], as for generate; e.g. gsm8k:../shared/data/gsm8k/train.jsonl.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Records directory (resumes if it exists).")
 @click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect", "reference", "equations"]), default="halving", show_default=True, help="halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; reference: no search, the data set's worked solutions (gsm8k) with their length in --model's tokens as the budget, a teacher for train-reasoner; equations: the same, but only the solutions' calculator equations (less than half as long).")
-@click.option("--limit", type=int, default=None, help="Use N problems (before sharding).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use N problems (before sharding).")
 @click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit.")
 @click.option("--split", default="train", show_default=True, help="Split, for hub data sets.")
-@click.option("--shard", default="0/1", show_default=True, help="I/N: take slice I of N (0-based), for several machines.")
+@click.option("--shard", type=SHARD, default="0/1", show_default=True, help="I/N: take slice I of N (0-based), for several machines.")
 @click.option("--floor", type=click.IntRange(min=1), default=4, show_default=True, help="No budget below this is tried.")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--tolerance", type=click.IntRange(min=1), default=8, show_default=True, help="bisect: stop when the bounds are this close.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--pool", type=click.IntRange(min=1), default=16, show_default=True, help="Questions in flight; each round is one batched call over them.")
+@click.option("--pool", type=click.IntRange(min=1), default=BuildConfig.pool, show_default=True, help="Questions in flight; each round is one batched call over them.")
 @click.option("--push-to-hub", default=None, help="Also push the records to this hub data set repo (needs network and a token).")
 @backend_options
 def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tolerance, max_new_tokens, pool, push_to_hub,
@@ -110,7 +112,7 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
         raise click.UsageError(f"--search {mode} counts tokens with --model's local tokenizer; use a local backend (ort or hf)")
     config = BuildConfig(
         dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split,
-        shard=Shard.parse(shard), pool=pool, reference=reference,
+        shard=Shard.parse(shard), pool=pool, reference=reference, temperature=engine.temperature,
         search=SearchConfig(mode="halving" if reference else mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance, max_new_tokens=max_new_tokens),
     )
     if reference:
@@ -167,7 +169,7 @@ def merge(shards, out):
 @main.command()
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("elasticity.png"), show_default=True)
-@click.option("--sweep", default=None, help="Comma-separated budgets to ask every question at (a denser curve), e.g. 8,16,32,64,128,256.")
+@click.option("--sweep", type=POSITIVE_INTS, default=None, help="Comma-separated budgets to ask every question at (a denser curve), e.g. 8,16,32,64,128,256.")
 @click.option("--questions", type=int, default=8, show_default=True, help="With --sweep: the first N feasible records.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @backend_options
@@ -184,7 +186,7 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, engine, th
 
     rows = load_records(records)
     if sweep:
-        budgets = [int(b) for b in sweep.split(",")]
+        budgets = list(sweep)
         chosen = [r for r in rows if r["feasible"]][:questions]
         backend = engine.build(model)
         curves = el.sweep(chosen, backend, budgets, max_new_tokens)

@@ -21,6 +21,65 @@ def setup(verbose: bool, threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+class DatasetSpec(click.ParamType):
+    """KIND[:PATH], checked before anything loads."""
+
+    name = "KIND[:PATH]"
+
+    def convert(self, value, param, ctx):
+        from data_builder.sources import check_spec
+
+        try:
+            return check_spec(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+class ShardSpec(click.ParamType):
+    """I/N: slice I of N."""
+
+    name = "I/N"
+
+    def convert(self, value, param, ctx):
+        from data_builder.records import Shard
+
+        try:
+            Shard.parse(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        return value
+
+
+class PositiveInts(click.ParamType):
+    """Comma-separated positive integers, e.g. 8,16,32."""
+
+    name = "N,N,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+        if not parts or not all(p.isdigit() and int(p) >= 1 for p in parts):
+            self.fail(f"expected comma-separated positive integers such as 8,16,32, got {value!r}", param, ctx)
+        return tuple(int(p) for p in parts)
+
+
+DATASET, SHARD, POSITIVE_INTS = DatasetSpec(), ShardSpec(), PositiveInts()
+
+
+def check_local_model(model: str) -> None:
+    """A --model that names a local path which does not exist is refused as such, before a hub
+    lookup turns it into a network error: an absolute or ./ path, or one whose first part is a
+    local directory (``runs/typo``). A hub id (``org/name``) passes."""
+    from pathlib import Path
+
+    if model == "default" or Path(model).exists():
+        return
+    first = Path(model).parts[0] if Path(model).parts else ""
+    if model.startswith((".", "/", "~")) or Path(first).is_dir() or len(Path(model).parts) > 2:
+        raise click.BadParameter(f"{model}: no such model directory", param_hint="--model")
+
+
 MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local model directory, a hub id, "
               "or the served model name with --backend openai.")
 
@@ -42,14 +101,20 @@ class EngineOptions:
     @property
     def identity(self) -> str:
         """The engine as run identities and records name it: ``ort:int8`` (a precision is another
-        model in effect), ``hf``, ``openai``."""
-        return f"ort:{self.precision}" if self.kind == "ort" else self.kind
+        model in effect), ``hf`` (float32; ``hf:bfloat16`` and so on otherwise), ``openai``."""
+        if self.kind == "ort":
+            return f"ort:{self.precision}"
+        if self.kind == "hf" and self.dtype != "float32":
+            return f"hf:{self.dtype}"
+        return self.kind
 
     def build(self, model: str):
         """The backend these options describe, for ``model``."""
         from reasoner.backends import SamplingConfig, make_backend
 
         sampling = SamplingConfig(temperature=self.temperature)
+        if self.kind != "openai":  # a served model's name is the server's business
+            check_local_model(model)
         if self.kind == "ort":
             return make_backend("ort", model, sampling=sampling, precision=self.precision, batch_size=self.batch_size,
                                 threads=self.threads or ORTConfig.threads)

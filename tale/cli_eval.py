@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, setup
+from tale.cli_common import DATASET, backend_options, setup
 
 SOURCE_HELP = ("oracle:RECORDS_DIR (searched budgets), llm[:MODEL] (zero-shot; no MODEL: the reasoner itself), "
                "bert:DIR, onnx:DIR, constant:DIR, tfidf:DIR (saved estimators; append @FACTOR to scale their budgets, "
@@ -50,7 +50,7 @@ def _progress(bar):
 
 
 @click.command("evaluate")
-@click.option("--dataset", required=True, help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
+@click.option("--dataset", type=DATASET, required=True, help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
 @click.option("--method", type=click.Choice(["direct", "vanilla", "budget"]), default=None, help="[default: budget with --budget-source, else vanilla]")
 @click.option("--budget-source", default=None, help=SOURCE_HELP)
 @click.option("--baseline", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="A vanilla run directory (OUT/runs/NAME) for the token reduction [default: the vanilla run of the same data set and model in --out].")
@@ -109,7 +109,7 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
 
 
 @click.command("ablate")
-@click.option("--dataset", "datasets", multiple=True, required=True, help="KIND[:PATH] (repeat for several).")
+@click.option("--dataset", "datasets", type=DATASET, multiple=True, required=True, help="KIND[:PATH] (repeat for several).")
 @click.option("--budget-source", "budget_sources", multiple=True, help=f"Repeat for several: {SOURCE_HELP}.")
 @click.option("--methods", default="direct,vanilla,budget", show_default=True, help="Comma-separated; budget runs once per --budget-source.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/ablate"), show_default=True, help="Evaluation directory: runs/NAME/ per configuration (resumes), table.md, summary.json, accuracy_vs_tokens.png.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import backend_options, setup
+from tale.cli_common import DATASET, backend_options, setup
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -24,8 +24,8 @@ def summary_table(summaries: list[dict]) -> str:
 
 @click.command("run")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/pipeline"), show_default=True, help="Run directory; rerun the same command to resume.")
-@click.option("--dataset", default="generated", show_default=True, help="Training questions for the budget search, KIND[:PATH] (as for build).")
-@click.option("--eval-dataset", default=None, help="Evaluation questions, KIND[:PATH] [default: generated problems with --seed + 1; required with another --dataset].")
+@click.option("--dataset", type=DATASET, default="generated", show_default=True, help="Training questions for the budget search, KIND[:PATH] (as for build).")
+@click.option("--eval-dataset", type=DATASET, default=None, help="Evaluation questions, KIND[:PATH] [default: generated problems with --seed + 1; required with another --dataset].")
 @click.option("--questions", type=click.IntRange(min=1), default=16, show_default=True, help="Questions to search budgets for.")
 @click.option("--eval-questions", type=click.IntRange(min=1), default=8, show_default=True, help="Questions per evaluated configuration.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -56,7 +56,7 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
 
     try:
         config = PipelineConfig(out=out, dataset=dataset, eval_dataset=eval_dataset, questions=questions,
-                                eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity,
+                                eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity, temperature=engine.temperature,
                                 encoder=encoder, search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens),
                                 pool=pool, epochs=epochs, max_length=max_length, min_feasible=min_feasible, post_train=post_train,
                                 max_new_tokens=max_new_tokens)

@@ -46,6 +46,7 @@ class PipelineConfig:
     seed: int = 0  # shuffles (or, for generated problems, generates) the training questions
     model: str = "default"  # the reasoner
     backend: str = "hf"
+    temperature: float = 0.0  # the reasoner's sampling temperature (0: greedy), in the search and the evaluation
     encoder: str = "default"  # the regressor's encoder
     search: SearchConfig = field(default_factory=lambda: SearchConfig(mode="elastic", max_new_tokens=384))
     pool: int = 16  # questions in flight during the search
@@ -109,6 +110,34 @@ def _check_config(config: PipelineConfig) -> None:
     path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
+class OverlapError(ValueError):
+    """The evaluation questions include training questions."""
+
+
+def check_disjoint(config: PipelineConfig) -> None:
+    """Refuse evaluation problems that are also training problems, by id or by question text
+    (spacing and case aside). The training problems are the searched records where the search is
+    complete, else the training data set."""
+    from data_builder.records import load_records
+    from data_builder.sources import load_problems
+
+    records = config.paths()["records"]
+    searched = load_records(records) if records.exists() else []
+    if len(searched) >= config.questions:
+        train = [(r["id"], r["question"]) for r in searched]
+    else:
+        train = [(p.id, p.question) for p in load_problems(config.dataset, limit=config.questions, seed=config.seed,
+                                                           split="train")]
+    dataset, seed = config.eval_spec
+    test = load_problems(dataset, limit=config.eval_questions, seed=seed, split="test")
+    texts = {" ".join(question.split()).lower() for _, question in train}
+    ids = {problem_id for problem_id, _ in train}
+    shared = [p for p in test if p.id in ids or " ".join(p.question.split()).lower() in texts]
+    if shared:
+        raise OverlapError(f"{len(shared)} of the {len(test)} evaluation problems ({dataset}) are training problems "
+                           f"({config.dataset}), first: {shared[0].id}; evaluate on other questions")
+
+
 def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], progress: Progress,
                  echo: Callable[[str], None] = print) -> PipelineResult:
     """Run (or resume) every stage; ``backend_for(model)`` gives a (cached) reasoner backend."""
@@ -116,6 +145,7 @@ def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], prog
     from data_builder.records import load_records
 
     _check_config(config)
+    check_disjoint(config)
     paths, skipped = config.paths(), []
 
     # 1. budget search
@@ -124,7 +154,8 @@ def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], prog
         skipped.append("records")
     else:
         build = BuildConfig(dataset=config.dataset, out=paths["records"], model=config.model, backend=config.backend,
-                            search=config.search, limit=config.questions, seed=config.seed, pool=config.pool)
+                            search=config.search, limit=config.questions, seed=config.seed, pool=config.pool,
+                            temperature=config.temperature)
         with progress("1/5 budget search", config.questions) as bar:
             bar.update(len(records))
             build_records(build, backend_for(config.model), on_record=lambda _: bar.update(1))
@@ -213,7 +244,7 @@ def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str],
     grid = AblationConfig(datasets=(dataset,), out=paths["evaluate"], models=tuple(models),
                           methods=("vanilla", "budget"), budget_sources=(f"onnx:{paths['export']}",),
                           backend=config.backend, limit=config.eval_questions, seed=seed,
-                          max_new_tokens=config.max_new_tokens)
+                          max_new_tokens=config.max_new_tokens, temperature=config.temperature)
     runs = grid.configs()
     done = sum(len(load_rows(r.run_dir)) for r in runs)
     with progress("5/5 evaluate", len(runs) * config.eval_questions) as bar:

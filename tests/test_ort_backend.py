@@ -211,5 +211,5 @@ def test_a_missing_model_directory_is_a_one_line_error(tmp_path: Path) -> None:
     data.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}) + "\n")
     result = CliRunner().invoke(main, ["generate", "--backend", "ort", "--dataset", f"jsonl:{data}",
                                        "--model", str(tmp_path / "typo"), "--out", str(tmp_path / "a.jsonl")])
-    assert result.exit_code != 0
-    assert "typo is not one" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2
+    assert "typo: no such model directory" in result.output and "Traceback" not in result.output

@@ -10,15 +10,15 @@ from click.testing import CliRunner
 from tale.cli import main
 
 
-def write_problems(path: Path, n: int) -> Path:
-    rows = [{"question": f"What is {i} + {i + 1}? Think about it.", "answer": str(2 * i + 1)} for i in range(n)]
+def write_problems(path: Path, n: int, start: int = 0) -> Path:
+    rows = [{"question": f"What is {i} + {i + 1}? Think about it.", "answer": str(2 * i + 1)} for i in range(start, start + n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
     train = write_problems(tmp_path / "train.jsonl", 6)
-    test = write_problems(tmp_path / "test.jsonl", 3)
+    test = write_problems(tmp_path / "test.jsonl", 3, start=6)  # other questions than the training ones
     out = tmp_path / "run"
     args = ["run", "--dataset", f"jsonl:{train}", "--eval-dataset", f"jsonl:{test}", "--questions", "6",
             "--eval-questions", "3", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64", "--epochs", "2", "--backend", "hf", "--device", "cpu",
