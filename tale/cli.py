@@ -14,10 +14,11 @@ from tale.cli_common import DATASET, POSITIVE_INTS, SHARD, backend_options, setu
 
 class _Group(click.Group):
     """Turns the errors a user can fix (bad data rows, a records directory of another run, a missing
-    model part) into a one-line message naming the file, instead of a traceback."""
+    model part) into a one-line message naming the file, instead of a traceback; every such error,
+    like a bad option, exits with status 2."""
 
     def invoke(self, ctx: click.Context):
-        from data_builder.build import ResumeMismatchError
+        from data_builder.build import NoSolutionError, ResumeMismatchError
         from data_builder.records import RecordError
         from data_builder.rows import BadRowError
         from predictor.calibrate import TooFewRecordsError
@@ -25,8 +26,20 @@ class _Group(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (BadRowError, RecordError, ResumeMismatchError, ModelUnavailableError, TooFewRecordsError, FileNotFoundError) as error:
-            raise click.ClickException(str(error)) from error
+        except (BadRowError, RecordError, ResumeMismatchError, NoSolutionError, ModelUnavailableError, TooFewRecordsError,
+                FileNotFoundError) as error:
+            raise _input_error(str(error)) from error
+        except click.UsageError:
+            raise
+        except click.ClickException as error:  # a command's own one-line error
+            error.exit_code = 2
+            raise
+
+
+def _input_error(message: str) -> click.ClickException:
+    error = click.ClickException(message)
+    error.exit_code = 2
+    return error
 
 
 @click.group(cls=_Group)

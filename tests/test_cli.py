@@ -57,7 +57,7 @@ def test_build_then_resume_with_other_search_is_refused(tiny_lm_dir: Path, tmp_p
     assert result.exit_code == 0, result.output
     assert "3 questions, feasible share" in result.output and "calls" in result.output
     again = CliRunner().invoke(main, [*args, "--search", "bisect"])
-    assert again.exit_code == 1 and "holds records of another run" in again.output
+    assert again.exit_code == 2 and "holds records of another run" in again.output
 
 
 def test_build_reference_records_from_gsm8k_solutions(tiny_lm_dir: Path, tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_build_reference_records_from_gsm8k_solutions(tiny_lm_dir: Path, tmp_pat
     zero.write_text(json.dumps({"question": "How many?", "answer": 3}) + "\n")
     refused = CliRunner().invoke(main, ["build", "--dataset", f"gsm8k_zero:{zero}", "--search", "reference",
                                         "--model", str(tiny_lm_dir), "--out", str(tmp_path / "zero-ref")])
-    assert refused.exit_code == 1 and "have no worked solution" in str(refused.exception)
+    assert refused.exit_code == 2 and "have no worked solution" in refused.output and "Traceback" not in refused.output
     remote = CliRunner().invoke(main, ["build", "--dataset", f"gsm8k:{data}", "--search", "reference", "--backend", "openai",
                                        "--out", str(tmp_path / "remote")])
     assert remote.exit_code == 2 and "local tokenizer" in remote.output
@@ -117,6 +117,6 @@ def test_generate_names_a_bad_row_or_skips_it(tiny_lm_dir: Path, tmp_path: Path)
     args = ["generate", "--dataset", f"jsonl:{data}", "--model", str(tiny_lm_dir), "--backend", "hf", "--device", "cpu",
             "--max-new-tokens", "2", "--out", str(tmp_path / "a.jsonl")]
     failed = CliRunner().invoke(main, args)
-    assert failed.exit_code == 1 and "p.jsonl:4" in failed.output and "answer" in failed.output
+    assert failed.exit_code == 2 and "p.jsonl:4" in failed.output and "answer" in failed.output
     result = CliRunner().invoke(main, [*args, "--skip-bad"], catch_exceptions=False)
     assert result.exit_code == 0 and "skipped 1 bad rows" in result.output and "3 questions" in result.output

@@ -49,7 +49,7 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     assert sum(1 for run in (out / "eval" / "runs").iterdir() for _ in (run / "rows.jsonl").open()) == 6
 
     changed = CliRunner().invoke(main, [*args[:-2], "--seed", "3", "--out", str(out)])
-    assert changed.exit_code == 1 and "holds a run with other settings (seed)" in changed.output
+    assert changed.exit_code == 2 and "holds a run with other settings (seed)" in changed.output
 
 
 def test_run_needs_an_evaluation_set_for_a_given_data_set(tmp_path: Path) -> None:
