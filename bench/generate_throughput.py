@@ -1,10 +1,10 @@
 """Output tokens per second of the generation engines side by side: hf (transformers) and ort
 (onnxruntime-genai) at batch 1, 8 and 16, on the same prompts, interleaved, in one run.
 
-    python bench/generate_throughput.py [--engines hf:float32:1,ort:int8:1,ort:int4:1,ort:fp32:1,ort:int8:2]
+    python bench/generate_throughput.py [--engines hf:float32:1,ort:int8:1,ort:int4:1,ort:int4-b128:1,ort:fp32:1,ort:int8:2]
         [--batches 1,8,16] [--new-tokens 128] [--model default] [--out bench/results/generate_throughput.json]
 
-An engine is KIND:PRECISION:THREADS (hf: a torch dtype; ort: a builder precision). The prompts are
+An engine is KIND:PRECISION:THREADS (hf: a torch dtype; ort: a --precision preset). The prompts are
 the first GSM8K test questions under the vanilla CoT prompt; most answers run past ``--new-tokens``,
 so every configuration decodes about the same number of tokens. For each batch size every engine
 runs once before the next batch size starts, so a change of load on the machine touches them all
@@ -40,7 +40,7 @@ def load(spec: str, model: str):
 
 
 @click.command()
-@click.option("--engines", default="hf:float32:1,ort:int8:1,ort:int4:1,ort:fp32:1,ort:int8:2", show_default=True)
+@click.option("--engines", default="hf:float32:1,ort:int8:1,ort:int4:1,ort:int4-b128:1,ort:fp32:1,ort:int8:2", show_default=True)
 @click.option("--batches", default="1,8,16", show_default=True)
 @click.option("--new-tokens", type=int, default=128, show_default=True)
 @click.option("--model", default="default", show_default=True)

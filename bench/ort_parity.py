@@ -26,18 +26,12 @@ from statistics import mean
 import click
 from paired_runs import rows, sign_test
 
+from reasoner.backends.ort_build import PRESETS as VARIANTS  # name -> (builder precision, builder options)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
 REFERENCE = REPO / "artifacts" / "eval-300" / "runs" / "gsm8k-test__default__vanilla__8ac910be"
 
-# name -> (builder precision, builder extra options)
-VARIANTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "int8": ("int8", ()),
-    "int4": ("int4", ()),  # symmetric, block 32, int8 activations (the builder's CPU defaults)
-    "int4-asym": ("int4", (("is_symmetric", "false"),)),
-    "int4-b128": ("int4", (("block_size", "128"),)),
-    "fp32": ("fp32", ()),
-}
 
 
 def compare(run_dir: Path, reference: dict, wall_seconds: float) -> dict:
@@ -91,7 +85,7 @@ def main(limit: int, variants: str, reference: Path, threads: int, out: Path, js
         # One evaluation directory per variant: a run's name leaves the engine out, and a changed engine is refused.
         config = EvalConfig(dataset=f"gsm8k:{os.path.relpath(DATA)}", out=out / name, model="default", backend=engine, limit=limit, seed=0,
                             max_new_tokens=384, chunk=8)
-        backend = ORTBackend(ORTConfig(precision=precision, extra_options=extra, batch_size=8, threads=threads))
+        backend = ORTBackend(ORTConfig(precision=name, batch_size=8, threads=threads))
         load_before = os.getloadavg()
         with tqdm(total=limit, desc=name, unit="q") as bar:
             done = evaluate(config, backend, None, on_row=lambda row: bar.update(1))

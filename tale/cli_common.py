@@ -10,7 +10,7 @@ import click
 
 from reasoner.backends import BACKENDS
 from reasoner.backends.ort import ORTConfig
-from reasoner.backends.ort_build import PRECISIONS
+from reasoner.backends.ort_build import PRESETS
 
 
 def setup(verbose: bool, threads: int | None) -> None:
@@ -158,7 +158,7 @@ def backend_options(command=None, *, multiple_models: bool = False):
         [
             model,
             click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="ort", show_default=True, help="ort: local onnxruntime-genai (the fast CPU engine, 4-6x hf's tokens/s; builds the model once into $TALE_CACHE); hf: local transformers (what training uses); openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs)."),
-            click.option("--precision", type=click.Choice(PRECISIONS), default=ORTConfig.precision, show_default=True, help="ort backend: the weights the ONNX model is built with (docs/results/ort-engine.md)."),
+            click.option("--precision", type=click.Choice(tuple(PRESETS)), default=ORTConfig.precision, show_default=True, help="ort backend: the weights the ONNX model is built with (docs/results/ort-engine.md)."),
             click.option("--base-url", default="http://127.0.0.1:8000/v1", show_default=True, help="openai backend: the server's base URL."),
             click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: the environment variable that holds the API key."),
             click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16", "auto"]), default="float32", show_default=True, help="hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time and about 2x slower in batches; see bench/generate_throughput.py)."),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reasoner.backends import Generation, SamplingConfig
-from reasoner.backends.ort_build import PRECISIONS, ensure_onnx
+from reasoner.backends.ort_build import PRESETS, ensure_onnx
 from reasoner.models import resolve_model
 from reasoner.prompts import Prompt
 
@@ -28,15 +28,15 @@ class ORTConfig:
     """Settings of the onnxruntime-genai backend."""
 
     model: str = "default"  # "default" (the embedded reasoner) or a local model directory
-    precision: str = "int8"  # int8 keeps the hf backend's answers best at full batched speed (docs/results/ort-engine.md)
-    extra_options: tuple[tuple[str, str], ...] = ()  # builder options, e.g. (("is_symmetric", "false"), ("block_size", "32"))
+    precision: str = "int8"  # a PRESETS name; int8 keeps the hf backend's answers best (docs/results/ort-engine.md)
+    extra_options: tuple[tuple[str, str], ...] = ()  # more builder options, e.g. (("accuracy_level", "1"),)
     batch_size: int = 8  # prompts per static batch; similar lengths are batched together
     threads: int = 1  # intra-op threads: one thread per engine measures best on a small, shared CPU
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in PRESETS:
+            raise ValueError(f"precision must be one of {tuple(PRESETS)}, got {self.precision!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads < 1:
@@ -65,7 +65,8 @@ class ORTBackend:
         self.config = config
         self.name = config.model
         source = Path(resolve_model(config.model))
-        self.onnx_dir = ensure_onnx(source, config.precision, config.extra_options)
+        precision, options = PRESETS[config.precision]
+        self.onnx_dir = ensure_onnx(source, precision, options + config.extra_options)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self._stop_ids = stop_token_ids(source, self.tokenizer)
         pad = self.tokenizer.pad_token_id

@@ -27,6 +27,15 @@ from reasoner.models import ModelUnavailableError, cache_root
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("int8", "int4", "fp32")  # what the builder quantizes to on a CPU
+# The ort backend's --precision choices: a builder precision and its options, each measured against
+# the hf backend in docs/results/ort-engine.md.
+PRESETS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "int8": ("int8", ()),  # symmetric, block 32
+    "int4": ("int4", ()),  # symmetric, block 32, int8 activations (the builder's CPU defaults)
+    "int4-asym": ("int4", (("is_symmetric", "false"),)),
+    "int4-b128": ("int4", (("block_size", "128"),)),
+    "fp32": ("fp32", ()),
+}
 BUILD_FORMAT = 1  # bump when what this module writes into a build changes
 
 
