@@ -1,6 +1,6 @@
 """What the budget search costs, measured on the same questions in one run.
 
-    python bench/search_cost.py [--questions 8] [--model default] [--backend ort] [--precision int8] [--threads 1]
+    python bench/search_cost.py [--questions 8] [--model default] [--backend ort] [--precision int4-b128] [--threads 2]
         [--out bench/results/search_cost.json]
 
 1. Wall time of the halving search batched (one call per round over all questions) against one
@@ -70,8 +70,8 @@ def per_question(results: Sequence) -> dict:
 @click.option("--model", default="default", show_default=True)
 @click.option("--max-new-tokens", type=int, default=384, show_default=True)
 @click.option("--backend", "kind", type=click.Choice(["ort", "hf"]), default="ort", show_default=True)
-@click.option("--precision", default="int8", show_default=True, help="ort: the builder precision; hf: a torch dtype (float32).")
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--precision", default="int4-b128", show_default=True, help="ort: a --precision preset; hf: a torch dtype (float32).")
+@click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/search_cost.json"))
 def main(questions: int, model: str, max_new_tokens: int, kind: str, precision: str, threads: int, out: Path) -> None:
     import os

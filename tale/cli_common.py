@@ -96,7 +96,7 @@ class EngineOptions:
     precision: str  # ort
     batch_size: int
     temperature: float
-    threads: int | None  # ort: its intra-op threads (default ORTConfig.threads); hf: torch's (set by ``setup``)
+    threads: int | None  # ort: its intra-op threads (default: every core); hf: torch's (set by ``setup``)
 
     @property
     def identity(self) -> str:
@@ -116,8 +116,9 @@ class EngineOptions:
         if self.kind != "openai":  # a served model's name is the server's business
             check_local_model(model)
         if self.kind == "ort":
+            threads = {"threads": self.threads} if self.threads else {}
             return make_backend("ort", model, sampling=sampling, precision=self.precision, batch_size=self.batch_size,
-                                threads=self.threads or ORTConfig.threads)
+                                **threads)
         if self.kind == "hf":
             return make_backend("hf", model, sampling=sampling, dtype=self.dtype, device=self.device,
                                 batch_size=self.batch_size)
@@ -165,7 +166,7 @@ def backend_options(command=None, *, multiple_models: bool = False):
             click.option("--device", default="auto", show_default=True, help="hf backend: auto, cpu, cuda, cuda:N."),
             click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per batch (ort, hf) or concurrent requests (openai)."),
             click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0 decodes greedily."),
-            click.option("--threads", type=click.IntRange(min=1), default=None, help=f"CPU threads of the engine (ort default: {ORTConfig.threads}; hf default: torch's choice)."),
+            click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the engine (ort default: every core, fastest when it runs alone; give 1 beside another heavy job; hf default: torch's choice)."),
             click.option("-v", "--verbose", is_flag=True, help="Log progress details."),
         ]
     ):

@@ -44,7 +44,7 @@ def lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ort(lm_dir: Path, cache: Path) -> ORTBackend:
-    return ORTBackend(ORTConfig(model=str(lm_dir), precision="fp32", batch_size=2))
+    return ORTBackend(ORTConfig(model=str(lm_dir), precision="fp32", threads=1, batch_size=2))
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_rows_of_one_batch_stop_on_their_own(lm_dir: Path, tmp_path: Path, hf: H
     stopping = tmp_path / "stopping"
     model.save_pretrained(stopping)
     AutoTokenizer.from_pretrained(lm_dir).save_pretrained(stopping)
-    backend = ORTBackend(ORTConfig(model=str(stopping), precision="fp32", batch_size=2))
+    backend = ORTBackend(ORTConfig(model=str(stopping), precision="fp32", threads=1, batch_size=2))
     batched = backend.generate(PROMPTS[:2], max_new_tokens=steps)
     assert batched[0].finish_reason == "stop" and batched[0].output_tokens == outputs[0].index(stop) + 1 < steps
     assert batched[1].finish_reason == "length" and batched[1].output_tokens == steps
@@ -104,7 +104,7 @@ def test_rows_of_one_batch_stop_on_their_own(lm_dir: Path, tmp_path: Path, hf: H
 
 def test_sampling_is_seeded(lm_dir: Path) -> None:
     def sample(seed: int):
-        config = ORTConfig(model=str(lm_dir), precision="fp32", sampling=SamplingConfig(temperature=1.0, seed=seed))
+        config = ORTConfig(model=str(lm_dir), precision="fp32", threads=1, sampling=SamplingConfig(temperature=1.0, seed=seed))
         return [g.text for g in ORTBackend(config).generate(PROMPTS, max_new_tokens=16)]
 
     assert sample(3) == sample(3)
@@ -116,7 +116,7 @@ def test_a_second_load_reuses_the_build(ort: ORTBackend, lm_dir: Path, monkeypat
         raise AssertionError("rebuilt a cached model")
 
     monkeypatch.setattr(ort_build, "_run_builder", no_build)
-    assert ORTBackend(ORTConfig(model=str(lm_dir), precision="fp32")).onnx_dir == ort.onnx_dir
+    assert ORTBackend(ORTConfig(model=str(lm_dir), precision="fp32", threads=1)).onnx_dir == ort.onnx_dir
 
 
 def test_the_cache_key_follows_contents_precision_and_options(lm_dir: Path, tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_evaluate_records_the_engine_and_its_precision_in_the_run_identity(lm_di
 
     data = tmp_path / "p.jsonl"
     data.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}) + "\n")
-    result = CliRunner().invoke(main, ["evaluate", "--backend", "ort", "--precision", "fp32", "--dataset", f"jsonl:{data}",
+    result = CliRunner().invoke(main, ["evaluate", "--backend", "ort", "--precision", "fp32", "--threads", "1", "--dataset", f"jsonl:{data}",
                                        "--model", str(lm_dir), "--max-new-tokens", "4", "--out", str(tmp_path / "eval")],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
