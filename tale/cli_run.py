@@ -44,7 +44,8 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
     and measure vanilla CoT against budget-aware reasoning with the regressor's budgets.
 
     Every stage is skipped when its output is complete, so the same command resumes. The defaults
-    (16 searched and 8 evaluated generated problems) take about 15 minutes on 2 CPU cores.
+    (16 searched and 8 evaluated generated problems) take about 1.5 minutes on 2 CPU cores with the ort backend
+    (docs/results/main-job.md).
 
     Example: tale run --dataset gsm8k:../shared/data/gsm8k/train.jsonl --eval-dataset gsm8k:../shared/data/gsm8k/test.jsonl --questions 64 --eval-questions 50
     """
