@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_generate_with_the_default_model_on_real_gsm8k(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
-    result = CliRunner().invoke(main, ["generate", "--dataset", f"gsm8k:{shared_data / 'gsm8k' / 'test.jsonl'}",
+    result = CliRunner().invoke(main, ["generate", "--threads", "1", "--dataset", f"gsm8k:{shared_data / 'gsm8k' / 'test.jsonl'}",
                                        "--limit", "2", "--max-new-tokens", "48", "--out", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -64,10 +64,11 @@ def stop_token_ids(source: str | Path, tokenizer) -> set[int]:
 class ORTBackend:
     """Satisfies ``Backend`` with an onnxruntime-genai model built from a local directory."""
 
-    def __init__(self, config: ORTConfig = ORTConfig()) -> None:
+    def __init__(self, config: ORTConfig | None = None) -> None:
         import onnxruntime_genai as og
         from transformers import AutoTokenizer
 
+        config = config or ORTConfig()
         self.config = config
         self.name = config.model
         source = Path(resolve_model(config.model))
