@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from tale.cli_common import DATASET, backend_options, setup
+from tale.pipeline import PipelineConfig
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -24,10 +25,10 @@ def summary_table(summaries: list[dict]) -> str:
 
 @click.command("run")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/pipeline"), show_default=True, help="Run directory; rerun the same command to resume.")
-@click.option("--dataset", type=DATASET, default="generated", show_default=True, help="Training questions for the budget search, KIND[:PATH] (as for build).")
-@click.option("--eval-dataset", type=DATASET, default=None, help="Evaluation questions, KIND[:PATH] [default: generated problems with --seed + 1; required with another --dataset].")
-@click.option("--questions", type=click.IntRange(min=1), default=16, show_default=True, help="Questions to search budgets for.")
-@click.option("--eval-questions", type=click.IntRange(min=1), default=8, show_default=True, help="Questions per evaluated configuration.")
+@click.option("--dataset", type=DATASET, default=PipelineConfig.dataset, show_default=True, help="Training questions for the budget search, KIND[:PATH] (as for build); arithmetic: reasoning-gym's short arithmetic, generated from --seed.")
+@click.option("--eval-dataset", type=DATASET, default=None, help="Evaluation questions, KIND[:PATH] [default: the same generator with another seed; required with a data set from a file].")
+@click.option("--questions", type=click.IntRange(min=1), default=PipelineConfig.questions, show_default=True, help="Questions to search budgets for.")
+@click.option("--eval-questions", type=click.IntRange(min=1), default=PipelineConfig.eval_questions, show_default=True, help="Questions per evaluated configuration.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect"]), default="elastic", show_default=True, help="Budget search (elastic: the labels follow the tokens the reasoner really spends).")
 @click.option("--encoder", default="default", show_default=True, help="The regressor's encoder: 'default' (packaged all-MiniLM-L6-v2), a directory or a hub id.")
@@ -44,7 +45,7 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
     and measure vanilla CoT against budget-aware reasoning with the regressor's budgets.
 
     Every stage is skipped when its output is complete, so the same command resumes. The defaults
-    (16 searched and 8 evaluated generated problems) take about 1.5 minutes on 2 CPU cores with the ort backend
+    (32 searched and 32 evaluated arithmetic problems) take a few minutes on 2 CPU cores with the ort backend
     (docs/results/main-job.md).
 
     Example: tale run --dataset gsm8k:../shared/data/gsm8k/train.jsonl --eval-dataset gsm8k:../shared/data/gsm8k/test.jsonl --questions 64 --eval-questions 50

@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from data_builder.search import SearchConfig
+from data_builder.sources import GENERATED_KINDS
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+# Generated problem i is drawn from seed + i: evaluation seeds this far from the training seed share no draws.
+EVAL_SEED_OFFSET = 1_000_000
 
 
 class RunMismatchError(RuntimeError):
@@ -39,10 +42,10 @@ class PipelineConfig:
     """One end-to-end run. The defaults finish in about 1.5 minutes on 2 CPU cores (ort backend)."""
 
     out: Path = Path("runs/pipeline")
-    dataset: str = "generated"  # training questions for the budget search, KIND[:PATH]
-    eval_dataset: str | None = None  # None: generated problems with seed + 1 (only when dataset is generated)
-    questions: int = 16  # questions searched
-    eval_questions: int = 8  # questions evaluated per configuration
+    dataset: str = "arithmetic"  # training questions for the budget search, KIND[:PATH]
+    eval_dataset: str | None = None  # None: the same generator with seed + EVAL_SEED_OFFSET (generated kinds only)
+    questions: int = 32  # questions searched
+    eval_questions: int = 32  # questions evaluated per configuration
     seed: int = 0  # shuffles (or, for generated problems, generates) the training questions
     model: str = "default"  # the reasoner
     backend: str = "hf"
@@ -60,7 +63,7 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.questions < 1 or self.eval_questions < 1:
             raise ValueError(f"questions and eval_questions must be >= 1, got {self.questions}, {self.eval_questions}")
-        if self.eval_dataset is None and self.dataset.split(":")[0] not in ("generated", "gsm_symbolic"):
+        if self.eval_dataset is None and self.dataset.split(":")[0] not in GENERATED_KINDS:
             raise ValueError("give an evaluation data set (eval_dataset) that does not overlap the training one")
         if self.post_train and self.backend == "openai":
             raise ValueError("post-training needs a local model (backend ort or hf)")
@@ -69,7 +72,7 @@ class PipelineConfig:
     def eval_spec(self) -> tuple[str, int]:
         """The evaluation data set and its seed."""
         if self.eval_dataset is None:
-            return "generated", self.seed + 1
+            return self.dataset.split(":")[0], self.seed + EVAL_SEED_OFFSET
         return self.eval_dataset, self.seed
 
     def paths(self) -> dict[str, Path]:

@@ -415,3 +415,17 @@ def test_real_mathbench(shared_data: Path) -> None:
     arithmetic = shared_data / "mathbench" / "arithmetic" / "cloze_en.jsonl"
     problems = load_problems(f"mathbench:{arithmetic}")
     assert len(problems) == 300 and {p.kind for p in problems} == {"cloze"}
+
+
+def test_arithmetic_problems_alternate_generators_are_seeded_and_far_seeds_are_disjoint() -> None:
+    from data_builder.sources import load_problems
+    from tale.pipeline import EVAL_SEED_OFFSET, PipelineConfig
+
+    first = load_problems("arithmetic", limit=6, seed=0)
+    assert [p.id for p in first] == [p.id for p in load_problems("arithmetic", limit=6, seed=0)]
+    assert [p.source for p in first] == ["basic_arithmetic", "chain_sum"] * 3
+    assert all(p.gold.lstrip("-").isdigit() for p in first)
+    evaluation = load_problems("arithmetic", limit=32, seed=EVAL_SEED_OFFSET)
+    training = load_problems("arithmetic", limit=32, seed=0)
+    assert not {p.id for p in training} & {p.id for p in evaluation}
+    assert PipelineConfig().eval_spec == ("arithmetic", EVAL_SEED_OFFSET)
