@@ -82,6 +82,15 @@ class Calibration:
         if list(self.scores) != sorted(self.scores):
             object.__setattr__(self, "scores", tuple(sorted(self.scores)))
 
+    @classmethod
+    def from_estimates(cls, estimates: Sequence[float], budgets: Sequence[int], **fields: str) -> Calibration:
+        """The scores log(b* / e) of unrounded ``estimates`` against the searched ``budgets``."""
+        if len(estimates) != len(budgets):
+            raise ValueError(f"{len(estimates)} estimates but {len(budgets)} budgets")
+        if bad := [e for e in estimates if not (math.isfinite(e) and e > 0)]:
+            raise ValueError(f"the estimator gave {len(bad)} budgets that are not positive numbers (first: {bad[0]})")
+        return cls(tuple(math.log(b / e) for b, e in zip(budgets, estimates)), **fields)
+
     @property
     def n(self) -> int:
         return len(self.scores)
@@ -147,11 +156,22 @@ def fit(estimator: Estimator, questions: Sequence[str], budgets: Sequence[int], 
         raise ValueError(f"{len(questions)} questions but {len(budgets)} budgets")
     if not questions:
         raise TooFewRecordsError("a calibration needs at least one feasible record")
-    estimates = unrounded(estimator, questions)
-    if bad := [e for e in estimates if not (math.isfinite(e) and e > 0)]:
-        raise ValueError(f"the estimator gave {len(bad)} budgets that are not positive numbers (first: {bad[0]})")
-    scores = tuple(math.log(b / e) for b, e in zip(budgets, estimates))
-    return Calibration(scores, name, str(getattr(estimator, "training_fingerprint", "") or ""), calibration_fingerprint)
+    return Calibration.from_estimates(
+        unrounded(estimator, questions), budgets, estimator=name,
+        source_fingerprint=str(getattr(estimator, "training_fingerprint", "") or ""),
+        calibration_fingerprint=calibration_fingerprint)
+
+
+def calibration_for(estimator: Estimator, directory: Path) -> Calibration:
+    """The calibration that goes with a loaded estimator: its own where it carries one (an ONNX export
+    reads its file checked against the manifest's pin, and a never-calibrated export has None), else
+    the ``tale_calibration.json`` of the estimator's directory."""
+    if hasattr(estimator, "calibration"):
+        if estimator.calibration is None:
+            raise FileNotFoundError(f"{directory}: the export holds no calibration; run `tale calibrate --predictor "
+                                    f"{directory} --records RECORDS_DIR` (or calibrate the regressor and export it again)")
+        return estimator.calibration
+    return Calibration.load(directory)
 
 
 class Calibrated:

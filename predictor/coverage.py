@@ -41,10 +41,7 @@ def coverage_rows(name: str, calibration_estimates: Sequence[float], calibration
                   test_estimates: Sequence[float], test_budgets: Sequence[int],
                   alphas: Sequence[float] = REPORTED_ALPHAS, budget_range: BudgetRange = BudgetRange()) -> list[CoverageRow]:
     """Calibrate on one split and measure on the other, at each alpha."""
-    import math
-
-    scores = tuple(math.log(b / e) for b, e in zip(calibration_budgets, calibration_estimates))
-    calibration = Calibration(scores, name)
+    calibration = Calibration.from_estimates(calibration_estimates, calibration_budgets, estimator=name)
     rows = []
     for alpha in alphas:
         if rank(calibration.n, alpha) > calibration.n:

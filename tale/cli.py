@@ -117,7 +117,7 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
 
     from data_builder.build import BuildConfig, build_records, summarize
     from data_builder.reference import SEARCH_NAMES
-    from data_builder.records import Shard, load_records
+    from data_builder.records import load_records
     from data_builder.search import SearchConfig
 
     reference = {search: style for style, search in SEARCH_NAMES.items()}.get(mode)  # no search: a worked-solution style
@@ -125,7 +125,7 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
         raise click.UsageError(f"--search {mode} counts tokens with --model's local tokenizer; use a local backend (ort or hf)")
     config = BuildConfig(
         dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split,
-        shard=Shard.parse(shard), pool=pool, reference=reference, temperature=engine.temperature,
+        shard=shard, pool=pool, reference=reference, temperature=engine.temperature,
         search=SearchConfig(mode="halving" if reference else mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance, max_new_tokens=max_new_tokens),
     )
     if reference:

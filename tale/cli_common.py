@@ -36,18 +36,19 @@ class DatasetSpec(click.ParamType):
 
 
 class ShardSpec(click.ParamType):
-    """I/N: slice I of N."""
+    """I/N: slice I of N, as a ``Shard``."""
 
     name = "I/N"
 
     def convert(self, value, param, ctx):
         from data_builder.records import Shard
 
+        if isinstance(value, Shard):
+            return value
         try:
-            Shard.parse(value)
+            return Shard.parse(value)
         except ValueError as error:
             self.fail(str(error), param, ctx)
-        return value
 
 
 class PositiveInts(click.ParamType):

@@ -139,13 +139,10 @@ def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | Non
 
         estimator = Aimed(estimator, aim)
     if risk is not None:
-        from predictor.calibrate import Calibrated, Calibration
+        from predictor.calibrate import Calibrated, calibration_for
 
         try:
-            calibration = getattr(estimator, "calibration", None)
-            if calibration is None and (directory / MANIFEST_FILE).is_file():
-                raise FileNotFoundError(f"{directory}: the export holds no calibration; run tale calibrate --predictor {directory} --records RECORDS_DIR")
-            estimator = Calibrated(estimator, calibration or Calibration.load(directory), risk)
+            estimator = Calibrated(estimator, calibration_for(estimator, directory), risk)
         except (FileNotFoundError, ValueError) as error:
             raise click.ClickException(str(error)) from None
     with ExitStack() as stack:

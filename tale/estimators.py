@@ -91,17 +91,10 @@ def build_estimator(
 
     base, alpha = split_risk(spec)
     if alpha is not None:
-        from predictor.calibrate import Calibrated, Calibration
+        from predictor.calibrate import Calibrated, calibration_for
 
         estimator = build_estimator(base, backend_for=backend_for, train=train, llm_default=llm_default)
-        directory = Path(base.partition(":")[2])
-        calibration = getattr(estimator, "calibration", None)  # an ONNX export's, checked against its pin
-        if calibration is None:
-            if base.startswith("onnx:"):
-                raise FileNotFoundError(f"{directory}: the export holds no calibration; run `tale calibrate "
-                                        f"--predictor {directory} --records RECORDS_DIR` (or calibrate the regressor and export it again)")
-            calibration = Calibration.load(directory)
-        return Calibrated(estimator, calibration, alpha)
+        return Calibrated(estimator, calibration_for(estimator, Path(base.partition(":")[2])), alpha)
     base, aim = split_aim(spec)
     if aim != 1.0:
         return Aimed(build_estimator(base, backend_for=backend_for, train=train, llm_default=llm_default), aim)
