@@ -218,9 +218,9 @@ def _register() -> None:
     from tale.cli_export import estimate, export
     from tale.cli_predict import eval_predictor, train_predictor
     from tale.cli_run import run
-    from tale.cli_train import train_reasoner
+    from tale.cli_train import rebuild_reasoner, train_reasoner
 
-    for command in (run, train_predictor, eval_predictor, calibrate, export, estimate, evaluate, ablate, train_reasoner):
+    for command in (run, train_predictor, eval_predictor, calibrate, export, estimate, evaluate, ablate, train_reasoner, rebuild_reasoner):
         main.add_command(command)
 
 

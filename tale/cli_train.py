@@ -77,5 +77,27 @@ def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, intern
     click.echo(f"model saved to {out}; run config in {out / RUN_CONFIG}")
 
 
+@click.command("rebuild-reasoner")
+@click.option("--from", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="A TALE-PT run directory with tale_train.json and adapter/ (e.g. a committed artifacts/reasoner-* directory).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New directory for the merged model.")
+@click.option("--model", default=None, help="Base model; default: the one the run config names.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def rebuild_reasoner(run_dir, out, model, threads, verbose):
+    """Remake a post-trained model from its committed LoRA adapter, in a minute instead of a retraining.
+
+    Example: tale rebuild-reasoner --from artifacts/reasoner-sft-lengths --out runs/reasoner-sft-lengths
+    """
+    setup(verbose, threads)
+    from reasoner.post_train import rebuild_merged
+
+    try:
+        rebuild_merged(run_dir, out, model)
+    except (FileNotFoundError, FileExistsError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"model rebuilt in {out} from {run_dir}")
+
+
 if __name__ == "__main__":
     train_reasoner()

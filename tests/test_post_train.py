@@ -313,7 +313,8 @@ def test_cli_sft_lora_saves_a_plain_model_that_loads_and_serves(tiny_lm_dir: Pat
     files = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
             "generation_config.json", RUN_CONFIG} <= files
-    assert not {f for f in files if f.startswith("adapter")}
+    assert not {f for f in files if f.startswith("adapter_")}  # the model dir is plain; the adapter sits in adapter/
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (out / "adapter").iterdir()}
     assert "chat_template.jinja" in files or "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
     before, after = weights(tiny_lm_dir), weights(out)
     assert not before[Q_PROJ].equal(after[Q_PROJ]) and before[K_PROJ].equal(after[K_PROJ])
@@ -345,3 +346,31 @@ def test_cli_help_and_errors(tiny_lm_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "exclude each other" in result.output
     result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"), "--slack", "1.25"])
     assert result.exit_code == 2 and "--slack applies to --hindsight prompts only" in result.output
+
+
+def test_rebuild_from_the_committed_files_gives_the_trained_weights(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    from tale.cli_train import rebuild_reasoner
+
+    trained = tmp_path / "sft-lora"
+    post_train("sft", TRAIN, trained, PostTrainConfig(model=str(tiny_lm_dir)), tiny_args("sft"))
+    committed = tmp_path / "artifact"  # what a repository keeps: the run config and the adapter, no weights
+    committed.mkdir()
+    shutil.copy(trained / RUN_CONFIG, committed / RUN_CONFIG)
+    shutil.copytree(trained / "adapter", committed / "adapter")
+    runner = CliRunner()
+    result = runner.invoke(rebuild_reasoner, ["--from", str(committed), "--out", str(tmp_path / "rebuilt")])
+    assert result.exit_code == 0, result.output
+    expected, rebuilt = weights(trained), weights(tmp_path / "rebuilt")
+    assert expected.keys() == rebuilt.keys() and not weights(tiny_lm_dir)[Q_PROJ].equal(rebuilt[Q_PROJ])
+    assert all(torch.allclose(expected[k], rebuilt[k], atol=1e-6) for k in expected)
+    assert json.loads((tmp_path / "rebuilt" / RUN_CONFIG).read_text())["rebuilt_from"] == str(committed)
+
+    result = runner.invoke(rebuild_reasoner, ["--from", str(committed), "--out", str(tmp_path / "rebuilt")])
+    assert result.exit_code == 1 and "is not empty" in result.output
+    shutil.rmtree(committed / "adapter")
+    result = runner.invoke(rebuild_reasoner, ["--from", str(committed), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 1 and "no LoRA adapter" in result.output

@@ -7,8 +7,9 @@ shorter. Prompts carry beta* (``budget`` mode, the default: at inference a budge
 the budget), the answer's own output tokens (``hindsight``: every example keeps to the budget it
 states), or no budget at all (``internalized``, the paper's TALE-PT).
 
-The result is a plain model directory (LoRA adapters merged) with ``tale_train.json`` beside the
-weights; it loads with the ``hf`` backend, ``transformers serve``, vLLM or SGLang.
+The result is a plain model directory (LoRA adapters merged) with ``tale_train.json`` and the
+adapter (``adapter/``, a few MB: commit it with the run config, and ``tale rebuild-reasoner`` remakes
+the merged model in a minute) beside the weights; it loads with the ``hf`` backend, ``transformers serve``, vLLM or SGLang.
 
 On a CPU or one GPU::
 
@@ -50,6 +51,7 @@ from reasoner.post_train.data import (
 from reasoner.post_train.train import (
     METHODS,
     PAPER_ARGS,
+    ADAPTER_DIR,
     RUN_CONFIG,
     Method,
     PostTrainConfig,
@@ -57,13 +59,14 @@ from reasoner.post_train.train import (
     build_training_set,
     make_trainer,
     post_train,
+    rebuild_merged,
     save_merged,
     trainer_args,
 )
 
 __all__ = [
-    "METHODS", "PAPER_ARGS", "PROMPT_MODES", "RUN_CONFIG", "Counts", "Method", "PostTrainConfig", "PromptMode",
+    "ADAPTER_DIR", "METHODS", "PAPER_ARGS", "PROMPT_MODES", "RUN_CONFIG", "Counts", "Method", "PostTrainConfig", "PromptMode",
     "SkipReason", "TrainResult", "TrainingSet", "build_dpo_dataset", "build_sft_dataset", "build_training_set",
-    "chosen_tokens", "dpo_skip_reason", "make_trainer", "post_train", "records_fingerprint", "save_merged",
+    "chosen_tokens", "dpo_skip_reason", "make_trainer", "post_train", "rebuild_merged", "records_fingerprint", "save_merged",
     "sft_skip_reason", "trainer_args", "training_prompt",
 ]

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 Method = Literal["sft", "dpo"]
 METHODS: tuple[Method, ...] = ("sft", "dpo")
 RUN_CONFIG = "tale_train.json"
+ADAPTER_DIR = "adapter"  # the LoRA adapter, saved beside the merged model: a few MB, committable
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 # The paper's settings (Han et al., 2025, TALE-PT), overridable field by field. The batch size is
@@ -172,6 +173,8 @@ def save_merged(trainer: Trainer, out: Path) -> None:
     accelerator = trainer.accelerator
     model = accelerator.unwrap_model(trainer.model)
     if isinstance(model, PeftModel):
+        if accelerator.is_main_process:
+            model.save_pretrained(out / ADAPTER_DIR)  # before merging: merge_and_unload changes the weights
         model = model.merge_and_unload()
     model.config.use_cache = True  # training switches the cache off; inference wants it
     accelerator.wait_for_everyone()
@@ -180,6 +183,36 @@ def save_merged(trainer: Trainer, out: Path) -> None:
         model.save_pretrained(out)
         trainer.processing_class.save_pretrained(out)
     accelerator.wait_for_everyone()
+
+
+def rebuild_merged(run_dir: Path, out: Path, model: str | None = None) -> Path:
+    """Rebuild a LoRA-trained model from its run directory (``tale_train.json`` and ``adapter/``, the
+    files worth committing): load the base model the run config names (or ``model``), apply the
+    adapter, merge and save a plain model directory in ``out`` with the run config beside it."""
+    import shutil
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, out = Path(run_dir), Path(out)
+    config_path, adapter = run_dir / RUN_CONFIG, run_dir / ADAPTER_DIR
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: no run config; pass the directory tale train-reasoner wrote")
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter}: no LoRA adapter (a full fine-tune, or trained before adapters were saved)")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; choose a new output directory")
+    document = json.loads(config_path.read_text())
+    base = resolve_model(model or document["config"]["model"])
+    base_model = AutoModelForCausalLM.from_pretrained(base, dtype=_torch_dtype(document["config"].get("dtype", "float32")))
+    merged = PeftModel.from_pretrained(base_model, adapter).merge_and_unload()
+    merged.config.use_cache = True
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    shutil.copytree(adapter, out / ADAPTER_DIR)
+    (out / RUN_CONFIG).write_text(json.dumps({**document, "rebuilt_from": str(run_dir)}, indent=2) + "\n")
+    return out
 
 
 def _versions() -> dict[str, str]:
