@@ -26,7 +26,6 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" 
 
 
 def load(spec: str, model: str):
-    import torch
 
     from reasoner.backends.hf import HFBackend, HFConfig
     from reasoner.backends.ort import ORTBackend, ORTConfig

@@ -1,5 +1,5 @@
-"""Disk size of the inference-only install (onnxruntime, tokenizers, numpy, click and this project
-without its dependencies) against the full install this script runs in.
+"""Disk size of the inference-only install (the ``light`` extra: onnxruntime, tokenizers, numpy, click;
+and this project without its dependencies) against the full install this script runs in.
 
     python bench/install_size.py [--out bench/results/install_size.json]
 
@@ -17,9 +17,10 @@ import tempfile
 from pathlib import Path
 
 import click
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-LIGHT = ["onnxruntime", "tokenizers", "numpy", "click"]
+LIGHT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["light"]
 
 
 def size_mb(path: Path) -> float:

@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 
 import click
+from estimator_latency import interleaved_batch1  # bench/ is on sys.path when run as a script
 
 from export.manifest import ExportManifest, RuntimeConfig
 from export.onnx import ExportConfig, quantize_int8
-from estimator_latency import interleaved_batch1  # bench/ is on sys.path when run as a script
 from export.runtime import OnnxEstimator, cpu_session
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"

@@ -38,7 +38,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from data_builder.records import read_records, record_files
+from data_builder.records import load_records
 from predictor.metrics import _spearman, in_range
 
 
@@ -94,17 +94,17 @@ def outcome_predictability(questions: list[str], features: dict[str, list[float]
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/label_ceiling.json"), show_default=True)
 def main(records: Path, out: Path) -> None:
-    rows = [r for path in record_files(records) for r in read_records(path)]
+    rows = load_records(records)
     if not rows:
         raise click.ClickException(f"{records}: no records")
-    feasible = [r for r in rows if r["feasible"]]
+    feasible = [r for r in rows if r.feasible]
     if not feasible:
         raise click.ClickException(f"{records}: no feasible records")
-    budgets = [r["budget"] for r in feasible]
-    vanilla = [r["vanilla_tokens"] for r in feasible]
+    budgets = [r.budget for r in feasible]
+    vanilla = [r.vanilla_tokens for r in feasible]
     depth = Counter(halvings(b, t) for b, t in zip(budgets, vanilla))
     constant, constant_rate = best_constant(budgets)
-    words = lambda r: len(r["question"].split())  # noqa: E731
+    words = lambda r: len(r.question.split())  # noqa: E731
     share_in_range = lambda predicted: round(sum(map(in_range, predicted, budgets)) / len(budgets), 4)  # noqa: E731
     result = {
         "records": str(records),
@@ -121,7 +121,7 @@ def main(records: Path, out: Path) -> None:
         "best_constant_in_range": round(constant_rate, 4),
         "median_constant_in_range": share_in_range([statistics.median(budgets)] * len(budgets)),
         "spearman_budget_vs_words": spearman([words(r) for r in feasible], budgets),
-        "spearman_vanilla_tokens_vs_words_all": spearman([words(r) for r in rows], [r["vanilla_tokens"] for r in rows]),
+        "spearman_vanilla_tokens_vs_words_all": spearman([words(r) for r in rows], [r.vanilla_tokens for r in rows]),
         "spearman_budget_vs_vanilla_tokens": spearman(vanilla, budgets),
     }
     halved = [b < t for b, t in zip(budgets, vanilla)]
@@ -132,7 +132,7 @@ def main(records: Path, out: Path) -> None:
         result["halved_at_least_once"] = round(sum(halved) / len(feasible), 4)
         if min(sum(halved), len(halved) - sum(halved)) >= 5:  # 5 folds need 5 of each
             result["halved_predicted_5fold_cv"] = outcome_predictability(
-                [r["question"] for r in feasible], {"words": [words(r) for r in feasible], "vanilla_tokens": vanilla}, halved)
+                [r.question for r in feasible], {"words": [words(r) for r in feasible], "vanilla_tokens": vanilla}, halved)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for key, value in result.items():

@@ -29,6 +29,7 @@ from statistics import mean
 
 import click
 
+from data_builder.record import BudgetRecord
 from tale.evaluate import EvalRow, load_rows
 
 
@@ -43,13 +44,13 @@ def sign_test(gained: int, lost: int) -> float:
     return min(1.0, 2 * sum(comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n) if n else 1.0
 
 
-def tried(record: dict) -> bool:
+def tried(record: BudgetRecord) -> bool:
     """Whether the search asked with the budget prompt at the record's budget and got it right. When the
     first halving already fails, beta* is the vanilla answer's length and its answer the vanilla one."""
-    return any(step["budget"] == record["budget"] and step["correct"] for step in record["trace"])
+    return any(step.budget == record.budget and step.correct for step in record.trace)
 
 
-def oracle_breakdown(a: dict[str, EvalRow], feasible: dict[str, dict]) -> dict:
+def oracle_breakdown(a: dict[str, EvalRow], feasible: dict[str, BudgetRecord]) -> dict:
     """The run's questions that had a feasible record, split by whether beta* was tried in the search; on
     the tried ones, how many of the run's answers repeat the search's answer word for word."""
     result: dict = {}
@@ -59,7 +60,7 @@ def oracle_breakdown(a: dict[str, EvalRow], feasible: dict[str, dict]) -> dict:
         if ids:
             result[f"records_{name}_run_accuracy"] = round(mean(a[k].correct for k in ids), 3)
         if want:
-            result["records_tried_same_text"] = sum(a[k].text == feasible[k]["reasoning"] for k in ids)
+            result["records_tried_same_text"] = sum(a[k].text == feasible[k].reasoning for k in ids)
     return result
 
 
@@ -112,8 +113,8 @@ def main(run_dir: Path, against: Path, records: Path | None, exclude: Path | Non
         from data_builder.records import load_records
         from reasoner.post_train import chosen_tokens
 
-        feasible = {r["id"]: r for r in load_records(records) if r.get("feasible")}
-        pairs = [(r["budget"], t) for r in feasible.values() if (t := chosen_tokens(r)) is not None]
+        feasible = {r.id: r for r in load_records(records) if r.feasible}
+        pairs = [(r.budget, t) for r in feasible.values() if (t := chosen_tokens(r)) is not None]
         result |= {"records": str(records), "records_feasible": len(pairs),
                    "records_mean_budget": round(mean(b for b, _ in pairs), 1),
                    "records_mean_answer_tokens": round(mean(t for _, t in pairs), 1),

@@ -16,7 +16,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_builder.records import RecordWriter, Shard, read_records, record_files, to_record, write_meta
+from data_builder.record import RECORD_FORMAT, BudgetRecord
+from data_builder.records import (
+    RecordWriter,
+    Shard,
+    check_record_format,
+    read_records,
+    record_files,
+    shard_meta,
+    to_record,
+    write_meta,
+)
 from data_builder.reference import SEARCH_NAMES, NoSolutionError, Style, reference_record
 from data_builder.search import SearchConfig, search_budgets
 from data_builder.sources import Problem, load_problems
@@ -91,7 +101,7 @@ def build_records(
     backend: Backend | None,
     problems: Sequence[Problem] | None = None,
     *,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Callable[[BudgetRecord], None] | None = None,
     on_round: Callable[[int, int], None] | None = None,
     count_tokens: Callable[[str], int] | None = None,
 ) -> Path:
@@ -113,8 +123,10 @@ def build_records(
     config.out.mkdir(parents=True, exist_ok=True)
     meta_path = config.shard.meta_path(config.out)
     identity = config.identity()
+    check_record_format(meta_path)
     check_resumable(meta_path, identity)
-    write_meta(meta_path, {"identity": identity, "limit": config.limit, "pool": config.pool, "problems": len(mine)})
+    write_meta(meta_path, {"identity": identity, "record_format": RECORD_FORMAT, "limit": config.limit,
+                           "pool": config.pool, "problems": len(mine)})
     run = {"model": config.model, "backend": config.backend, "prompt_version": PROMPT_VERSION,
            "search": SEARCH_NAMES[config.reference] if config.reference else config.search.mode, "seed": config.seed}
     path = config.shard.records_path(config.out)
@@ -132,21 +144,21 @@ def build_records(
     return path
 
 
-def summarize(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+def summarize(records: Sequence[BudgetRecord]) -> dict[str, float]:
     """Feasible share, searched budget against vanilla tokens, and search cost per question."""
     n = len(records)
     if n == 0:
         return {"questions": 0}
-    feasible = [r for r in records if r["feasible"]]
+    feasible = [r for r in records if r.feasible]
     summary = {
         "questions": n,
         "feasible_share": len(feasible) / n,
-        "calls_per_question": sum(r["calls"] for r in records) / n,
-        "tokens_per_question": sum(r["tokens_spent"] for r in records) / n,
+        "calls_per_question": sum(r.calls for r in records) / n,
+        "tokens_per_question": sum(r.tokens_spent for r in records) / n,
     }
     if feasible:
-        summary["mean_budget"] = statistics.fmean(r["budget"] for r in feasible)
-        vanilla = [r["vanilla_tokens"] for r in feasible if r.get("vanilla_tokens") is not None]
+        summary["mean_budget"] = statistics.fmean(r.budget for r in feasible if r.budget is not None)
+        vanilla = [r.vanilla_tokens for r in feasible if r.vanilla_tokens is not None]
         if vanilla:  # reference records have no vanilla answer
             summary["mean_vanilla_tokens_feasible"] = statistics.fmean(vanilla)
     return summary
@@ -156,10 +168,10 @@ def merge_shards(directories: Sequence[Path], out: Path) -> Path:
     """Join shard records into one file, refusing duplicates and runs that do not match."""
     identity: dict[str, Any] | None = None
     seen: dict[str, Path] = {}
-    merged: list[dict[str, Any]] = []
+    merged: list[BudgetRecord] = []
     for directory in directories:
         for path in record_files(directory):
-            meta = json.loads(path.with_name(path.name.replace("records-", "meta-").replace(".jsonl", ".json")).read_text())
+            meta = json.loads(shard_meta(path).read_text())
             mine = {k: v for k, v in meta["identity"].items() if k != "shard"}
             if identity is None:
                 identity = mine
@@ -167,18 +179,19 @@ def merge_shards(directories: Sequence[Path], out: Path) -> Path:
                 diff = sorted(k for k in mine if mine[k] != identity.get(k))
                 raise ResumeMismatchError(f"{path} comes from a different run (differs in {', '.join(diff)})")
             for record in read_records(path):
-                if record["id"] in seen:
-                    raise ValueError(f"duplicate record {record['id']} in {path} and {seen[record['id']]}")
-                seen[record["id"]] = path
+                if record.id in seen:
+                    raise ValueError(f"duplicate record {record.id} in {path} and {seen[record.id]}")
+                seen[record.id] = path
                 merged.append(record)
     assert identity is not None
     out.mkdir(parents=True, exist_ok=True)
-    merged.sort(key=lambda r: r["id"])
+    merged.sort(key=lambda r: r.id)
     target = Shard().records_path(out)
     if target.exists():
         raise FileExistsError(f"{target} exists; merge into an empty directory")
     with RecordWriter(target) as writer:
         for record in merged:
             writer.write(record)
-    write_meta(Shard().meta_path(out), {"identity": {**identity, "shard": asdict(Shard())}, "merged_from": [str(d) for d in directories], "problems": len(merged)})
+    write_meta(Shard().meta_path(out), {"identity": {**identity, "shard": asdict(Shard())}, "record_format": RECORD_FORMAT,
+                                        "merged_from": [str(d) for d in directories], "problems": len(merged)})
     return target

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from data_builder.record import BudgetRecord
 from reasoner.backends import Backend
 from reasoner.grading import grade
 from reasoner.prompts import reasoning_prompt
@@ -25,33 +25,32 @@ class Curve:
     budgets: tuple[int, ...]
     tokens: tuple[int, ...]
     correct: tuple[bool, ...]
-    vanilla_tokens: int
+    vanilla_tokens: int | None  # None for a reference record (no vanilla answer)
 
 
-def curves_from_records(records: Sequence[dict[str, Any]]) -> list[Curve]:
+def curves_from_records(records: Sequence[BudgetRecord]) -> list[Curve]:
     """The budget-aware rounds of each record's trace (questions without any are left out)."""
     curves = []
     for r in records:
-        rounds = sorted((t for t in r["trace"] if t["budget"] is not None), key=lambda t: t["budget"])
+        rounds = sorted((t for t in r.trace if t.budget is not None), key=lambda t: t.budget)
         if rounds:
-            curves.append(Curve(r["id"], tuple(t["budget"] for t in rounds), tuple(t["output_tokens"] for t in rounds),
-                                tuple(t["correct"] for t in rounds), r["vanilla_tokens"]))
+            curves.append(Curve(r.id, tuple(t.budget for t in rounds), tuple(t.output_tokens for t in rounds),
+                                tuple(t.correct for t in rounds), r.vanilla_tokens))
     return curves
 
 
-def sweep(records: Sequence[dict[str, Any]], backend: Backend, budgets: Sequence[int], max_new_tokens: int = 512) -> list[Curve]:
+def sweep(records: Sequence[BudgetRecord], backend: Backend, budgets: Sequence[int], max_new_tokens: int = 512) -> list[Curve]:
     """Ask every record's question at every budget, in one batched call per budget."""
     budgets = sorted(set(budgets))
-    tokens: dict[str, list[int]] = {r["id"]: [] for r in records}
-    correct: dict[str, list[bool]] = {r["id"]: [] for r in records}
+    tokens: dict[str, list[int]] = {r.id: [] for r in records}
+    correct: dict[str, list[bool]] = {r.id: [] for r in records}
     for budget in budgets:
-        prompts = [reasoning_prompt(r["question"], kind=r["kind"], options=r["options"], language=r["language"],
+        prompts = [reasoning_prompt(r.question, kind=r.kind, options=r.options, language=r.language,
                                     method="budget", budget=budget) for r in records]
         for r, g in zip(records, backend.generate(prompts, max_new_tokens)):
-            tokens[r["id"]].append(g.output_tokens)
-            correct[r["id"]].append(grade(g.text, r["gold"], r["kind"]).correct)
-    return [Curve(r["id"], tuple(budgets), tuple(tokens[r["id"]]), tuple(correct[r["id"]]), r["vanilla_tokens"])
-            for r in records]
+            tokens[r.id].append(g.output_tokens)
+            correct[r.id].append(grade(g.text, r.gold, r.kind).correct)
+    return [Curve(r.id, tuple(budgets), tuple(tokens[r.id]), tuple(correct[r.id]), r.vanilla_tokens) for r in records]
 
 
 def plot(curves: Sequence[Curve], out: Path, title: str = "Token elasticity") -> Path:

@@ -1,15 +1,17 @@
-"""Budget records on disk: JSONL shards that ``datasets`` reads, a metadata file per shard, and
-crash-safe appending so a killed job resumes where it stopped."""
+"""Budget records on disk: JSONL shards of ``BudgetRecord`` lines that ``datasets`` reads, a metadata
+file per shard (which states the record format), and crash-safe appending so a killed job resumes
+where it stopped."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from data_builder.record import RECORD_FORMAT, BudgetRecord, RecordError
 from data_builder.search import SearchResult
 from data_builder.sources import Problem
 
@@ -46,46 +48,96 @@ class Shard:
 def problem_fields(p: Problem) -> dict[str, Any]:
     """A record's leading fields: the problem it answers (its worked solution is not recorded)."""
     return {"id": p.id, "source": p.source, "question": p.question, "gold": p.gold, "kind": p.kind,
-            "options": list(p.options), "language": p.language}
+            "options": tuple(p.options), "language": p.language}
 
 
-def to_record(result: SearchResult, **run: Any) -> dict[str, Any]:
-    """One flat JSON record: the quadruple, the vanilla answer, the trace and the run identity."""
-    return {
+def to_record(result: SearchResult, **run: Any) -> BudgetRecord:
+    """The record of one search: the quadruple, the vanilla answer, the trace and the run identity
+    (``run``: model, backend, prompt_version, search, seed)."""
+    return BudgetRecord(
         **problem_fields(result.problem),
-        "feasible": result.feasible,
-        "budget": result.budget,
-        "reasoning": result.reasoning,
-        "predicted": result.predicted,
-        "vanilla_text": result.vanilla_text,
-        "vanilla_tokens": result.vanilla_tokens,
-        "vanilla_correct": result.vanilla_correct,
-        "trace": [asdict(r) for r in result.trace],
-        "calls": result.calls,
-        "tokens_spent": result.tokens_spent,
+        feasible=result.feasible,
+        budget=result.budget,
+        reasoning=result.reasoning,
+        predicted=result.predicted,
+        vanilla_text=result.vanilla_text,
+        vanilla_tokens=result.vanilla_tokens,
+        vanilla_correct=result.vanilla_correct,
+        trace=result.trace,
+        calls=result.calls,
+        tokens_spent=result.tokens_spent,
         **run,
-    }
+    )
 
 
-class RecordError(ValueError):
-    """A records file that cannot be read; the message names the file, line and field."""
+def shard_meta(records_path: Path) -> Path | None:
+    """The meta file beside a shard's ``records-STEM.jsonl`` (``meta-STEM.json``); None for other names."""
+    name = records_path.name
+    if not (name.startswith("records-") and name.endswith(".jsonl")):
+        return None
+    return records_path.with_name(f"meta-{name.removeprefix('records-').removesuffix('.jsonl')}.json")
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The complete records of one JSONL file (a truncated last line, left by a crash, is skipped)."""
+def check_record_format(meta: Path | None) -> None:
+    """Refuse a shard whose meta file states another record format. A meta written before formats
+    were numbered states none: its records are format 1 if they pass ``BudgetRecord.from_json``."""
+    if meta is None or not meta.exists():
+        return
+    try:
+        found = json.loads(meta.read_text()).get("record_format", RECORD_FORMAT)
+    except (json.JSONDecodeError, AttributeError):
+        raise RecordError(str(meta), None, None, "not a JSON object") from None
+    if found != RECORD_FORMAT:
+        raise RecordError(str(meta), None, None, f"record format {found!r} is not supported: this version reads "
+                          f"format {RECORD_FORMAT}; rebuild the records with it")
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each complete, non-blank line; a last line without its newline is an
+    interrupted write (the writer drops it on resume) and is left out."""
     with open(path, encoding="utf-8") as source:
         for number, line in enumerate(source, start=1):
             if not line.endswith("\n"):
-                return  # an interrupted write; the writer drops it on resume
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecordError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-                raise RecordError(f"{path}:{number}: field 'id': missing or not a string")
-            yield record
+                return
+            if line.strip():
+                yield number, line
+
+
+def _parsed(path: Path, number: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise RecordError(str(path), number, None, f"not valid JSON ({error.msg})") from None
+
+
+def numbered_records(path: Path) -> Iterator[tuple[int, BudgetRecord | RecordError]]:
+    """(line number, the record or why that line is not one) for a caller that skips bad lines; a
+    shard of another record format is refused (``RecordError``) before any line."""
+    check_record_format(shard_meta(path))
+    for number, line in json_lines(path):
+        try:
+            record: BudgetRecord | RecordError = BudgetRecord.from_json(_parsed(path, number, line), str(path), number)
+        except RecordError as error:
+            record = error
+        yield number, record
+
+
+def read_records(path: Path) -> Iterator[BudgetRecord]:
+    """The records of one JSONL file; the first bad line raises ``RecordError``."""
+    for _, record in numbered_records(path):
+        if isinstance(record, RecordError):
+            raise record
+        yield record
+
+
+def read_objects(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a file ``JsonlWriter`` wrote, each with a string ``id`` (not budget records:
+    those are ``read_records``)."""
+    for number, line in json_lines(path):
+        obj = _parsed(path, number, line)
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            raise RecordError(str(path), number, "id", "missing or not a string")
+        yield obj
 
 
 def record_files(directory: Path) -> list[Path]:
@@ -95,43 +147,57 @@ def record_files(directory: Path) -> list[Path]:
     return files
 
 
-def load_records(directory: Path) -> list[dict[str, Any]]:
+def load_records(directory: Path) -> list[BudgetRecord]:
     """Every record of every shard in ``directory``."""
     return [r for path in record_files(directory) for r in read_records(path)]
 
 
-class RecordWriter:
-    """Appends records one at a time, each flushed and synced before the next.
+W = TypeVar("W", bound="JsonlWriter")
+
+
+class JsonlWriter:
+    """Appends JSON objects with a string ``id`` one at a time, each flushed and synced before the next.
 
     Opening an existing file first cuts off a partial last line, so after a crash at any moment
-    the file holds exactly the records that were fully written.
+    the file holds exactly the objects that were fully written; ``done`` holds their ids.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ids: Callable[[Path], Iterable[str]] | None = None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
         if path.exists():
             _drop_partial_line(path)
-            self.done = {r["id"] for r in read_records(path)}
+            self.done = set(ids(path) if ids else (obj["id"] for obj in read_objects(path)))
         self._file = open(path, "a", encoding="utf-8")
 
-    def write(self, record: dict[str, Any]) -> None:
-        if record["id"] in self.done:
-            raise ValueError(f"record {record['id']} is already in {self.path}")
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+    def append(self, obj: Mapping[str, Any]) -> None:
+        if obj["id"] in self.done:
+            raise ValueError(f"record {obj['id']} is already in {self.path}")
+        self._file.write(json.dumps(obj, ensure_ascii=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.done.add(record["id"])
+        self.done.add(obj["id"])
 
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> RecordWriter:
+    def __enter__(self: W) -> W:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RecordWriter(JsonlWriter):
+    """A shard's records file, appended to record by record; on resume the records already there are
+    read, so checked, first."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, ids=lambda p: (r.id for r in read_records(p)))
+
+    def write(self, record: BudgetRecord) -> None:
+        self.append(record.to_json())
 
 
 def _drop_partial_line(path: Path) -> None:

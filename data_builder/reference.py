@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+from data_builder.record import BudgetRecord, SearchRound
 from data_builder.records import problem_fields
 from data_builder.sources import Problem
 from reasoner.prompts import answer_line
@@ -47,27 +48,29 @@ def reference_answer(problem: Problem, style: Style = "worked") -> str:
     return f"{steps}\n{line}"
 
 
-def reference_record(problem: Problem, count_tokens: CountTokens, style: Style = "worked", **run: Any) -> dict[str, Any]:
-    """One record in the layout of ``records.to_record``: feasible, budget = the answer's tokens."""
+def reference_record(problem: Problem, count_tokens: CountTokens, style: Style = "worked", **run: Any) -> BudgetRecord:
+    """The record of a worked solution, as ``records.to_record`` lays out a search's: feasible, budget =
+    the answer's tokens, no vanilla answer, one trace round (``run``: model, backend, prompt_version,
+    search, seed)."""
     reasoning = reference_answer(problem, style)
     tokens = count_tokens(reasoning)
     if tokens < 1:
         raise ValueError(f"problem {problem.id}: the reference answer has no tokens")
-    step = {"budget": tokens, "output_tokens": tokens, "correct": True, "predicted": problem.gold, "prompt_tokens": 0}
-    return {
+    step = SearchRound(budget=tokens, output_tokens=tokens, correct=True, predicted=problem.gold, prompt_tokens=0)
+    return BudgetRecord(
         **problem_fields(problem),
-        "feasible": True,
-        "budget": tokens,
-        "reasoning": reasoning,
-        "predicted": problem.gold,
-        "vanilla_text": None,
-        "vanilla_tokens": None,
-        "vanilla_correct": None,
-        "trace": [step],
-        "calls": 0,
-        "tokens_spent": 0,
+        feasible=True,
+        budget=tokens,
+        reasoning=reasoning,
+        predicted=problem.gold,
+        vanilla_text=None,
+        vanilla_tokens=None,
+        vanilla_correct=None,
+        trace=(step,),
+        calls=0,
+        tokens_spent=0,
         **run,
-    }
+    )
 
 
 def tokenizer_counter(model: str) -> CountTokens:

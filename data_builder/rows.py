@@ -25,13 +25,13 @@ T = TypeVar("T")
 class BadRowError(ValueError):
     """A data row that cannot become a problem: ``path:line: field 'name': reason``."""
 
-    def __init__(self, path: str, line: int, field: str | None, reason: str) -> None:
+    def __init__(self, path: str, line: int | None, field: str | None, reason: str) -> None:
         self.path = path  # the file (or ``hub_id[split]``) as given to the loader
-        self.line = line  # 1-based line (or row) number
+        self.line = line  # 1-based line (or row) number; None when the whole file is refused
         self.field = field  # the offending field; None when the line is not a JSON object
         self.reason = reason
         where = f"field {field!r}: " if field else ""
-        super().__init__(f"{path}:{line}: {where}{reason}")
+        super().__init__(f"{path}{'' if line is None else f':{line}'}: {where}{reason}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.path, self.line, self.field, self.reason)

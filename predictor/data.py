@@ -7,21 +7,21 @@ by default; with ``include_infeasible=True`` they bring their vanilla output tok
 length the model spends unconstrained, an upper bound that teaches "hard question, long budget"
 rather than inventing a searched budget that does not exist.
 
-A bad record raises ``BadRowError`` (``path:line: field 'name': reason``) or, with
+A bad record (not a valid ``BudgetRecord``, or one without a question or a positive budget) raises
+``BadRowError`` (``path:line: field 'name': reason``; ``RecordError`` is one) or, with
 ``skip_bad=True``, is logged, skipped and kept in the result's ``skipped`` tuple.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from data_builder.records import record_files
+from data_builder.record import BudgetRecord
+from data_builder.records import numbered_records, record_files
 from data_builder.rows import BadRowError, short
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def load_examples(directories: Path | Sequence[Path], config: ExampleConfig = Ex
     seen: dict[str, str] = {}
     for directory in directories:
         for path in record_files(Path(directory)):
-            for number, record in _numbered_records(path):
+            for number, record in numbered_records(path):
                 try:
                     example = _example(record, str(path), number, config.include_infeasible)
                     if example is None:
@@ -110,58 +110,25 @@ def load_examples(directories: Path | Sequence[Path], config: ExampleConfig = Ex
     return Examples(examples, skipped, infeasible)
 
 
-def _numbered_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON or the BadRowError of an unparsable line); blank lines left out.
-
-    Like ``data_builder.records.read_records``, a last line without its newline is an interrupted
-    write and is ignored.
-    """
-    with open(path, encoding="utf-8") as source:
-        for number, line in enumerate(source, start=1):
-            if not line.endswith("\n"):
-                return
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                yield number, BadRowError(str(path), number, None, f"not valid JSON ({error.msg})")
-
-
-def _example(record: Any, path: str, line: int, include_infeasible: bool) -> Example | None:
+def _example(record: BudgetRecord | BadRowError, path: str, line: int, include_infeasible: bool) -> Example | None:
     """The example of one record, None for an infeasible record that is left out."""
 
-    def bad(field: str | None, reason: str) -> BadRowError:
+    def bad(field: str, reason: str) -> BadRowError:
         return BadRowError(path, line, field, reason)
 
     if isinstance(record, BadRowError):
         raise record
-    if not isinstance(record, dict):
-        raise bad(None, f"expected a JSON object, got {type(record).__name__}")
-    record_id = record.get("id")
-    if not isinstance(record_id, str) or not record_id:
-        raise bad("id", f"expected a non-empty string, got {short(record_id)}")
-    feasible = record.get("feasible")
-    if not isinstance(feasible, bool):
-        raise bad("feasible", f"expected true or false, got {short(feasible)}")
-    if not feasible and not include_infeasible:
+    if not record.id:
+        raise bad("id", f"expected a non-empty string, got {short(record.id)}")
+    if not record.feasible and not include_infeasible:
         return None
-    question = record.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise bad("question", f"expected a non-empty string, got {short(question)}")
-    field = "budget" if feasible else "vanilla_tokens"
-    budget = _positive_int(record.get(field))
-    if budget is None:
-        raise bad(field, f"expected a positive integer, got {short(record.get(field))}")
-    return Example(record_id, question.strip(), budget, feasible)
-
-
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and not value.is_integer():
-        return None
-    return int(value) if value > 0 else None
+    if not record.question.strip():
+        raise bad("question", f"expected a non-empty string, got {short(record.question)}")
+    field = "budget" if record.feasible else "vanilla_tokens"
+    budget = record.budget if record.feasible else record.vanilla_tokens
+    if budget is None or budget < 1:
+        raise bad(field, f"expected a positive integer, got {short(budget)}")
+    return Example(record.id, record.question.strip(), budget, record.feasible)
 
 
 def id_unit(example_id: str, salt: str) -> float:

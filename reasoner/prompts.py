@@ -106,6 +106,13 @@ def reasoning_prompt(
     return Prompt(user="\n".join(lines))
 
 
+def budget_instruction(budget: int, language: Language = "en") -> str:
+    """TALE-EP's closing line for a budget, alone: what a gateway appends to a user's own message."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"a budget-aware prompt needs a positive integer budget, got {budget!r}")
+    return _TEMPLATES[language]["budget"].format(budget=budget)
+
+
 _ANSWER_LINES: dict[Language, dict[Kind, str]] = {
     "en": {"cloze": "Answer: [[{answer}]]", "choice": "Choice: [[{answer}]]"},
     "zh": {"cloze": "答案：[[{answer}]]", "choice": "选项：[[{answer}]]"},

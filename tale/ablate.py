@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_builder.sources import Problem, load_problems
+from reasoner.backends import MAX_NEW_TOKENS
 from reasoner.prompts import Method
 from tale.estimators import BackendFor, BudgetSource, build_source
 from tale.evaluate import (
@@ -57,7 +58,7 @@ class AblationConfig:
     split: str = "test"
     limit: int | None = None
     seed: int | None = None
-    max_new_tokens: int = 512
+    max_new_tokens: int = MAX_NEW_TOKENS
     temperature: float = 0.0
     llm_default: int | None = None
     chunk: int = 8

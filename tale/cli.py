@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from data_builder.build import BuildConfig
-
 from tale.cli_common import DATASET, POSITIVE_INTS, SHARD, backend_options, setup
 
 
@@ -116,8 +115,8 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     from tqdm import tqdm
 
     from data_builder.build import BuildConfig, build_records, summarize
-    from data_builder.reference import SEARCH_NAMES
     from data_builder.records import load_records
+    from data_builder.reference import SEARCH_NAMES
     from data_builder.search import SearchConfig
 
     reference = {search: style for style, search in SEARCH_NAMES.items()}.get(mode)  # no search: a worked-solution style
@@ -137,12 +136,12 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     spent = {"tokens": 0}
     with tqdm(desc="questions", unit="q") as bar:
         def on_record(record):
-            spent["tokens"] += record["tokens_spent"]
+            spent["tokens"] += record.tokens_spent
             bar.update(1)
             bar.set_postfix(tokens=spent["tokens"])
-            budget = record["budget"] if record["feasible"] else "infeasible"
-            vanilla = record["vanilla_tokens"]
-            bar.write(f"{budget!s:>10} budget  {'-' if vanilla is None else vanilla:>4} vanilla tokens  {record['calls']} calls  {record['id']}")
+            budget = record.budget if record.feasible else "infeasible"
+            vanilla = record.vanilla_tokens
+            bar.write(f"{budget!s:>10} budget  {'-' if vanilla is None else vanilla:>4} vanilla tokens  {record.calls} calls  {record.id}")
 
         def on_round(index, asked):
             bar.set_description(f"round {index}, {asked} asked")
@@ -200,7 +199,7 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, engine, th
     rows = load_records(records)
     if sweep:
         budgets = list(sweep)
-        chosen = [r for r in rows if r["feasible"]][:questions]
+        chosen = [r for r in rows if r.feasible][:questions]
         backend = engine.build(model)
         curves = el.sweep(chosen, backend, budgets, max_new_tokens)
     else:
@@ -213,8 +212,8 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, engine, th
 
 
 def _register() -> None:
-    from tale.cli_eval import ablate, evaluate
     from tale.cli_calibrate import calibrate
+    from tale.cli_eval import ablate, evaluate
     from tale.cli_export import estimate, export
     from tale.cli_predict import eval_predictor, train_predictor
     from tale.cli_run import run

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import click
 
-from reasoner.backends import BACKENDS
+from reasoner.backends import BACKENDS, OPENAI_API_KEY_ENV, OPENAI_BASE_URL, SamplingConfig
+from reasoner.backends.hf import DTYPES, HFConfig
 from reasoner.backends.ort import ORTConfig
 from reasoner.backends.ort_build import PRESETS
 
@@ -65,7 +66,26 @@ class PositiveInts(click.ParamType):
         return tuple(int(p) for p in parts)
 
 
-DATASET, SHARD, POSITIVE_INTS = DatasetSpec(), ShardSpec(), PositiveInts()
+class RiskOrNone(click.ParamType):
+    """A risk alpha in (0, 1), or 'none'."""
+
+    name = "RISK|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() == "none":
+            return None
+        try:
+            risk = float(value)
+        except ValueError:
+            risk = -1.0
+        if not 0 < risk < 1:
+            self.fail(f"expected a risk in (0, 1) such as 0.1, or 'none', got {value!r}", param, ctx)
+        return risk
+
+
+DATASET, SHARD, POSITIVE_INTS, RISK_OR_NONE = DatasetSpec(), ShardSpec(), PositiveInts(), RiskOrNone()
 
 
 def check_local_model(model: str) -> None:
@@ -161,12 +181,12 @@ def backend_options(command=None, *, multiple_models: bool = False):
             model,
             click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="ort", show_default=True, help="ort: local onnxruntime-genai (the fast CPU engine, 4-6x hf's tokens/s; builds the model once into $TALE_CACHE); hf: local transformers (what training uses); openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs)."),
             click.option("--precision", type=click.Choice(tuple(PRESETS)), default=ORTConfig.precision, show_default=True, help="ort backend: the weights the ONNX model is built with (docs/results/ort-engine.md)."),
-            click.option("--base-url", default="http://127.0.0.1:8000/v1", show_default=True, help="openai backend: the server's base URL."),
-            click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai backend: the environment variable that holds the API key."),
-            click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16", "auto"]), default="float32", show_default=True, help="hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time and about 2x slower in batches; see bench/generate_throughput.py)."),
-            click.option("--device", default="auto", show_default=True, help="hf backend: auto, cpu, cuda, cuda:N."),
-            click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per batch (ort, hf) or concurrent requests (openai)."),
-            click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0 decodes greedily."),
+            click.option("--base-url", default=OPENAI_BASE_URL, show_default=True, help="openai backend: the server's base URL."),
+            click.option("--api-key-env", default=OPENAI_API_KEY_ENV, show_default=True, help="openai backend: the environment variable that holds the API key."),
+            click.option("--dtype", type=click.Choice(DTYPES), default=HFConfig.dtype, show_default=True, help="hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time and about 2x slower in batches; see bench/generate_throughput.py)."),
+            click.option("--device", default=HFConfig.device, show_default=True, help="hf backend: auto, cpu, cuda, cuda:N."),
+            click.option("--batch-size", type=click.IntRange(min=1), default=HFConfig.batch_size, show_default=True, help="Prompts per batch (ort, hf) or concurrent requests (openai)."),
+            click.option("--temperature", type=click.FloatRange(min=0), default=SamplingConfig.temperature, show_default=True, help="0 decodes greedily."),
             click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the engine (ort default: every core, fastest when it runs alone; give 1 beside another heavy job; hf default: torch's choice)."),
             click.option("-v", "--verbose", is_flag=True, help="Log progress details."),
         ]

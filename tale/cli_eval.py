@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from reasoner.backends import MAX_NEW_TOKENS
 from tale.cli_common import DATASET, backend_options, setup
 
 SOURCE_HELP = ("oracle:RECORDS_DIR (searched budgets), llm[:MODEL] (zero-shot; no MODEL: the reasoner itself), "
@@ -22,7 +23,7 @@ def _shared_options(command):
         click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N problems (after shuffling, with --seed)."),
         click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit."),
         click.option("--split", default="test", show_default=True, help="Split, for hub data sets."),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=MAX_NEW_TOKENS, show_default=True),
         click.option("--llm-default", type=click.IntRange(min=1), default=None, help="Zero-shot estimator: the budget for a reply that states none [default: 128]."),
         click.option("--price-in", type=click.FloatRange(min=0), default=None, help="$ per million input tokens (reasoner and estimator prompts)."),
         click.option("--price-out", type=click.FloatRange(min=0), default=None, help="$ per million output tokens (reasoner and estimator replies)."),

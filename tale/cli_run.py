@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import DATASET, backend_options, setup
+from tale.cli_common import DATASET, RISK_OR_NONE, backend_options, setup
 from tale.pipeline import PipelineConfig
+
+DEFAULTS = PipelineConfig()
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -23,23 +25,43 @@ def summary_table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary_words(summaries: list[dict]) -> list[str]:
+    """What the table shows, in words: each budget-aware row against vanilla CoT on the same questions."""
+    from tale.paired import Paired
+
+    vanilla = {s["model"]: s for s in summaries if s["method"] == "vanilla CoT"}
+    lines = []
+    for s in summaries:
+        if "against_vanilla" not in s:
+            continue
+        v, pair = vanilla[s["model"]], s["against_vanilla"]
+        comparison = Paired(**{k: pair[k] for k in ("n", "gained", "lost", "shorter", "longer")})
+        fewer = 1 - s["mean_output_tokens"] / v["mean_output_tokens"] if v["mean_output_tokens"] else 0.0
+        lines.append(f"{s['model']}: {s['method']} against vanilla CoT on the same {comparison.n} questions: "
+                     f"{s['accuracy']:.1%} against {v['accuracy']:.1%} accuracy with {abs(fewer):.1%} "
+                     f"{'fewer' if fewer >= 0 else 'more'} output tokens; {comparison.describe()}.")
+    return lines
+
+
 @click.command("run")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/pipeline"), show_default=True, help="Run directory; rerun the same command to resume.")
+@click.option("--out", type=click.Path(path_type=Path), default=PipelineConfig.out, show_default=True, help="Run directory; rerun the same command to resume.")
 @click.option("--dataset", type=DATASET, default=PipelineConfig.dataset, show_default=True, help="Training questions for the budget search, KIND[:PATH] (as for build); arithmetic: reasoning-gym's short arithmetic, generated from --seed.")
 @click.option("--eval-dataset", type=DATASET, default=None, help="Evaluation questions, KIND[:PATH] [default: the same generator with another seed; required with a data set from a file].")
 @click.option("--questions", type=click.IntRange(min=1), default=PipelineConfig.questions, show_default=True, help="Questions to search budgets for.")
 @click.option("--eval-questions", type=click.IntRange(min=1), default=PipelineConfig.eval_questions, show_default=True, help="Questions per evaluated configuration.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect"]), default="elastic", show_default=True, help="Budget search (elastic: the labels follow the tokens the reasoner really spends).")
-@click.option("--encoder", default="default", show_default=True, help="The regressor's encoder: 'default' (packaged all-MiniLM-L6-v2), a directory or a hub id.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Regressor epochs, at most (early stopping).")
-@click.option("--max-length", type=click.IntRange(min=8), default=256, show_default=True, help="Regressor: question tokens kept.")
-@click.option("--min-feasible", type=click.IntRange(min=1), default=8, show_default=True, help="With fewer feasible records the regressor also learns infeasible ones (their vanilla tokens).")
+@click.option("--seed", type=int, default=PipelineConfig.seed, show_default=True)
+@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect"]), default=DEFAULTS.search.mode, show_default=True, help="Budget search (elastic: the labels follow the tokens the reasoner really spends).")
+@click.option("--encoder", default=PipelineConfig.encoder, show_default=True, help="The regressor's encoder: 'default' (packaged all-MiniLM-L6-v2), a directory or a hub id.")
+@click.option("--epochs", type=click.IntRange(min=1), default=PipelineConfig.epochs, show_default=True, help="Regressor epochs, at most (early stopping).")
+@click.option("--max-length", type=click.IntRange(min=8), default=PipelineConfig.max_length, show_default=True, help="Regressor: question tokens kept.")
+@click.option("--min-feasible", type=click.IntRange(min=1), default=PipelineConfig.min_feasible, show_default=True, help="With fewer feasible records the regressor also learns infeasible ones (their vanilla tokens).")
+@click.option("--calibration", type=click.FloatRange(0, 0.9), default=PipelineConfig.calibration, show_default=True, help="Share of the searched questions (by id) kept out of the regressor's training to calibrate its budgets on; 0: none.")
+@click.option("--risk", type=RISK_OR_NONE, default=str(PipelineConfig.risk), show_default=True, help="Evaluate budgets calibrated to suffice for at least 1 - RISK of new questions; 'none': the regressor's uncalibrated budgets. A rerun may change it: the finished stages are kept.")
 @click.option("--post-train", is_flag=True, help="Also LoRA-SFT the reasoner on the records (budget in the prompt) and evaluate it.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=384, show_default=True, help="Per answer, in the search and the evaluation.")
-@click.option("--pool", type=click.IntRange(min=1), default=16, show_default=True, help="Questions in flight during the search.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=PipelineConfig.max_new_tokens, show_default=True, help="Per answer, in the search and the evaluation.")
+@click.option("--pool", type=click.IntRange(min=1), default=PipelineConfig.pool, show_default=True, help="Questions in flight during the search.")
 @backend_options
-def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encoder, epochs, max_length, min_feasible, post_train,
+def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encoder, epochs, max_length, min_feasible, calibration, risk, post_train,
         max_new_tokens, pool, model, engine, threads, verbose):
     """The main job: search budgets, train and export the regressor, (optionally) post-train the reasoner,
     and measure vanilla CoT against budget-aware reasoning with the regressor's budgets.
@@ -60,7 +82,7 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
         config = PipelineConfig(out=out, dataset=dataset, eval_dataset=eval_dataset, questions=questions,
                                 eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity, temperature=engine.temperature,
                                 encoder=encoder, search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens),
-                                pool=pool, epochs=epochs, max_length=max_length, min_feasible=min_feasible, post_train=post_train,
+                                pool=pool, epochs=epochs, max_length=max_length, min_feasible=min_feasible, calibration=calibration, risk=risk, post_train=post_train,
                                 max_new_tokens=max_new_tokens)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
@@ -79,6 +101,9 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
         click.echo(f"complete already, skipped: {', '.join(result.skipped)}")
     examples = result.regressor_examples
     click.echo(f"regressor: trained on {examples.get('n_train')} records"
+               + (f", calibrated on {examples['calibration']} others" if examples.get("calibration") else "")
                + (" (infeasible ones included: too few feasible)" if examples.get("examples", {}).get("include_infeasible") else ""))
     click.echo("\n" + summary_table(result.summaries))
+    for line in summary_words(result.summaries):
+        click.echo("\n" + line)
     click.echo(f"\nrun directory {out}: table {result.table}, plot {result.plot}, settings {out / 'config.json'}")

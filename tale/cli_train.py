@@ -31,7 +31,7 @@ def _paper(field: str) -> str:
 @click.option("--lora-alpha", type=click.IntRange(min=1), default=DEFAULTS.lora_alpha, show_default=True)
 @click.option("--internalized", is_flag=True, help="Prompts without a budget (the paper's TALE-PT); default: the searched budget is in the prompt.")
 @click.option("--hindsight", is_flag=True, help="Prompts state each answer's own output tokens instead of the searched budget, so every example keeps to its budget; sft also learns the vanilla answer under its token count.")
-@click.option("--slack", type=click.FloatRange(min=1), default=1.0, show_default=True, help="With --hindsight: prompts state this many times each answer's tokens (rounded up), so a model that writes what its prompt states stays under it.")
+@click.option("--slack", type=click.FloatRange(min=1), default=DEFAULTS.slack, show_default=True, help="With --hindsight: prompts state this many times each answer's tokens (rounded up), so a model that writes what its prompt states stays under it.")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('num_train_epochs')}).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('learning_rate')}).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Per device. Default: the paper's ({_paper('per_device_train_batch_size')}).")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from data_builder.record import BudgetRecord
 from data_builder.sources import Problem
 from predictor import Estimator
 from reasoner.backends import Backend
@@ -170,10 +171,10 @@ class OracleBudget:
     ``no-budget`` fallback, so every question stays in the accuracy and token means.
     """
 
-    def __init__(self, records: Sequence[dict[str, Any]], name: str = "oracle") -> None:
+    def __init__(self, records: Sequence[BudgetRecord], name: str = "oracle") -> None:
         self.name = name
-        self.budgets = {r["id"]: r["budget"] for r in records if r.get("feasible") and r.get("budget")}
-        self.models = sorted({str(r.get("model")) for r in records if r.get("model")})
+        self.budgets = {r.id: r.budget for r in records if r.feasible and r.budget}
+        self.models = sorted({r.model for r in records if r.model})
 
     @classmethod
     def load(cls, directory: Path) -> OracleBudget:

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from data_builder.build import check_resumable
-from data_builder.records import RecordWriter, read_records, write_meta
+from data_builder.records import JsonlWriter, read_objects, write_meta
 from data_builder.sources import Problem, load_problems
-from reasoner.backends import Backend
+from reasoner.backends import MAX_NEW_TOKENS, Backend
 from reasoner.prompts import PROMPT_VERSION, Method
 from tale.estimators import Assignment, BudgetSource, OracleBudget, build_source, check_source
 from tale.generate import answer_problems
@@ -67,7 +67,7 @@ class EvalConfig:
     split: str = "test"  # for hub data sets
     limit: int | None = None  # the first N problems (after shuffling with seed)
     seed: int | None = None  # shuffle before limit; None keeps file order
-    max_new_tokens: int = 512  # per answer
+    max_new_tokens: int = MAX_NEW_TOKENS  # per answer
     temperature: float = 0.0  # recorded: it changes answers, so a resume must match it
     llm_default: int | None = None  # zero-shot estimator's budget for a reply with none (None: its config's)
     chunk: int = 8  # questions estimated and answered per call, and written before the next
@@ -240,13 +240,13 @@ def evaluate(
     write_meta(run_dir / META_FILE, {"identity": identity, "label": config.label, "limit": config.limit,
                                      "baseline": None if baseline is None else str(baseline),
                                      "ids": [p.id for p in problems]})
-    with RecordWriter(run_dir / ROWS_FILE) as writer:
+    with JsonlWriter(run_dir / ROWS_FILE) as writer:
         todo = [p for p in problems if p.id not in writer.done]
         logger.info("%s: %d questions, %d already done", run_dir.name, len(problems), len(problems) - len(todo))
         for start in range(0, len(todo), config.chunk):
             part = todo[start : start + config.chunk]
             for row in _answer(part, backend, config, source):
-                writer.write(asdict(row))
+                writer.append(asdict(row))
                 if on_row:
                     on_row(row)
     return collect(run_dir, prices=config.prices, config=config)
@@ -290,7 +290,7 @@ def load_rows(run_dir: Path) -> list[EvalRow]:
     path = Path(run_dir) / ROWS_FILE
     if not path.exists():
         return []
-    return [EvalRow(**{k: v for k, v in r.items() if k in _FIELDS}) for r in read_records(path)]
+    return [EvalRow(**{k: v for k, v in r.items() if k in _FIELDS}) for r in read_objects(path)]
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from data_builder.sources import Problem
-from reasoner.backends import Backend
+from reasoner.backends import MAX_NEW_TOKENS, Backend
 from reasoner.grading import grade
 from reasoner.prompts import PROMPT_VERSION, Method, reasoning_prompt
 
@@ -58,7 +58,7 @@ def answer_problems(
     method: Method = "vanilla",
     budget: int | None = None,
     budgets: Sequence[int | None] | None = None,
-    max_new_tokens: int = 512,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     chunk: int = 8,
 ) -> Iterator[Answer]:
     """Graded answers in problem order, ``chunk`` problems per backend call so progress shows.

@@ -3,14 +3,17 @@
 Stages, each skipped when its output is already complete, so rerunning the same command resumes:
 
 1. ``records/``: budget search on the training questions (``data_builder``; resumes per question);
-2. ``predictor/``: the BERT regressor trained on the searched budgets;
-3. ``predictor-onnx/``: its ONNX export, fp32 and int8;
+2. ``predictor/``: the BERT regressor trained on the searched budgets, calibrated (split conformal) on
+   a share of them kept out of its training;
+3. ``predictor-onnx/``: its ONNX export, fp32 and int8, the calibration pinned in its manifest;
 4. ``reasoner-sft/`` (optional): budget-conditioned LoRA SFT of the reasoner on the records;
-5. ``eval/``: vanilla CoT against budget-aware reasoning with the int8 regressor's budgets, on
-   questions the search never saw, for the base reasoner (and the SFT one); resumes per question.
+5. ``eval/``: vanilla CoT against budget-aware reasoning with the int8 regressor's budgets at the risk
+   asked (budgets calibrated to suffice for 1 - risk of the questions), on questions the search never
+   saw, for the base reasoner (and the SFT one); resumes per question.
 
 ``config.json`` holds the run's settings; a rerun with other settings is refused, because the stages
-already on disk would not match them.
+already on disk would not match them. The risk is the exception: it only picks the evaluated budgets,
+so a rerun at another risk keeps every finished stage and adds its own evaluation runs.
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from data_builder.search import SearchConfig
 from data_builder.sources import GENERATED_KINDS
 
+if TYPE_CHECKING:
+    from data_builder.record import BudgetRecord
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+RERUN_SETTINGS = ("risk",)  # settings a rerun may change: they touch no finished stage
 # Generated problem i is drawn from seed + i: evaluation seeds this far from the training seed share no draws.
 EVAL_SEED_OFFSET = 1_000_000
 
@@ -56,6 +63,8 @@ class PipelineConfig:
     min_feasible: int = 8  # fewer feasible records: the regressor also learns from infeasible ones
     epochs: int = 10  # regressor epochs (at most; early stopping)
     max_length: int = 256  # regressor: question tokens kept
+    calibration: float = 0.3  # share of the searched questions (by id) kept out of the regressor's training to calibrate it
+    risk: float | None = 0.2  # evaluate budgets calibrated to suffice for 1 - risk of questions; None: uncalibrated
     post_train: bool = False  # also LoRA-SFT the reasoner and evaluate it
     sft_epochs: float = 3.0
     max_new_tokens: int = 384  # per answer in the evaluation
@@ -65,6 +74,12 @@ class PipelineConfig:
             raise ValueError(f"questions and eval_questions must be >= 1, got {self.questions}, {self.eval_questions}")
         if self.eval_dataset is None and self.dataset.split(":")[0] not in GENERATED_KINDS:
             raise ValueError("give an evaluation data set (eval_dataset) that does not overlap the training one")
+        if not 0 <= self.calibration < 1:
+            raise ValueError(f"calibration must be a share in [0, 1), got {self.calibration}")
+        if self.risk is not None and not 0 < self.risk < 1:
+            raise ValueError(f"risk must be in (0, 1), got {self.risk}")
+        if self.risk is not None and not self.calibration:
+            raise ValueError("a risk needs a calibration share above 0 (or no risk: uncalibrated budgets)")
         if self.post_train and self.backend == "openai":
             raise ValueError("post-training needs a local model (backend ort or hf)")
 
@@ -84,6 +99,16 @@ class PipelineConfig:
         data["out"] = str(self.out)
         return data
 
+    def identity(self) -> dict[str, Any]:
+        """What the stages on disk depend on: every setting but those a rerun may change."""
+        return {k: v for k, v in self.to_json().items() if k not in RERUN_SETTINGS}
+
+    @property
+    def budget_source(self) -> str:
+        """The evaluated estimator's name: the int8 export, at the risk where one is asked."""
+        source = f"onnx:{self.paths()['export']}"
+        return source if self.risk is None else f"{source}%{self.risk:g}"
+
 
 @dataclass
 class PipelineResult:
@@ -101,7 +126,7 @@ Progress = Callable[[str, int | None], Any]  # (stage description, total) -> a t
 
 def _check_config(config: PipelineConfig) -> None:
     path = config.out / CONFIG_FILE
-    wanted = config.to_json()
+    wanted = config.identity()
     if path.exists():
         found = json.loads(path.read_text())
         if found != wanted:
@@ -127,7 +152,7 @@ def check_disjoint(config: PipelineConfig) -> None:
     records = config.paths()["records"]
     searched = load_records(records) if records.exists() else []
     if len(searched) >= config.questions:
-        train = [(r["id"], r["question"]) for r in searched]
+        train = [(r.id, r.question) for r in searched]
     else:
         train = [(p.id, p.question) for p in load_problems(config.dataset, limit=config.questions, seed=config.seed,
                                                            split="train")]
@@ -178,12 +203,13 @@ def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], prog
         _post_train(config, paths, records, progress, skipped)
         models.append(str(paths["post-train"]))
     # 5. evaluation
+    _check_calibration(config, examples)
     files, summaries = _evaluate(config, paths, models, backend_for, progress)
     return PipelineResult(paths=paths, skipped=skipped, records=search, regressor_examples=examples,
                           table=files.markdown, plot=files.plot, summaries=summaries)
 
 
-def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: list[dict[str, Any]], progress: Progress,
+def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: list[BudgetRecord], progress: Progress,
                      skipped: list[str]) -> dict[str, Any]:
     from predictor import META_FILE
     from predictor.bert import BertRegressorConfig, train_regressor
@@ -194,16 +220,42 @@ def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: li
     if (out / META_FILE).exists():
         skipped.append("predictor")
         return _examples_used(RegressorMeta.load(out))
-    feasible = sum(1 for r in records if r["feasible"])
+    feasible = sum(1 for r in records if r.feasible)
     include_infeasible = feasible < config.min_feasible
     if include_infeasible:
         logger.warning("only %d feasible records (< %d): the regressor also learns from infeasible ones, "
                        "with their vanilla tokens as budgets", feasible, config.min_feasible)
     with progress("2/5 train the regressor", None):
+        if config.calibration and not _calibration_split(paths, include_infeasible, config.calibration):
+            raise ValueError(f"--calibration {config.calibration:g} keeps none of the {len(records)} searched records "
+                             "out of training to calibrate on: search more --questions, raise --calibration, "
+                             "or use --calibration 0 --risk none (uncalibrated budgets), in a new --out")
         model = train_regressor([paths["records"]], out, BertRegressorConfig(
             encoder=config.encoder, epochs=config.epochs, max_length=config.max_length, seed=config.seed),
-            ExampleConfig(include_infeasible=include_infeasible, held_out_fraction=0.0))
+            ExampleConfig(include_infeasible=include_infeasible, held_out_fraction=0.0,
+                          calibration_fraction=config.calibration))
     return _examples_used(model.meta)
+
+
+def _calibration_split(paths: dict[str, Path], include_infeasible: bool, fraction: float) -> list[Any]:
+    from predictor.data import ExampleConfig, load_examples, three_way_split
+
+    return three_way_split(load_examples([paths["records"]], ExampleConfig(include_infeasible=include_infeasible)),
+                           0.0, fraction)[1]
+
+
+def _check_calibration(config: PipelineConfig, examples: dict[str, Any]) -> None:
+    """Refuse, before evaluating, a risk that the regressor's calibration split is too small for."""
+    from predictor.calibrate import records_needed
+
+    if config.risk is None:
+        return
+    n, needed = examples.get("calibration", 0), records_needed(config.risk)
+    if n < needed:
+        smallest = next(a / 100 for a in range(1, 100) if records_needed(a / 100) <= n) if n else None
+        raise ValueError(f"the regressor was calibrated on {n} records and risk {config.risk:g} needs {needed}: "
+                         + (f"rerun with --risk {smallest:g} or higher (the finished stages are kept), " if smallest else "")
+                         + "or search more --questions in a new --out")
 
 
 def _examples_used(meta: Any) -> dict[str, Any]:
@@ -222,7 +274,7 @@ def _export(paths: dict[str, Path], progress: Progress, skipped: list[str]) -> N
         export_regressor(paths["predictor"], paths["export"], ExportConfig(int8=True))
 
 
-def _post_train(config: PipelineConfig, paths: dict[str, Path], records: list[dict[str, Any]], progress: Progress,
+def _post_train(config: PipelineConfig, paths: dict[str, Path], records: list[BudgetRecord], progress: Progress,
                 skipped: list[str]) -> None:
     from reasoner.post_train import RUN_CONFIG, PostTrainConfig, post_train, trainer_args
 
@@ -238,14 +290,25 @@ def _post_train(config: PipelineConfig, paths: dict[str, Path], records: list[di
                    source=[str(paths["records"])])
 
 
+def method_label(budget_source: str | None) -> str:
+    """The closing table's words for a run: vanilla CoT, or the regressor's budgets at their risk."""
+    if budget_source is None:
+        return "vanilla CoT"
+    _, _, risk = budget_source.partition("%")
+    if not risk:
+        return "budget-aware, ONNX regressor budgets (uncalibrated)"
+    return f"budget-aware, ONNX regressor budgets calibrated to suffice for {1 - float(risk):.0%} (risk {risk})"
+
+
 def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str], backend_for: Callable[[str], Any],
               progress: Progress):
     from tale.ablate import AblationConfig, ablate, collect_all
     from tale.evaluate import load_rows
+    from tale.paired import paired
 
     dataset, seed = config.eval_spec
     grid = AblationConfig(datasets=(dataset,), out=paths["evaluate"], models=tuple(models),
-                          methods=("vanilla", "budget"), budget_sources=(f"onnx:{paths['export']}",),
+                          methods=("vanilla", "budget"), budget_sources=(config.budget_source,),
                           backend=config.backend, limit=config.eval_questions, seed=seed,
                           max_new_tokens=config.max_new_tokens, temperature=config.temperature)
     runs = grid.configs()
@@ -255,8 +318,13 @@ def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str],
         files = ablate(grid, backend_for, on_row=lambda _: bar.update(1))
     results = sorted(collect_all(paths["evaluate"]),
                      key=lambda r: (models.index(r.config.model) if r.config.model in models else len(models),
-                                    r.config.method != "vanilla"))
-    summaries = [{"model": r.config.model,
-                  "method": "vanilla CoT" if r.config.method == "vanilla" else "budget-aware, ONNX regressor budgets",
-                  **asdict(r.summary)} for r in results]
+                                    r.config.method != "vanilla", r.config.budget_source or ""))
+    summaries = [{"model": r.config.model, "method": method_label(r.config.budget_source), **asdict(r.summary)}
+                 for r in results]
+    vanilla = {r.config.model: r for r in results if r.config.method == "vanilla"}
+    for summary, r in zip(summaries, results):
+        if r.config.method != "vanilla" and r.config.model in vanilla:
+            rows = {row.id: row for row in load_rows(r.run_dir)}
+            base = {row.id: row for row in load_rows(vanilla[r.config.model].run_dir)}
+            summary["against_vanilla"] = paired(rows, base).to_json()
     return files, summaries

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 # Before anything imports huggingface_hub or torch: a hub miss fails in seconds, and torch on
 # two contended cores runs many times slower with more than one thread.
@@ -176,3 +177,17 @@ def transformers_serve(model_dir: Path, log_path: Path, start_timeout_s: float =
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def budget_record(id: str = "test-0000", **fields):
+    """A ``BudgetRecord`` with every field set: feasible, budget 40 answered in 30 tokens against 100
+    vanilla tokens; ``fields`` override."""
+    from data_builder.record import BudgetRecord, SearchRound
+
+    base = BudgetRecord(
+        id=id, source="test", question="Natalia sold 48 clips and half as many more. How many?", gold="72",
+        kind="cloze", options=(), language="en", feasible=True, budget=40, reasoning="48 + 24 = 72. Answer: [[72]]",
+        predicted="72", vanilla_text="First, 48 / 2 = 24. Then 48 + 24 = 72. Answer: [[72]]", vanilla_tokens=100,
+        vanilla_correct=True, trace=(SearchRound(None, 100, True, "72", 20), SearchRound(40, 30, True, "72", 22)),
+        calls=2, tokens_spent=172, model="tiny", backend="hf", prompt_version="tale-prompts-v1", search="halving", seed=0)
+    return replace(base, **fields)

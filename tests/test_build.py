@@ -12,9 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import budget_record
 from scripted import ScriptedBackend, problems_and_scripts
 
 from data_builder.build import BuildConfig, ResumeMismatchError, build_records, merge_shards, summarize
+from data_builder.record import RECORD_FORMAT, BudgetRecord, SearchRound
 from data_builder.records import RecordWriter, Shard, load_records, read_records
 from data_builder.reference import NoSolutionError, reference_answer
 from data_builder.search import SearchConfig
@@ -24,29 +26,30 @@ from reasoner.grading import grade
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build(out: Path, n: int = 12, **overrides) -> list[dict]:
+def build(out: Path, n: int = 12, **overrides) -> list[BudgetRecord]:
     problems, scripts = problems_and_scripts(n)
     config = BuildConfig(dataset="scripted", out=out, model="scripted", backend="scripted", pool=4, **overrides)
     build_records(config, ScriptedBackend(problems, scripts), problems)
     return load_records(out)
 
 
-def by_id(records: list[dict]) -> list[dict]:
-    return sorted(records, key=lambda r: r["id"])
+def by_id(records: list[BudgetRecord]) -> list[BudgetRecord]:
+    return sorted(records, key=lambda r: r.id)
 
 
 def test_records_hold_the_quadruple_trace_and_run_identity(tmp_path: Path) -> None:
     records = build(tmp_path / "out", n=5)
     assert len(records) == 5
-    feasible = next(r for r in records if r["feasible"])
-    assert feasible["budget"] >= 1 and feasible["reasoning"] and feasible["predicted"] == feasible["gold"] == "42"
-    assert feasible["trace"][0]["budget"] is None and feasible["trace"][0]["output_tokens"] == feasible["vanilla_tokens"]
-    assert {k: feasible[k] for k in ("model", "backend", "search", "prompt_version")} == {
-        "model": "scripted", "backend": "scripted", "search": "halving", "prompt_version": "tale-prompts-v1"}
-    infeasible = [r for r in records if not r["feasible"]]
-    assert infeasible and all(r["budget"] is None and r["reasoning"] is None for r in infeasible)
+    feasible = next(r for r in records if r.feasible)
+    assert feasible.budget >= 1 and feasible.reasoning and feasible.predicted == feasible.gold == "42"
+    assert feasible.trace[0].budget is None and feasible.trace[0].output_tokens == feasible.vanilla_tokens
+    assert (feasible.model, feasible.backend, feasible.search, feasible.prompt_version) == (
+        "scripted", "scripted", "halving", "tale-prompts-v1")
+    infeasible = [r for r in records if not r.feasible]
+    assert infeasible and all(r.budget is None and r.reasoning is None for r in infeasible)
     meta = json.loads((tmp_path / "out" / "meta-00000-of-00001.json").read_text())
     assert meta["identity"]["search"]["mode"] == "halving" and meta["problems"] == 5
+    assert meta["record_format"] == RECORD_FORMAT
 
 
 def test_datasets_reads_the_records(tmp_path: Path) -> None:
@@ -96,6 +99,7 @@ def test_shards_partition_the_problems_and_merge_back(tmp_path: Path) -> None:
     assert sum(len(p) for p in parts) == 20 and all(parts)
     merged = merge_shards([tmp_path / f"s{i}" for i in range(3)], tmp_path / "merged")
     assert list(read_records(merged)) == whole
+    assert json.loads((tmp_path / "merged" / "meta-00000-of-00001.json").read_text())["record_format"] == RECORD_FORMAT
     with pytest.raises(ValueError, match="duplicate"):
         merge_shards([tmp_path / "s0", tmp_path / "s0"], tmp_path / "twice")
     build(tmp_path / "other", n=20, shard=Shard(1, 3), search=SearchConfig(mode="elastic"))
@@ -106,9 +110,9 @@ def test_shards_partition_the_problems_and_merge_back(tmp_path: Path) -> None:
 def test_writer_refuses_duplicates_and_names_bad_lines(tmp_path: Path) -> None:
     path = tmp_path / "records-00000-of-00001.jsonl"
     with RecordWriter(path) as writer:
-        writer.write({"id": "a"})
+        writer.write(budget_record("a"))
         with pytest.raises(ValueError, match="already"):
-            writer.write({"id": "a"})
+            writer.write(budget_record("a"))
     with open(path, "a") as f:
         f.write("not json\n")
     with pytest.raises(ValueError, match=r"records-00000-of-00001.jsonl:2"):
@@ -117,8 +121,8 @@ def test_writer_refuses_duplicates_and_names_bad_lines(tmp_path: Path) -> None:
 
 def test_summary_numbers() -> None:
     records = [
-        {"feasible": True, "budget": 20, "vanilla_tokens": 100, "calls": 4, "tokens_spent": 200},
-        {"feasible": False, "budget": None, "vanilla_tokens": 80, "calls": 1, "tokens_spent": 90},
+        budget_record("a", feasible=True, budget=20, vanilla_tokens=100, calls=4, tokens_spent=200),
+        budget_record("b", feasible=False, budget=None, vanilla_tokens=80, calls=1, tokens_spent=90),
     ]
     assert summarize(records) == {
         "questions": 2, "feasible_share": 0.5, "calls_per_question": 2.5, "tokens_per_question": 145.0,
@@ -135,10 +139,10 @@ def test_real_search_on_a_tiny_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
     config = BuildConfig(dataset="t", out=tmp_path, model=str(tiny_lm_dir), search=SearchConfig(max_new_tokens=6))
     build_records(config, backend, problems)
     records = load_records(tmp_path)
-    assert sorted(r["id"] for r in records) == sorted(p.id for p in problems)
+    assert sorted(r.id for r in records) == sorted(p.id for p in problems)
     for r in records:
-        assert 1 <= r["vanilla_tokens"] <= 6 and r["trace"][0]["prompt_tokens"] > 20
-        assert r["feasible"] == r["vanilla_correct"]
+        assert 1 <= r.vanilla_tokens <= 6 and r.trace[0].prompt_tokens > 20
+        assert r.feasible == r.vanilla_correct
 
 
 # --- reference records (the data set's worked solutions) ------------------------------------------
@@ -157,13 +161,13 @@ def test_reference_records_take_the_solution_and_its_length_as_the_budget(tmp_pa
     config = BuildConfig(dataset="gsm8k:x", out=tmp_path / "ref", model="m", backend="hf", reference="worked")
     build_records(config, None, [worked(1), worked(2)], count_tokens=words)
     records = by_id(load_records(tmp_path / "ref"))
-    first = next(r for r in records if r["gold"] == "2")
-    assert first["reasoning"] == "1 + 1 = 2.\nAnswer: [[2]]"
-    assert first["budget"] == words(first["reasoning"]) == 7
-    assert first["feasible"] and first["predicted"] == "2" and first["search"] == "reference"
-    assert first["trace"] == [{"budget": 7, "output_tokens": 7, "correct": True, "predicted": "2", "prompt_tokens": 0}]
-    assert first["vanilla_text"] is None and first["calls"] == 0
-    assert grade(first["reasoning"], "2", "cloze").correct
+    first = next(r for r in records if r.gold == "2")
+    assert first.reasoning == "1 + 1 = 2.\nAnswer: [[2]]"
+    assert first.budget == words(first.reasoning) == 7
+    assert first.feasible and first.predicted == "2" and first.search == "reference"
+    assert first.trace == (SearchRound(budget=7, output_tokens=7, correct=True, predicted="2", prompt_tokens=0),)
+    assert first.vanilla_text is None and first.calls == 0
+    assert grade(first.reasoning, "2", "cloze").correct
     assert summarize(records) == {"questions": 2, "feasible_share": 1.0, "calls_per_question": 0.0,
                                   "tokens_per_question": 0.0, "mean_budget": 7.0}
     # the same run resumes; a search over the same directory is refused
@@ -178,12 +182,12 @@ def test_equations_records_keep_the_calculator_equations_and_their_own_budget(tm
     prose = Problem(problem_id("gsm8k", "Prose only?"), "Prose only?", "9", source="gsm8k", solution="Let x be 9 . So x = 9 .")
     two_steps = replace(worked(3), solution="She has 3 + 3 = 6 .\nThen 6 * 2 = 12 .", gold="12", equations=("3+3=6", "6*2=12"))
     build_records(config, None, [two_steps, prose], count_tokens=words)
-    records = {r["id"]: r for r in load_records(tmp_path / "eq")}
+    records = {r.id: r for r in load_records(tmp_path / "eq")}
     steps, kept_whole = records[two_steps.id], records[prose.id]
-    assert steps["reasoning"] == "3+3=6\n6*2=12\nAnswer: [[12]]" and steps["budget"] == 4
-    assert steps["search"] == "equations" and steps["feasible"] and grade(steps["reasoning"], "12", "cloze").correct
+    assert steps.reasoning == "3+3=6\n6*2=12\nAnswer: [[12]]" and steps.budget == 4
+    assert steps.search == "equations" and steps.feasible and grade(steps.reasoning, "12", "cloze").correct
     # a solution without calculator annotations is kept whole rather than dropped
-    assert kept_whole["reasoning"] == "Let x be 9 . So x = 9 .\nAnswer: [[9]]"
+    assert kept_whole.reasoning == "Let x be 9 . So x = 9 .\nAnswer: [[9]]"
     # the worked style over the same directory is another run
     with pytest.raises(ResumeMismatchError, match="search: recorded 'equations', now 'reference'"):
         build_records(replace(config, reference="worked"), None, [two_steps], count_tokens=words)

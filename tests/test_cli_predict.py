@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import budget_record
 
 from data_builder.sources import problem_id
 from tale.cli import main
@@ -20,8 +21,8 @@ def write_records(out: Path, n: int = 40) -> Path:
             question = "How many apples " + "and pears " * (i % 12) + f"are there in basket {i}?"
             feasible = i % 10 != 0
             budget = 10 + 8 * (i % 12) if feasible else None
-            writer.write({"id": problem_id("t", question), "question": question, "feasible": feasible,
-                          "budget": budget, "vanilla_tokens": 200, "gold": "1"})
+            writer.write(budget_record(problem_id("t", question), question=question, feasible=feasible, budget=budget,
+                                       vanilla_tokens=200, gold="1"))
     return out
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import budget_record
 
 from data_builder.build import ResumeMismatchError
 from data_builder.records import RecordWriter, Shard
@@ -246,10 +247,9 @@ def test_reduction_against_the_vanilla_run_in_the_same_directory(tmp_path: Path)
 def test_oracle_budgets_from_records_with_fallback_for_questions_without_one(tmp_path: Path) -> None:
     problems = make_problems(3)
     with RecordWriter(Shard().records_path(tmp_path / "records")) as writer:
-        writer.write({"id": problems[0].id, "question": problems[0].question, "feasible": True, "budget": 24,
-                      "model": "fake"})
-        writer.write({"id": problems[1].id, "question": problems[1].question, "feasible": False, "budget": None,
-                      "model": "fake"})  # problems[2] has no record at all
+        writer.write(budget_record(problems[0].id, question=problems[0].question, feasible=True, budget=24, model="fake"))
+        writer.write(budget_record(problems[1].id, question=problems[1].question, feasible=False, budget=None,
+                                   model="fake"))  # problems[2] has no record at all
     config = EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path / "eval", method="budget", model="fake",
                         budget_source=f"oracle:{tmp_path / 'records'}", prices=Prices(1.0, 4.0))
     backend = FakeBackend(problems, half_budget_script)

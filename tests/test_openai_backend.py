@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, transformers_serve
+
 from reasoner.backends.openai import BackendError, OpenAIBackend, OpenAIConfig
 from reasoner.prompts import Prompt, reasoning_prompt
 

@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, save_tiny_bert, save_tiny_causal_lm
 
-from reasoner.backends import SamplingConfig
-from reasoner.backends import ort_build
+from reasoner.backends import SamplingConfig, ort_build
 from reasoner.backends.hf import HFBackend, HFConfig
 from reasoner.backends.ort import ORTBackend, ORTConfig
 from reasoner.models import ModelUnavailableError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -22,7 +23,7 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     out = tmp_path / "run"
     args = ["run", "--dataset", f"jsonl:{train}", "--eval-dataset", f"jsonl:{test}", "--questions", "6",
             "--eval-questions", "3", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64", "--epochs", "2", "--backend", "hf", "--device", "cpu",
-            "--max-new-tokens", "6", "--out", str(out)]
+            "--max-new-tokens", "6", "--calibration", "0", "--risk", "none", "--out", str(out)]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "records: 6 questions" in result.output
@@ -33,7 +34,8 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert len(summary["runs"]) == 2
     table = result.output[result.output.index("| model | method"):]
-    assert table.index("| vanilla CoT |") < table.index("| budget-aware, ONNX regressor budgets |")
+    assert table.index("| vanilla CoT |") < table.index("| budget-aware, ONNX regressor budgets (uncalibrated) |")
+    assert "against vanilla CoT on the same 3 questions" in result.output and "sign test p = " in result.output
     rows = [json.loads(line) for run in (out / "eval" / "runs").iterdir() for line in (run / "rows.jsonl").open()]
     assert len(rows) == 6
     budgeted = [r for r in rows if r["method"] == "budget"]
@@ -52,6 +54,49 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     assert changed.exit_code == 2 and "holds a run with other settings (seed)" in changed.output
 
 
+
+def searched_record(i: int) -> dict[str, Any]:
+    """A feasible record as ``tale build`` writes it (one line of records-00000-of-00001.jsonl)."""
+    return {"id": f"q{i}", "source": "jsonl", "question": f"What is {i} + {i}?", "gold": str(2 * i), "kind": "cloze",
+            "options": [], "language": "en", "feasible": True, "budget": 20 + i, "reasoning": f"{i} + {i} = {2 * i}. [[{2 * i}]]",
+            "predicted": str(2 * i), "vanilla_text": f"Adding {i} and {i} gives {2 * i}. [[{2 * i}]]", "vanilla_tokens": 40,
+            "vanilla_correct": True, "trace": [{"budget": None, "output_tokens": 40, "correct": True, "predicted": str(2 * i),
+                                                "prompt_tokens": 30}],
+            "calls": 1, "tokens_spent": 40, "model": "default", "backend": "hf", "prompt_version": "tale-prompts-v1",
+            "search": "elastic", "seed": 0}
+
+
+def test_run_calibrates_and_a_rerun_at_another_risk_keeps_the_stages(tiny_lm_dir: Path, tiny_bert_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (out / "records").mkdir(parents=True)  # searched before: stage 1 skips
+    (out / "records" / "records-00000-of-00001.jsonl").write_text(
+        "".join(json.dumps(searched_record(i)) + "\n" for i in range(12)))
+    test = write_problems(tmp_path / "test.jsonl", 2, start=20)
+    args = ["run", "--dataset", "jsonl:unused.jsonl", "--eval-dataset", f"jsonl:{test}", "--questions", "12",
+            "--eval-questions", "2", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64",
+            "--epochs", "1", "--min-feasible", "1", "--backend", "hf", "--device", "cpu", "--max-new-tokens", "4",
+            "--calibration", "0.5", "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--risk", "0.5"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    n = len(json.loads((out / "predictor" / "tale_calibration.json").read_text())["scores"])
+    assert 1 <= n < 12 and f" records, calibrated on {n} others" in result.output
+    calibrated = "| budget-aware, ONNX regressor budgets calibrated to suffice for 50% (risk 0.5) |"
+    assert calibrated in result.output and "against vanilla CoT on the same 2 questions" in result.output
+    manifest = json.loads((out / "predictor-onnx" / "tale_onnx.json").read_text())
+    assert manifest["calibration"] is not None  # the export carries the calibration its budgets use
+    assert "risk" not in json.loads((out / "config.json").read_text())
+
+    # the risk only picks the evaluated budgets: a rerun at another risk keeps every stage
+    too_small = CliRunner().invoke(main, [*args, "--risk", "0.01"])
+    assert too_small.exit_code == 2 and "Traceback" not in too_small.output
+    assert f"calibrated on {n} records and risk 0.01 needs 99: rerun with --risk" in too_small.output
+    again = CliRunner().invoke(main, [*args, "--risk", "none"], catch_exceptions=False)
+    assert again.exit_code == 0 and "skipped: records, predictor, export" in again.output
+    assert "| budget-aware, ONNX regressor budgets (uncalibrated) |" in again.output and calibrated in again.output
+    assert len(json.loads((out / "eval" / "summary.json").read_text())["runs"]) == 3
+
+
 def test_run_needs_an_evaluation_set_for_a_given_data_set(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", "--dataset", f"jsonl:{tmp_path / 'x.jsonl'}", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "eval_dataset" in result.output
@@ -59,23 +104,20 @@ def test_run_needs_an_evaluation_set_for_a_given_data_set(tmp_path: Path) -> Non
 
 def test_run_post_trains_on_the_records_and_evaluates_both_reasoners(tiny_lm_dir: Path, tiny_bert_dir: Path,
                                                                      tmp_path: Path) -> None:
+    from data_builder.record import BudgetRecord
     from data_builder.records import RecordWriter
 
     out = tmp_path / "run"
     (out / "records").mkdir(parents=True)
     with RecordWriter(out / "records" / "records-00000-of-00001.jsonl") as writer:  # searched before: stage 1 skips
         for i in range(3):
-            writer.write({"id": f"q{i}", "question": f"What is {i} + {i}?", "kind": "cloze", "options": [],
-                          "language": "en", "gold": str(2 * i), "feasible": True, "budget": 20 + i,
-                          "reasoning": f"{i} + {i} = {2 * i}. [[{2 * i}]]", "predicted": str(2 * i),
-                          "vanilla_text": f"Adding {i} and {i} gives {2 * i}. [[{2 * i}]]", "vanilla_tokens": 40,
-                          "vanilla_correct": True, "trace": [{"budget": None, "output_tokens": 40, "correct": True}],
-                          "calls": 1, "tokens_spent": 40})
+            writer.write(BudgetRecord.from_json(searched_record(i)))
     test = write_problems(tmp_path / "test.jsonl", 2)
     result = CliRunner().invoke(main, [
         "run", "--dataset", "jsonl:unused.jsonl", "--eval-dataset", f"jsonl:{test}", "--questions", "3",
         "--eval-questions", "2", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64",
         "--epochs", "1", "--min-feasible", "1", "--post-train", "--backend", "hf", "--device", "cpu", "--max-new-tokens", "4",
+        "--calibration", "0", "--risk", "none",
         "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "skipped: records" in result.output and "infeasible ones included" not in result.output

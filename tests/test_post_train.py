@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import budget_record, transformers_serve
 
-from conftest import transformers_serve
+from data_builder.record import BudgetRecord, SearchRound
 from reasoner.post_train import (
     RUN_CONFIG,
     PostTrainConfig,
@@ -35,32 +37,29 @@ SHORT = "48 / 2 = 24. 48 + 24 = 72. Answer: [[72]]"
 LONG = "First, 48 / 2 = 24 clips in May. Then 48 + 24 = 72 clips in total. The answer is 72. Answer: [[72]]"
 
 
-def record(id: str, **fields: Any) -> dict[str, Any]:
+def rounds(*steps: tuple[int | None, int, bool]) -> tuple[SearchRound, ...]:
+    """Trace rounds from (budget, output tokens, correct)."""
+    return tuple(SearchRound(budget, tokens, correct, "72" if correct else "70", 20) for budget, tokens, correct in steps)
+
+
+def record(id: str, **fields: Any) -> BudgetRecord:
     """A feasible record whose answer under budget 50 took 30 tokens against 100 for the vanilla one."""
-    base = {
-        "id": id, "question": QUESTION, "kind": "cloze", "options": [], "language": "en", "gold": "72",
-        "feasible": True, "budget": 50, "reasoning": SHORT, "predicted": "72",
-        "vanilla_text": LONG, "vanilla_tokens": 100, "vanilla_correct": True,
-        "trace": [{"budget": None, "output_tokens": 100, "correct": True},
-                  {"budget": 50, "output_tokens": 30, "correct": True},
-                  {"budget": 25, "output_tokens": 20, "correct": False}],
-        "model": "tiny", "prompt_version": "tale-prompts-v1", "search": "halving",
-    }
-    return {**base, **fields}
+    base = budget_record(id, question=QUESTION, gold="72", budget=50, reasoning=SHORT, predicted="72",
+                         vanilla_text=LONG, vanilla_tokens=100, vanilla_correct=True,
+                         trace=rounds((None, 100, True), (50, 30, True), (25, 20, False)), calls=3)
+    return replace(base, **fields)
 
 
-VANILLA_ONLY = [{"budget": None, "output_tokens": 100, "correct": True},
-                {"budget": 50, "output_tokens": 40, "correct": False}]
+VANILLA_ONLY = rounds((None, 100, True), (50, 40, False))
 
 # id -> (record, SFT verdict, DPO verdict); None keeps the record.
-CASES: dict[str, tuple[dict[str, Any], SkipReason | None, SkipReason | None]] = {
+CASES: dict[str, tuple[BudgetRecord, SkipReason | None, SkipReason | None]] = {
     "keep": (record("keep"), None, None),
-    "one-shorter": (record("one-shorter", trace=[{"budget": None, "output_tokens": 100, "correct": True},
-                                                  {"budget": 50, "output_tokens": 99, "correct": True}]), None, None),
-    "choice-zh": (record("choice-zh", kind="choice", options=["70", "72"], language="zh", reasoning="[[B]]",
+    "one-shorter": (record("one-shorter", trace=rounds((None, 100, True), (50, 99, True))), None, None),
+    "choice-zh": (record("choice-zh", kind="choice", options=("70", "72"), language="zh", reasoning="[[B]]",
                          vanilla_text="很长的推理 [[B]]"), None, None),
     "infeasible": (record("infeasible", feasible=False, budget=None, reasoning=None, predicted=None,
-                          vanilla_correct=False, trace=[{"budget": None, "output_tokens": 100, "correct": False}]),
+                          vanilla_correct=False, trace=rounds((None, 100, False))),
                    SkipReason.INFEASIBLE, SkipReason.INFEASIBLE),
     "no-reasoning": (record("no-reasoning", reasoning=None), SkipReason.NO_REASONING, SkipReason.NO_REASONING),
     "no-budget": (record("no-budget", budget=None), SkipReason.NO_REASONING, SkipReason.NO_REASONING),
@@ -70,12 +69,8 @@ CASES: dict[str, tuple[dict[str, Any], SkipReason | None, SkipReason | None]] = 
                           None, SkipReason.SAME_AS_VANILLA),
     "same-text": (record("same-text", reasoning=LONG), None, SkipReason.SAME_AS_VANILLA),
     "no-trace-round": (record("no-trace-round", trace=VANILLA_ONLY), None, SkipReason.NO_TOKEN_COUNT),
-    "longer": (record("longer", trace=[{"budget": None, "output_tokens": 100, "correct": True},
-                                       {"budget": 50, "output_tokens": 161, "correct": True}]),
-               None, SkipReason.NOT_SHORTER),
-    "as-long": (record("as-long", trace=[{"budget": None, "output_tokens": 100, "correct": True},
-                                         {"budget": 50, "output_tokens": 100, "correct": True}]),
-                None, SkipReason.NOT_SHORTER),
+    "longer": (record("longer", trace=rounds((None, 100, True), (50, 161, True))), None, SkipReason.NOT_SHORTER),
+    "as-long": (record("as-long", trace=rounds((None, 100, True), (50, 100, True))), None, SkipReason.NOT_SHORTER),
 }
 RECORDS = [case[0] for case in CASES.values()]
 
@@ -169,7 +164,8 @@ def test_reference_records_train_every_mode_and_make_no_dpo_pairs() -> None:
     from data_builder.sources import Problem, problem_id
 
     problem = Problem(problem_id("gsm8k", QUESTION), QUESTION, "72", source="gsm8k", solution="48 / 2 = 24. 48 + 24 = 72.")
-    reference = reference_record(problem, lambda text: 17, model="tiny", search="reference")
+    reference = reference_record(problem, lambda text: 17, model="tiny", backend="hf", prompt_version="tale-prompts-v1",
+                                 search="reference", seed=None)
     for mode in ("budget", "hindsight"):  # both state the solution's own length
         [row] = build_sft_dataset([reference], mode).dataset
         assert stated_budget(row["prompt"]) == 17
@@ -290,7 +286,7 @@ def test_dpo_lora_merges_into_the_targets_only(tiny_lm_dir: Path, tmp_path: Path
     assert json.loads((out / RUN_CONFIG).read_text())["config"]["prompt_mode"] == "internalized"
 
 
-def write_records(directory: Path, records: list[dict[str, Any]]) -> Path:
+def write_records(directory: Path, records: list[BudgetRecord]) -> Path:
     from data_builder.records import RecordWriter, Shard
 
     with RecordWriter(Shard().records_path(directory)) as writer:

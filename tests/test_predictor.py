@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import budget_record
 
 from data_builder.rows import BadRowError
 from predictor import META_FILE, BudgetRange, load_estimator
@@ -24,8 +25,10 @@ WORDS = "apples pears clips friends sold bought half many total each price cost 
 
 
 def record(i: int, *, feasible: bool = True, budget: int | None = 40, **fields) -> dict:
-    return {"id": f"test-{i:04d}", "question": f"Question {i}: how many apples?", "feasible": feasible,
-            "budget": budget if feasible else None, "vanilla_tokens": 200, **fields}
+    """A budget record's JSON object; ``fields`` override (with any value, to make a bad one)."""
+    good = budget_record(f"test-{i:04d}", question=f"Question {i}: how many apples?", feasible=feasible,
+                         budget=budget if feasible else None, vanilla_tokens=200)
+    return {**good.to_json(), **fields}
 
 
 def write_records(directory: Path, records: Sequence[dict | str], name: str = "records-00000-of-00001.jsonl") -> Path:
@@ -74,8 +77,9 @@ def test_a_truncated_last_line_is_an_interrupted_write_not_an_error(tmp_path: Pa
         (record(1, budget=12.5), "budget", "got 12.5"),
         (record(1, budget="40"), "budget", "got '40'"),
         (record(1, question="  "), "question", "non-empty string"),
-        ({k: v for k, v in record(1).items() if k != "question"}, "question", "got None"),
-        ({k: v for k, v in record(1).items() if k != "feasible"}, "feasible", "true or false"),
+        ({k: v for k, v in record(1).items() if k != "question"}, "question", "missing"),
+        (record(1, feasible="yes"), "feasible", "true or false"),
+        ({k: v for k, v in record(1).items() if k != "feasible"}, "feasible", "missing"),
         (record(1, id=""), "id", "non-empty string"),
         (record(0), "id", "duplicate id 'test-0000', first at"),
         ("{not json", None, "not valid JSON"),

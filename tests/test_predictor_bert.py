@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import budget_record
 from test_predictor import synthetic, write_records
 
 from predictor import META_FILE, BudgetRange, load_estimator
@@ -116,8 +117,8 @@ def test_early_stopping_keeps_the_best_epoch(tiny_bert_dir: Path) -> None:
 def test_train_regressor_leaves_the_held_out_part_out(tiny_bert_dir: Path, tmp_path: Path) -> None:
     examples = synthetic(40)
     write_records(tmp_path / "records", [
-        {"id": e.id, "question": e.question, "feasible": True, "budget": e.budget, "vanilla_tokens": 300}
-        for e in examples] + [{"id": "wrong", "question": "q", "feasible": False, "budget": None}])
+        budget_record(e.id, question=e.question, budget=e.budget, vanilla_tokens=300).to_json() for e in examples]
+        + [budget_record("wrong", question="q", feasible=False, budget=None).to_json()])
     config = tiny_config(tiny_bert_dir, epochs=1)
     regressor = train_regressor([tmp_path / "records"], tmp_path / "model", config, ExampleConfig(held_out_fraction=0.25))
     split = split_by_id(examples, 0.25)

@@ -33,6 +33,13 @@ class Backend(Protocol):
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[Generation]: ...
 
 
+# Output tokens per answer unless a command is told otherwise: every measurement in docs/ uses it.
+MAX_NEW_TOKENS = 384
+# The openai backend's server and key variable (OpenAIConfig's defaults; here so the CLI needs no httpx).
+OPENAI_BASE_URL = "http://127.0.0.1:8000/v1"
+OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How tokens are chosen, shared by every backend."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from reasoner.backends import Generation, SamplingConfig
+from reasoner.backends import OPENAI_API_KEY_ENV, OPENAI_BASE_URL, Generation, SamplingConfig
 from reasoner.prompts import Prompt
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ class OpenAIConfig:
     """Settings of the OpenAI-compatible backend. The API key itself is never part of them."""
 
     model: str  # the served model name, sent as ``model`` and recorded as the backend's name
-    base_url: str = "http://127.0.0.1:8000/v1"  # the API root; ``/chat/completions`` is appended
-    api_key_env: str = "OPENAI_API_KEY"  # variable holding the key; unset means no Authorization header
+    base_url: str = OPENAI_BASE_URL  # the API root; ``/chat/completions`` is appended
+    api_key_env: str = OPENAI_API_KEY_ENV  # variable holding the key; unset means no Authorization header
     concurrency: int = 8  # requests in flight at once
     max_retries: int = 4  # retries after the first attempt, on 408/429/5xx, connection errors, timeouts
     timeout_s: float = 120.0  # per request, for connecting, writing and each read

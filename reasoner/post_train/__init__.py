@@ -49,9 +49,9 @@ from reasoner.post_train.data import (
     training_prompt,
 )
 from reasoner.post_train.train import (
+    ADAPTER_DIR,
     METHODS,
     PAPER_ARGS,
-    ADAPTER_DIR,
     RUN_CONFIG,
     Method,
     PostTrainConfig,

@@ -18,9 +18,8 @@ Three prompt modes:
 - ``internalized`` (the paper's TALE-PT): the vanilla prompt without any budget; the model has to
   internalize how long an answer should be.
 
-A record is a dict as ``data_builder.records`` writes it (id, question, kind, options, language,
-feasible, budget, reasoning, vanilla_text, vanilla_tokens, trace, ...); this module takes the dicts
-so the reasoner never imports the data builder.
+A record is a ``data_builder.record.BudgetRecord``; this module names only the fields it reads
+(``Record``, a Protocol) so that the reasoner never imports the data builder.
 """
 
 from __future__ import annotations
@@ -30,12 +29,12 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from reasoner.prompts import PROMPT_VERSION, Prompt, reasoning_prompt
+from reasoner.prompts import PROMPT_VERSION, Kind, Language, Prompt, reasoning_prompt
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -45,7 +44,47 @@ logger = logging.getLogger(__name__)
 PromptMode = Literal["budget", "hindsight", "internalized"]
 PROMPT_MODES: tuple[PromptMode, ...] = ("budget", "hindsight", "internalized")
 
-Record = Mapping[str, Any]
+class Step(Protocol):
+    """A round of a record's search trace (``data_builder.search.Round``)."""
+
+    @property
+    def budget(self) -> int | None: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def correct(self) -> bool: ...
+
+
+class Record(Protocol):
+    """What training reads of a budget record (``data_builder.record.BudgetRecord``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def question(self) -> str: ...
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def options(self) -> Sequence[str]: ...
+    @property
+    def language(self) -> Language: ...
+    @property
+    def feasible(self) -> bool: ...
+    @property
+    def budget(self) -> int | None: ...
+    @property
+    def reasoning(self) -> str | None: ...
+    @property
+    def vanilla_text(self) -> str | None: ...
+    @property
+    def vanilla_tokens(self) -> int | None: ...
+    @property
+    def vanilla_correct(self) -> bool | None: ...
+    @property
+    def trace(self) -> Sequence[Step]: ...
+    @property
+    def prompt_version(self) -> str: ...
+    def to_json(self) -> dict[str, Any]: ...
 
 
 class SkipReason(str, Enum):
@@ -92,10 +131,10 @@ class TrainingSet:
 
 def _prompt(record: Record, budget: int | None) -> Prompt:
     return reasoning_prompt(
-        record["question"],
-        kind=record.get("kind", "cloze"),
-        options=record.get("options") or (),
-        language=record.get("language", "en"),
+        record.question,
+        kind=record.kind,
+        options=record.options,
+        language=record.language,
         method="vanilla" if budget is None else "budget",
         budget=budget,
     )
@@ -114,19 +153,18 @@ def training_prompt(record: Record, mode: PromptMode = "budget", slack: float = 
     if mode == "internalized":
         return _prompt(record, None)
     if mode == "budget":
-        return _prompt(record, record["budget"])
+        return _prompt(record, record.budget)
     if (tokens := chosen_tokens(record)) is None:
-        raise ValueError(f"record {record.get('id')!r}: no output token count for its answer under the searched budget")
+        raise ValueError(f"record {record.id!r}: no output token count for its answer under the searched budget")
     return _prompt(record, stated_budget(tokens, slack))
 
 
 def sft_skip_reason(record: Record, mode: PromptMode = "budget") -> SkipReason | None:
     """None when the record makes an SFT example: a feasible budget and the correct output under it
     (hindsight: and that output's token count)."""
-    if not record.get("feasible"):
+    if not record.feasible:
         return SkipReason.INFEASIBLE
-    budget, reasoning = record.get("budget"), record.get("reasoning")
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1 or not reasoning:
+    if record.budget is None or record.budget < 1 or not record.reasoning:
         return SkipReason.NO_REASONING
     if mode == "hindsight" and chosen_tokens(record) is None:
         return SkipReason.NO_TOKEN_COUNT
@@ -136,22 +174,21 @@ def sft_skip_reason(record: Record, mode: PromptMode = "budget") -> SkipReason |
 def chosen_tokens(record: Record) -> int | None:
     """Output tokens of the answer under the searched budget: its correct trace round, or the
     vanilla answer's when the budget is the vanilla token count (no smaller budget held)."""
-    budget = record.get("budget")
-    for step in record.get("trace") or ():
-        if step.get("budget") is not None and step["budget"] == budget and step.get("correct"):
-            return int(step["output_tokens"])
-    if budget == record.get("vanilla_tokens"):
-        return int(budget)
+    budget = record.budget
+    for step in record.trace:
+        if step.budget is not None and step.budget == budget and step.correct:
+            return step.output_tokens
+    if budget is not None and budget == record.vanilla_tokens:
+        return budget
     return None
 
 
 def _is_vanilla_answer(record: Record) -> bool:
     """The search's answer is the vanilla round itself (or an identical text)."""
-    if record["reasoning"] == record["vanilla_text"]:
+    if record.reasoning == record.vanilla_text:
         return True
-    rounds = [s for s in record.get("trace") or () if s.get("budget") is not None]
-    return record["budget"] == record.get("vanilla_tokens") and not any(
-        s["budget"] == record["budget"] and s.get("correct") for s in rounds
+    return record.budget == record.vanilla_tokens and not any(
+        s.budget is not None and s.budget == record.budget and s.correct for s in record.trace
     )
 
 
@@ -160,14 +197,14 @@ def dpo_skip_reason(record: Record) -> SkipReason | None:
     vanilla output it is preferred to."""
     if (reason := sft_skip_reason(record)) is not None:
         return reason
-    if not record.get("vanilla_text") or not isinstance(record.get("vanilla_tokens"), int):
+    if not record.vanilla_text or record.vanilla_tokens is None:
         return SkipReason.NO_VANILLA
     if _is_vanilla_answer(record):
         return SkipReason.SAME_AS_VANILLA
     tokens = chosen_tokens(record)
     if tokens is None:
         return SkipReason.NO_TOKEN_COUNT
-    if tokens >= record["vanilla_tokens"]:
+    if tokens >= record.vanilla_tokens:
         return SkipReason.NOT_SHORTER
     return None
 
@@ -177,7 +214,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 
 def _warn_prompt_versions(records: list[Record]) -> None:
-    versions = Counter(r.get("prompt_version") for r in records)
+    versions = Counter(r.prompt_version for r in records)
     others = {v: n for v, n in versions.items() if v != PROMPT_VERSION}
     if others:
         logger.warning("records from other prompt versions %s are trained with the current prompts (%s)",
@@ -186,8 +223,8 @@ def _warn_prompt_versions(records: list[Record]) -> None:
 
 def _second_length(record: Record) -> bool:
     """Hindsight SFT: the vanilla answer makes a second example (correct, counted, another text)."""
-    return (bool(record.get("vanilla_correct")) and bool(record.get("vanilla_text"))
-            and isinstance(record.get("vanilla_tokens"), int) and not _is_vanilla_answer(record))
+    return (bool(record.vanilla_correct) and bool(record.vanilla_text)
+            and record.vanilla_tokens is not None and not _is_vanilla_answer(record))
 
 
 def _build(records: Iterable[Record], mode: PromptMode, skip, examples) -> TrainingSet:
@@ -214,10 +251,10 @@ def build_sft_dataset(records: Iterable[Record], mode: PromptMode = "budget", sl
     hindsight adds the vanilla answer under its own token count (id ``ID#vanilla``)."""
 
     def examples(r: Record) -> list[dict[str, Any]]:
-        rows = [{"id": r["id"], "prompt": training_prompt(r, mode, slack).messages(), "completion": _assistant(r["reasoning"])}]
+        rows = [{"id": r.id, "prompt": training_prompt(r, mode, slack).messages(), "completion": _assistant(r.reasoning)}]
         if mode == "hindsight" and _second_length(r):
-            rows.append({"id": f"{r['id']}#vanilla", "prompt": _prompt(r, stated_budget(r["vanilla_tokens"], slack)).messages(),
-                         "completion": _assistant(r["vanilla_text"])})
+            rows.append({"id": f"{r.id}#vanilla", "prompt": _prompt(r, stated_budget(r.vanilla_tokens, slack)).messages(),
+                         "completion": _assistant(r.vanilla_text)})
         return rows
 
     return _build(records, mode, lambda r: sft_skip_reason(r, mode), examples)
@@ -226,15 +263,15 @@ def build_sft_dataset(records: Iterable[Record], mode: PromptMode = "budget", sl
 def build_dpo_dataset(records: Iterable[Record], mode: PromptMode = "budget", slack: float = 1.0) -> TrainingSet:
     """Preference rows: chosen = the correct, shorter output under beta*; rejected = the vanilla output."""
     return _build(records, mode, dpo_skip_reason, lambda r: [{
-        "id": r["id"], "prompt": training_prompt(r, mode, slack).messages(),
-        "chosen": _assistant(r["reasoning"]), "rejected": _assistant(r["vanilla_text"])}])
+        "id": r.id, "prompt": training_prompt(r, mode, slack).messages(),
+        "chosen": _assistant(r.reasoning), "rejected": _assistant(r.vanilla_text)}])
 
 
 def records_fingerprint(records: Iterable[Record]) -> str:
-    """sha256 of the records in canonical JSON, in id order: the same records give the same hash
-    whatever their shard layout or order."""
+    """sha256 of the records in canonical JSON (``to_json``, keys sorted), in id order: the same records
+    give the same hash whatever their shard layout or order."""
     digest = hashlib.sha256()
-    for record in sorted(records, key=lambda r: r["id"]):
-        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
+    for record in sorted(records, key=lambda r: r.id):
+        digest.update(json.dumps(record.to_json(), sort_keys=True, ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()

@@ -1,0 +1,57 @@
+"""The light, torch-free install: the project's wheel without its dependencies plus the ``light`` extra,
+in a virtual environment of its own, runs ``tale estimate`` with the budgets the full install gives."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from test_export import onnx_dir, regressor, regressor_dir  # noqa: F401  (fixtures: a tiny regressor, exported)
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = ["What is 6 * 7?", "Natalia sold clips to 48 of her friends in April, and then half as many in May."]
+
+
+def extra_requirements(wheel: Path, extra: str) -> list[str]:
+    """The requirements a wheel's metadata lists for ``extra``, without their markers."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = archive.read(metadata).decode().splitlines()
+    wanted = []
+    for line in lines:
+        if line.startswith("Requires-Dist:") and ";" in line:
+            requirement, marker = (part.strip() for part in line.removeprefix("Requires-Dist:").split(";", 1))
+            if marker.replace("'", '"') == f'extra == "{extra}"':
+                wanted.append(requirement)
+    return wanted
+
+
+@pytest.mark.slow
+def test_light_install_from_the_wheel_estimates_without_torch(onnx_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    from export.runtime import OnnxEstimator, RuntimeConfig
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(tmp_path / "dist"), str(REPO)], check=True)
+    [wheel] = (tmp_path / "dist").glob("tale_toolkit-*.whl")
+    light = extra_requirements(wheel, "light")
+    assert {r.split(">")[0].split("=")[0] for r in light} == {"onnxruntime", "tokenizers", "numpy", "click"}
+    venv = tmp_path / "light"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--no-deps", str(wheel)], check=True)
+    subprocess.run([*pip, *light], check=True)
+
+    out = subprocess.run([str(venv / "bin" / "tale"), "estimate", "--predictor", str(onnx_dir), "--threads", "1",
+                          *QUESTIONS], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    budgets = [json.loads(line)["budget"] for line in out.stdout.splitlines()]
+    assert budgets == OnnxEstimator.load(onnx_dir, RuntimeConfig(threads=1)).predict(QUESTIONS)
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import importlib.util, sys, export.runtime, tale.cli; "
+                            "print(importlib.util.find_spec('torch') is None, 'transformers' in sys.modules)"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert probe.stdout.split() == ["True", "False"], probe.stderr  # torch is not even installed
