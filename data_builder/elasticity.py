@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_builder.record import BudgetRecord
-from reasoner.backends import Backend
+from reasoner.backends import MAX_NEW_TOKENS, Backend
 from reasoner.grading import grade
 from reasoner.prompts import reasoning_prompt
 
@@ -39,7 +39,8 @@ def curves_from_records(records: Sequence[BudgetRecord]) -> list[Curve]:
     return curves
 
 
-def sweep(records: Sequence[BudgetRecord], backend: Backend, budgets: Sequence[int], max_new_tokens: int = 512) -> list[Curve]:
+def sweep(records: Sequence[BudgetRecord], backend: Backend, budgets: Sequence[int],
+          max_new_tokens: int = MAX_NEW_TOKENS) -> list[Curve]:
     """Ask every record's question at every budget, in one batched call per budget."""
     budgets = sorted(set(budgets))
     tokens: dict[str, list[int]] = {r.id: [] for r in records}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from data_builder.sources import Problem
-from reasoner.backends import Backend, Generation
+from reasoner.backends import MAX_NEW_TOKENS, Backend, Generation
 from reasoner.grading import grade
 from reasoner.prompts import reasoning_prompt
 
@@ -43,7 +43,7 @@ class SearchConfig:
     floor: int = 4  # no budget below this is tried
     max_rounds: int = 10  # budget-aware rounds after the vanilla one
     tolerance: int = 8  # bisect: stop when right - left <= tolerance (tokens)
-    max_new_tokens: int = 512  # generation cap of every call, vanilla included
+    max_new_tokens: int = MAX_NEW_TOKENS  # generation cap of every call, vanilla included
 
     def __post_init__(self) -> None:
         if self.mode not in SEARCH_MODES:

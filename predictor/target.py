@@ -111,6 +111,8 @@ class RegressorMeta:
     @classmethod
     def load(cls, directory: Path) -> RegressorMeta:
         path = Path(directory) / META_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory} is not a saved BERT regressor: no {META_FILE}")
         raw = json.loads(path.read_text())
         if raw.get("estimator") != "bert-regressor" or raw.get("target_transform") != "log":
             raise ValueError(f"{path}: not a log-target BERT regressor ({raw.get('estimator')!r})")

@@ -8,7 +8,11 @@ from pathlib import Path
 import click
 
 from data_builder.build import BuildConfig
+from data_builder.search import SEARCH_MODES, SearchConfig
+from reasoner.backends import MAX_NEW_TOKENS
 from tale.cli_common import DATASET, POSITIVE_INTS, SHARD, backend_options, setup
+
+SEARCH = SearchConfig()  # the options' defaults
 
 
 class _Group(click.Group):
@@ -48,15 +52,17 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--dataset", type=DATASET, required=True, help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
+@click.option("--dataset", type=DATASET, required=True,
+              help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N problems (after shuffling, with --seed).")
 @click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit.")
 @click.option("--split", default="test", show_default=True, help="Split, for hub data sets.")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Budget-aware prompt: use less than N tokens.")
 @click.option("--direct", is_flag=True, help="Ask for the answer without reasoning.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad data rows instead of stopping at the first.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/generate.jsonl"), show_default=True, help="JSONL of graded answers.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=MAX_NEW_TOKENS, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/generate.jsonl"), show_default=True,
+              help="JSONL of graded answers.")
 @backend_options
 def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_tokens, out, model, engine, threads, verbose):
     """Ask a reasoner math questions and grade the answers.
@@ -91,19 +97,27 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 
 
 @main.command()
-@click.option("--dataset", type=DATASET, required=True, help="KIND[:PATH], as for generate; e.g. gsm8k:../shared/data/gsm8k/train.jsonl.")
+@click.option("--dataset", type=DATASET, required=True,
+              help="KIND[:PATH], as for generate; e.g. gsm8k:../shared/data/gsm8k/train.jsonl.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Records directory (resumes if it exists).")
-@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect", "reference", "equations"]), default="halving", show_default=True, help="halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; reference: no search, the data set's worked solutions (gsm8k) with their length in --model's tokens as the budget, a teacher for train-reasoner; equations: the same, but only the solutions' calculator equations (less than half as long).")
+@click.option("--search", "mode", type=click.Choice([*SEARCH_MODES, "reference", "equations"]), default=SEARCH.mode, show_default=True,
+              help=("halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; "
+                    "reference: no search, the data set's worked solutions (gsm8k) with their length in --model's tokens as the budget, "
+                    "a teacher for train-reasoner; equations: the same, but only the solutions' calculator equations "
+                    "(less than half as long)."))
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use N problems (before sharding).")
 @click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit.")
-@click.option("--split", default="train", show_default=True, help="Split, for hub data sets.")
+@click.option("--split", default=BuildConfig.split, show_default=True, help="Split, for hub data sets.")
 @click.option("--shard", type=SHARD, default="0/1", show_default=True, help="I/N: take slice I of N (0-based), for several machines.")
-@click.option("--floor", type=click.IntRange(min=1), default=4, show_default=True, help="No budget below this is tried.")
-@click.option("--max-rounds", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--tolerance", type=click.IntRange(min=1), default=8, show_default=True, help="bisect: stop when the bounds are this close.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--pool", type=click.IntRange(min=1), default=BuildConfig.pool, show_default=True, help="Questions in flight; each round is one batched call over them.")
-@click.option("--push-to-hub", default=None, help="Also push the records to this hub data set repo (needs network and a token).")
+@click.option("--floor", type=click.IntRange(min=1), default=SEARCH.floor, show_default=True, help="No budget below this is tried.")
+@click.option("--max-rounds", type=click.IntRange(min=1), default=SEARCH.max_rounds, show_default=True)
+@click.option("--tolerance", type=click.IntRange(min=1), default=SEARCH.tolerance, show_default=True,
+              help="bisect: stop when the bounds are this close.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=SEARCH.max_new_tokens, show_default=True)
+@click.option("--pool", type=click.IntRange(min=1), default=BuildConfig.pool, show_default=True,
+              help="Questions in flight; each round is one batched call over them.")
+@click.option("--push-to-hub", default=None,
+              help="Also push the records to this hub data set repo (needs network and a token).")
 @backend_options
 def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tolerance, max_new_tokens, pool, push_to_hub,
           model, engine, threads, verbose):
@@ -114,10 +128,9 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     setup(verbose, threads)
     from tqdm import tqdm
 
-    from data_builder.build import BuildConfig, build_records, summarize
+    from data_builder.build import build_records, summarize
     from data_builder.records import load_records
     from data_builder.reference import SEARCH_NAMES
-    from data_builder.search import SearchConfig
 
     reference = {search: style for style, search in SEARCH_NAMES.items()}.get(mode)  # no search: a worked-solution style
     if reference and engine.kind == "openai":
@@ -125,7 +138,8 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     config = BuildConfig(
         dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split,
         shard=shard, pool=pool, reference=reference, temperature=engine.temperature,
-        search=SearchConfig(mode="halving" if reference else mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance, max_new_tokens=max_new_tokens),
+        search=SearchConfig(mode=SEARCH.mode if reference else mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance,
+                            max_new_tokens=max_new_tokens),
     )
     if reference:
         from data_builder.reference import tokenizer_counter
@@ -181,9 +195,10 @@ def merge(shards, out):
 @main.command()
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("elasticity.png"), show_default=True)
-@click.option("--sweep", type=POSITIVE_INTS, default=None, help="Comma-separated budgets to ask every question at (a denser curve), e.g. 8,16,32,64,128,256.")
-@click.option("--questions", type=int, default=8, show_default=True, help="With --sweep: the first N feasible records.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--sweep", type=POSITIVE_INTS, default=None,
+              help="Comma-separated budgets to ask every question at (a denser curve), e.g. 8,16,32,64,128,256.")
+@click.option("--questions", type=click.IntRange(min=1), default=8, show_default=True, help="With --sweep: the first N feasible records.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=MAX_NEW_TOKENS, show_default=True)
 @backend_options
 def elasticity(records, out, sweep, questions, max_new_tokens, model, engine, threads, verbose):
     """Plot budget against actual output tokens per question (the paper's Fig. 2).
@@ -217,9 +232,10 @@ def _register() -> None:
     from tale.cli_export import estimate, export
     from tale.cli_predict import eval_predictor, train_predictor
     from tale.cli_run import run
+    from tale.cli_serve import serve
     from tale.cli_train import rebuild_reasoner, train_reasoner
 
-    for command in (run, train_predictor, eval_predictor, calibrate, export, estimate, evaluate, ablate, train_reasoner, rebuild_reasoner):
+    for command in (run, train_predictor, eval_predictor, calibrate, export, estimate, evaluate, ablate, train_reasoner, rebuild_reasoner, serve):
         main.add_command(command)
 
 

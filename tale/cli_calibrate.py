@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from predictor.data import ExampleConfig
 from tale.cli_common import setup
 
 
@@ -14,7 +15,7 @@ from tale.cli_common import setup
               help="A saved estimator directory (bert, tfidf, constant) or an ONNX export (tale export).")
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True, required=True,
               help="Records directory (repeat for several).")
-@click.option("--held-out", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
+@click.option("--held-out", type=click.FloatRange(0, 0.9), default=ExampleConfig.held_out_fraction, show_default=True,
               help="Share of problem ids kept out for eval-predictor's test split, as train-predictor's --held-out; never calibrated on.")
 @click.option("--fraction", type=click.FloatRange(0, 0.9, min_open=True), default=0.2, show_default=True,
               help="Share of the remaining ids calibrated on, as train-predictor's --calibration (the ids it did not train on).")
@@ -32,7 +33,7 @@ def calibrate(directory: Path, records: tuple[Path, ...], held_out: float, fract
     """
     setup(verbose, None)
     from predictor.calibrate import CALIBRATION_FILE, REPORTED_ALPHAS, fit, rank
-    from predictor.data import ExampleConfig, fingerprint, load_examples, three_way_split
+    from predictor.data import fingerprint, load_examples, three_way_split
 
     examples = load_examples(list(records), ExampleConfig(skip_bad=skip_bad))
     chosen = [e for e in examples if e.feasible] if use_all else three_way_split(examples, held_out, fraction)[1]

@@ -85,7 +85,48 @@ class RiskOrNone(click.ParamType):
         return risk
 
 
+class Risks(click.ParamType):
+    """Comma-separated risks alpha in (0, 1), e.g. 0.05,0.1,0.2."""
+
+    name = "RISK,RISK,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from predictor.calibrate import check_alpha
+
+        try:
+            risks = tuple(check_alpha(float(p)) for p in str(value).split(",") if p.strip())
+        except ValueError:
+            risks = ()
+        if not risks:
+            self.fail(f"expected comma-separated risks in (0, 1) such as 0.05,0.1, got {value!r}", param, ctx)
+        return risks
+
+
+class BudgetSourceSpec(click.ParamType):
+    """A budget source name (``tale.estimators``), checked before any model loads: a directory it
+    names must exist, so a typo does not wait for the reasoner to load first."""
+
+    name = "SOURCE"
+
+    def convert(self, value, param, ctx):
+        from pathlib import Path
+
+        from tale.estimators import check_source, split_aim, split_risk
+
+        try:
+            spec = check_source(value)
+            kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        if kind in ("oracle", "bert", "onnx", "constant", "tfidf") and arg and not Path(arg).is_dir():
+            self.fail(f"{arg}: no such directory", param, ctx)
+        return spec
+
+
 DATASET, SHARD, POSITIVE_INTS, RISK_OR_NONE = DatasetSpec(), ShardSpec(), PositiveInts(), RiskOrNone()
+RISKS, BUDGET_SOURCE = Risks(), BudgetSourceSpec()
 
 
 def check_local_model(model: str) -> None:
@@ -99,6 +140,17 @@ def check_local_model(model: str) -> None:
     first = Path(model).parts[0] if Path(model).parts else ""
     if model.startswith((".", "/", "~")) or Path(first).is_dir() or len(Path(model).parts) > 2:
         raise click.BadParameter(f"{model}: no such model directory", param_hint="--model")
+
+
+# --threads means one thing in every command: the CPU threads of what runs the model there.
+ENGINE_THREADS_HELP = ("CPU threads of the engine, and of torch where the command trains a model (ort default: every core, "
+                       "fastest when it runs alone; give 1 beside another heavy job; hf and torch default: torch's choice).")
+
+
+def torch_threads(work: str):
+    """--threads for a command whose model runs on torch: ``work`` says what torch does there."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help=f"CPU threads of torch, which {work} [default: torch's choice].")
 
 
 MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local model directory, a hub id, "
@@ -162,32 +214,44 @@ _ENGINE_PARAMS = {"backend_kind": "kind", "base_url": "base_url", "api_key_env":
                   "device": "device", "precision": "precision", "batch_size": "batch_size", "temperature": "temperature"}
 
 
-def backend_options(command=None, *, multiple_models: bool = False):
+def backend_options(command=None, *, multiple_models: bool = False, model_option: bool = True):
     """Options every command that talks to a reasoner shares, passed to the command as ``engine``
     (an ``EngineOptions``) beside ``model``, ``threads`` and ``verbose``; ``multiple_models`` makes
-    --model repeatable (a grid over models). Use as ``@backend_options`` or ``@backend_options(multiple_models=True)``."""
+    --model repeatable (a grid over models); ``model_option=False`` leaves --model out, for a command
+    whose models are named elsewhere. Use as ``@backend_options`` or ``@backend_options(multiple_models=True)``."""
     if command is None:
-        return lambda c: backend_options(c, multiple_models=multiple_models)
+        return lambda c: backend_options(c, multiple_models=multiple_models, model_option=model_option)
 
     @functools.wraps(command)
     def bundled(*args, **kwargs):
         fields = {field: kwargs.pop(param) for param, field in _ENGINE_PARAMS.items()}
         return command(*args, engine=EngineOptions(**fields, threads=kwargs["threads"]), **kwargs)
 
-    model = (click.option("--model", multiple=True, default=["default"], show_default=True, help=f"Repeat for several: {MODEL_HELP}")
-             if multiple_models else click.option("--model", default="default", show_default=True, help=MODEL_HELP))
+    if multiple_models:
+        models = [click.option("--model", multiple=True, default=["default"], show_default=True, help=f"Repeat for several: {MODEL_HELP}")]
+    else:
+        models = [click.option("--model", default="default", show_default=True, help=MODEL_HELP)] if model_option else []
     for option in reversed(
         [
-            model,
-            click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="ort", show_default=True, help="ort: local onnxruntime-genai (the fast CPU engine, 4-6x hf's tokens/s; builds the model once into $TALE_CACHE); hf: local transformers (what training uses); openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs)."),
-            click.option("--precision", type=click.Choice(tuple(PRESETS)), default=ORTConfig.precision, show_default=True, help="ort backend: the weights the ONNX model is built with (docs/results/ort-engine.md)."),
+            *models,
+            click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="ort", show_default=True,
+                         help=("ort: local onnxruntime-genai (the fast CPU engine, 4-6x hf's tokens/s; builds the model once into $TALE_CACHE); "
+                               "hf: local transformers (what training uses); "
+                               "openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs).")),
+            click.option("--precision", type=click.Choice(tuple(PRESETS)), default=ORTConfig.precision, show_default=True,
+                         help="ort backend: the weights the ONNX model is built with (docs/results/ort-engine.md)."),
             click.option("--base-url", default=OPENAI_BASE_URL, show_default=True, help="openai backend: the server's base URL."),
-            click.option("--api-key-env", default=OPENAI_API_KEY_ENV, show_default=True, help="openai backend: the environment variable that holds the API key."),
-            click.option("--dtype", type=click.Choice(DTYPES), default=HFConfig.dtype, show_default=True, help="hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time and about 2x slower in batches; see bench/generate_throughput.py)."),
+            click.option("--api-key-env", default=OPENAI_API_KEY_ENV, show_default=True,
+                         help="openai backend: the environment variable that holds the API key."),
+            click.option("--dtype", type=click.Choice(DTYPES), default=HFConfig.dtype, show_default=True,
+                         help=("hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time "
+                               "and about 2x slower in batches; see bench/generate_throughput.py).")),
             click.option("--device", default=HFConfig.device, show_default=True, help="hf backend: auto, cpu, cuda, cuda:N."),
-            click.option("--batch-size", type=click.IntRange(min=1), default=HFConfig.batch_size, show_default=True, help="Prompts per batch (ort, hf) or concurrent requests (openai)."),
-            click.option("--temperature", type=click.FloatRange(min=0), default=SamplingConfig.temperature, show_default=True, help="0 decodes greedily."),
-            click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the engine (ort default: every core, fastest when it runs alone; give 1 beside another heavy job; hf default: torch's choice)."),
+            click.option("--batch-size", type=click.IntRange(min=1), default=HFConfig.batch_size, show_default=True,
+                         help="Prompts per batch (ort, hf) or concurrent requests (openai)."),
+            click.option("--temperature", type=click.FloatRange(min=0), default=SamplingConfig.temperature, show_default=True,
+                         help="0 decodes greedily."),
+            click.option("--threads", type=click.IntRange(min=1), default=None, help=ENGINE_THREADS_HELP),
             click.option("-v", "--verbose", is_flag=True, help="Log progress details."),
         ]
     ):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import click
 
+from predictor.llm import LLMEstimatorConfig
 from reasoner.backends import MAX_NEW_TOKENS
-from tale.cli_common import DATASET, backend_options, setup
+from tale.cli_common import BUDGET_SOURCE, DATASET, backend_options, setup
 
 SOURCE_HELP = ("oracle:RECORDS_DIR (searched budgets), llm[:MODEL] (zero-shot; no MODEL: the reasoner itself), "
                "bert:DIR, onnx:DIR, constant:DIR, tfidf:DIR (saved estimators; append @FACTOR to scale their budgets, "
@@ -24,7 +25,8 @@ def _shared_options(command):
         click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit."),
         click.option("--split", default="test", show_default=True, help="Split, for hub data sets."),
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=MAX_NEW_TOKENS, show_default=True),
-        click.option("--llm-default", type=click.IntRange(min=1), default=None, help="Zero-shot estimator: the budget for a reply that states none [default: 128]."),
+        click.option("--llm-default", type=click.IntRange(min=1), default=None,
+                     help=f"Zero-shot estimator: the budget for a reply that states none [default: {LLMEstimatorConfig.default_budget}]."),
         click.option("--price-in", type=click.FloatRange(min=0), default=None, help="$ per million input tokens (reasoner and estimator prompts)."),
         click.option("--price-out", type=click.FloatRange(min=0), default=None, help="$ per million output tokens (reasoner and estimator replies)."),
     ]):
@@ -51,11 +53,17 @@ def _progress(bar):
 
 
 @click.command("evaluate")
-@click.option("--dataset", type=DATASET, required=True, help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
-@click.option("--method", type=click.Choice(["direct", "vanilla", "budget"]), default=None, help="[default: budget with --budget-source, else vanilla]")
-@click.option("--budget-source", default=None, help=SOURCE_HELP)
-@click.option("--baseline", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="A vanilla run directory (OUT/runs/NAME) for the token reduction [default: the vanilla run of the same data set and model in --out].")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True, help="Evaluation directory: runs/NAME/ per configuration (resumes), and table.md, summary.json, accuracy_vs_tokens.png over all of them.")
+@click.option("--dataset", type=DATASET, required=True,
+              help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
+@click.option("--method", type=click.Choice(["direct", "vanilla", "budget"]), default=None,
+              help="[default: budget with --budget-source, else vanilla]")
+@click.option("--budget-source", type=BUDGET_SOURCE, default=None, help=SOURCE_HELP)
+@click.option("--baseline", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help=("A vanilla run directory (OUT/runs/NAME) for the token reduction "
+                    "[default: the vanilla run of the same data set and model in --out]."))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True,
+              help=("Evaluation directory: runs/NAME/ per configuration (resumes), "
+                    "and table.md, summary.json, accuracy_vs_tokens.png over all of them."))
 @_shared_options
 @backend_options
 def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, max_new_tokens, llm_default, price_in,
@@ -111,16 +119,18 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
 
 @click.command("ablate")
 @click.option("--dataset", "datasets", type=DATASET, multiple=True, required=True, help="KIND[:PATH] (repeat for several).")
-@click.option("--budget-source", "budget_sources", multiple=True, help=f"Repeat for several: {SOURCE_HELP}.")
+@click.option("--budget-source", "budget_sources", type=BUDGET_SOURCE, multiple=True, help=f"Repeat for several: {SOURCE_HELP}.")
 @click.option("--methods", default="direct,vanilla,budget", show_default=True, help="Comma-separated; budget runs once per --budget-source.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/ablate"), show_default=True, help="Evaluation directory: runs/NAME/ per configuration (resumes), table.md, summary.json, accuracy_vs_tokens.png.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/ablate"), show_default=True,
+              help="Evaluation directory: runs/NAME/ per configuration (resumes), table.md, summary.json, accuracy_vs_tokens.png.")
 @_shared_options
 @backend_options(multiple_models=True)
 def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_tokens, llm_default, price_in, price_out,
            model, engine, threads, verbose):
     """Evaluate a grid: data sets x models x methods and budget sources, into one table and plot.
 
-    Example: tale ablate --dataset gsm8k:../shared/data/gsm8k/test.jsonl --dataset mathbench:../shared/data/mathbench/middle --budget-source oracle:runs/records --budget-source bert:runs/predictor --budget-source llm --limit 50 --price-in 0.15 --price-out 0.6
+    Example: tale ablate --dataset gsm8k:../shared/data/gsm8k/test.jsonl --dataset mathbench:../shared/data/mathbench/middle
+    --budget-source oracle:runs/records --budget-source bert:runs/predictor --budget-source llm --limit 50 --price-in 0.15 --price-out 0.6
     """
     setup(verbose, threads)
     from tqdm import tqdm
@@ -128,8 +138,11 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_t
     from data_builder.build import ResumeMismatchError
     from tale.ablate import AblationConfig
     from tale.ablate import ablate as run_ablation
+    from tale.evaluate import METHODS
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not chosen or any(m not in METHODS for m in chosen):
+        raise click.BadParameter(f"expected comma-separated methods among {', '.join(METHODS)}, got {methods!r}", param_hint="--methods")
     if budget_sources and "budget" not in chosen:
         chosen += ("budget",)
     if not budget_sources:

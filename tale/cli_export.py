@@ -8,7 +8,6 @@ ONNX export directory imports neither torch nor transformers, so it runs in a li
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -20,6 +19,7 @@ import click
 
 from export.manifest import MANIFEST_FILE, PRECISIONS, RuntimeConfig
 from export.onnx import ExportConfig, export_regressor
+from tale.cli_common import setup, torch_threads
 
 CHUNK = 256  # questions read, estimated and written at a time, so long inputs stream
 
@@ -32,13 +32,14 @@ CHUNK = 256  # questions read, estimated and written at a time, so long inputs s
 @click.option("--int8-all", is_flag=True, help="int8: quantize the feed-forward down projections too (kept in fp32 by default): "
               "about 13% less latency, budgets further from fp32's (export/README.md).")
 @click.option("--opset", type=click.IntRange(min=17), default=ExportConfig.opset, show_default=True, help="ONNX opset.")
+@torch_threads("exports the regressor and runs it for the check")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
-def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, verbose: bool) -> None:
+def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, threads: int | None, verbose: bool) -> None:
     """Export a trained budget regressor to ONNX (fp32, and int8 with --int8), checked against torch.
 
     Example: tale export --predictor runs/predictor --out runs/predictor-onnx --int8
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup(verbose, threads)
     if int8_all and not int8:
         raise click.UsageError("--int8-all sets how --int8 quantizes; give --int8 too")
     try:
@@ -106,13 +107,17 @@ def _estimator(directory: Path, config: RuntimeConfig) -> Any:
               help="An ONNX export directory (tale export; needs no torch) or a saved estimator directory.")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="JSONL of objects with 'question' and optional 'id'. Without it or QUESTIONs, stdin: one question per line, or JSONL.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=RuntimeConfig.precision, help="ONNX export: the model to run [default: int8 when exported, else fp32].")
-@click.option("--threads", type=click.IntRange(min=0), default=RuntimeConfig.threads, show_default=True, help="CPU threads (0: the engine's choice).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=RuntimeConfig.precision,
+              help="ONNX export: the model to run [default: int8 when exported, else fp32].")
+@click.option("--threads", type=click.IntRange(min=0), default=RuntimeConfig.threads, show_default=True,
+              help="CPU threads of the model: onnxruntime's for an ONNX export, else torch's (0: the engine's choice).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=RuntimeConfig.batch_size, show_default=True, help="ONNX export: questions per graph run.")
 @click.option("--aim", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Multiply each budget by this factor before rounding; 1.41 aims the estimate at the log-centre of [b*, 2b*], so fewer budgets fall short.")
+              help=("Multiply each budget by this factor before rounding; 1.41 aims the estimate at the log-centre of [b*, 2b*], "
+                    "so fewer budgets fall short."))
 @click.option("--risk", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="A calibrated estimator's budgets at this risk: they suffice for at least 1 - RISK of new questions (tale calibrate); as DIR%RISK in estimator names.")
+              help=("A calibrated estimator's budgets at this risk: they suffice for at least 1 - RISK of new questions "
+                    "(tale calibrate); as DIR%RISK in estimator names."))
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | None, precision: str | None, threads: int,
              batch_size: int, aim: float, risk: float | None, verbose: bool) -> None:
@@ -122,7 +127,7 @@ def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | Non
 
     Example: tale estimate --predictor runs/predictor-onnx --input questions.jsonl > budgets.jsonl
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup(verbose, None)  # threads go to the estimator's engine below
     if questions and input_path:
         raise click.UsageError("give QUESTIONs or --input, not both")
     stdin = sys.stdin

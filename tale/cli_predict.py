@@ -9,7 +9,7 @@ import click
 from predictor.bert import BertRegressorConfig
 from predictor.calibrate import REPORTED_ALPHAS
 from predictor.data import ExampleConfig
-from tale.cli_common import EngineOptions, backend_options, setup
+from tale.cli_common import RISKS, EngineOptions, backend_options, setup, torch_threads
 
 RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
 BERT, EXAMPLES = BertRegressorConfig(), ExampleConfig()  # the options' defaults
@@ -18,18 +18,23 @@ BERT, EXAMPLES = BertRegressorConfig(), ExampleConfig()  # the options' defaults
 @click.command("train-predictor")
 @click.option("--records", type=RECORDS, multiple=True, required=True, help="Records directory (repeat for several).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the trained regressor.")
-@click.option("--encoder", default=BERT.encoder, show_default=True, help="'default' (the packaged all-MiniLM-L6-v2), a local BERT-family model directory or a hub id.")
-@click.option("--epochs", type=click.IntRange(min=1), default=BERT.epochs, show_default=True, help="At most; early stopping on validation loss ends sooner.")
+@click.option("--encoder", default=BERT.encoder, show_default=True,
+              help="'default' (the packaged all-MiniLM-L6-v2), a local BERT-family model directory or a hub id.")
+@click.option("--epochs", type=click.IntRange(min=1), default=BERT.epochs, show_default=True,
+              help="At most; early stopping on validation loss ends sooner.")
 @click.option("--learning-rate", type=float, default=BERT.learning_rate, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=BERT.batch_size, show_default=True)
 @click.option("--max-length", type=click.IntRange(min=8), default=BERT.max_length, show_default=True, help="Question tokens kept.")
-@click.option("--held-out", type=click.FloatRange(0, 0.9), default=EXAMPLES.held_out_fraction, show_default=True, help="Share of problem ids kept out for eval-predictor.")
+@click.option("--held-out", type=click.FloatRange(0, 0.9), default=EXAMPLES.held_out_fraction, show_default=True,
+              help="Share of problem ids kept out for eval-predictor.")
 @click.option("--include-infeasible", is_flag=True, help="Train on infeasible records too, with their vanilla tokens as the budget.")
-@click.option("--calibration", type=click.FloatRange(0, 0.9), default=0.0, show_default=True, help="Share of the training ids kept out of training to calibrate the budgets on (tale_calibration.json; then bert:DIR%ALPHA). 0: no calibration.")
+@click.option("--calibration", type=click.FloatRange(0, 0.9), default=EXAMPLES.calibration_fraction, show_default=True,
+              help=("Share of the training ids kept out of training to calibrate the budgets on "
+                    "(tale_calibration.json; then bert:DIR%ALPHA). 0: no calibration."))
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @click.option("--seed", type=int, default=BERT.seed, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("-v", "--verbose", is_flag=True)
+@torch_threads("trains the regressor")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, max_length, held_out, include_infeasible,
                     calibration, skip_bad, seed, threads, verbose):
     """Fine-tune a BERT-family regressor on searched budgets (log-budget, early stopping, clamped).
@@ -52,15 +57,11 @@ def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, ma
         click.echo(f"calibrated on {meta['data']['calibration']} feasible records kept out of training: use bert:{out}%ALPHA")
 
 
-def _report_coverage(chosen: dict, calibrating, scored, risks: str, out: Path) -> None:
-    """Calibrate each estimator on ``calibrating`` and report coverage and cost on ``scored``."""
-    from predictor.calibrate import check_alpha, unrounded
+def _report_coverage(chosen: dict, calibrating, scored, alphas: tuple[float, ...], out: Path) -> None:
+    """Calibrate each estimator on ``calibrating`` and report coverage and cost on ``scored`` at each risk of ``alphas``."""
+    from predictor.calibrate import unrounded
     from predictor.coverage import coverage_rows, coverage_table, write_coverage
 
-    try:
-        alphas = [check_alpha(float(a)) for a in risks.split(",") if a.strip()]
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--risks") from None
     if not calibrating:
         raise click.ClickException("--calibration leaves no feasible record to calibrate on; raise it or add records")
     rows = []
@@ -123,21 +124,34 @@ def _fold_factories(names: str, engine: EngineOptions, llm_default: int | None, 
 
 @click.command("eval-predictor")
 @click.option("--records", type=RECORDS, multiple=True, required=True, help="Records directory (repeat for several).")
-@click.option("--estimators", default="constant,tfidf", show_default=True, help="Comma-separated: bert:DIR, onnx:DIR, llm:MODEL (zero-shot, 'default' is the embedded reasoner), constant, tfidf; NAME@FACTOR (not llm) scales its budgets, e.g. tfidf@1.41 aims at the log-centre of [b, 2b].")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/predictor-eval"), show_default=True, help="Directory for report.md, report.json, scatter plots, and the baselines fitted here (constant/, tfidf/).")
-@click.option("--held-out", type=click.FloatRange(0, 0.9), default=EXAMPLES.held_out_fraction, show_default=True, help="Must match train-predictor's.")
-@click.option("--llm-default", type=int, default=None, help="Zero-shot fallback budget when a reply has no number (default: the training median).")
-@click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True, help="K > 1: K-fold cross-validation by problem id over all records instead of one held-out split; estimators are trained per fold (name bert, constant, tfidf without a directory).")
+@click.option("--estimators", default="constant,tfidf", show_default=True,
+              help=("Comma-separated: bert:DIR, onnx:DIR, llm:MODEL (zero-shot, 'default' is the embedded reasoner), constant, tfidf; "
+                    "NAME@FACTOR (not llm) scales its budgets, e.g. tfidf@1.41 aims at the log-centre of [b, 2b]."))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/predictor-eval"), show_default=True,
+              help="Directory for report.md, report.json, scatter plots, and the baselines fitted here (constant/, tfidf/).")
+@click.option("--held-out", type=click.FloatRange(0, 0.9), default=EXAMPLES.held_out_fraction, show_default=True,
+              help="Must match train-predictor's.")
+@click.option("--llm-default", type=click.IntRange(min=1), default=None,
+              help="Zero-shot fallback budget when a reply has no number (default: the training median).")
+@click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True,
+              help=("K > 1: K-fold cross-validation by problem id over all records instead of one held-out split; "
+                    "estimators are trained per fold (name bert, constant, tfidf without a directory)."))
 @click.option("--encoder", default=BERT.encoder, show_default=True, help="With --folds: the encoder of the bert trained per fold.")
 @click.option("--epochs", type=click.IntRange(min=1), default=BERT.epochs, show_default=True, help="With --folds: bert epochs, at most.")
-@click.option("--max-length", type=click.IntRange(min=8), default=BERT.max_length, show_default=True, help="With --folds: bert question tokens kept.")
-@click.option("--include-infeasible", is_flag=True, help="Train on infeasible records too, with their vanilla tokens as the budget (as train-predictor's flag); only feasible records are scored.")
-@click.option("--calibration", type=click.FloatRange(0, 0.9), default=0.0, show_default=True, help="Share of the training ids to calibrate every estimator on (as train-predictor's --calibration; constant and tfidf fit on the rest): then coverage.md/json/png report each at every --risks on the held-out split.")
-@click.option("--risks", default=",".join(f"{a:g}" for a in REPORTED_ALPHAS), show_default=True, help="With --calibration: the risks alpha reported.")
+@click.option("--max-length", type=click.IntRange(min=8), default=BERT.max_length, show_default=True,
+              help="With --folds: bert question tokens kept.")
+@click.option("--include-infeasible", is_flag=True,
+              help=("Train on infeasible records too, with their vanilla tokens as the budget (as train-predictor's flag); "
+                    "only feasible records are scored."))
+@click.option("--calibration", type=click.FloatRange(0, 0.9), default=EXAMPLES.calibration_fraction, show_default=True,
+              help=("Share of the training ids to calibrate every estimator on (as train-predictor's --calibration; "
+                    "constant and tfidf fit on the rest): then coverage.md/json/png report each at every --risks on the held-out split."))
+@click.option("--risks", type=RISKS, default=",".join(f"{a:g}" for a in REPORTED_ALPHAS), show_default=True,
+              help="With --calibration: the risks alpha reported.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
-@backend_options
+@backend_options(model_option=False)  # the zero-shot estimator names its model in the llm:MODEL spec
 def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length,
-                   include_infeasible, calibration, risks, skip_bad, model, engine, threads, verbose):
+                   include_infeasible, calibration, risks, skip_bad, engine, threads, verbose):
     """Compare budget estimators on the same held-out records: accuracy and cost per question.
 
     Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf
@@ -148,7 +162,6 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
 
     examples = load_examples(list(records), ExampleConfig(include_infeasible=include_infeasible, skip_bad=skip_bad,
                                                           held_out_fraction=held_out))
-    del model  # the zero-shot estimator names its model in the llm:MODEL spec
     if folds == 1:
         raise click.BadParameter("cross-validation needs at least 2 folds (0: one held-out split)", param_hint="--folds")
     if folds:

@@ -45,24 +45,36 @@ def summary_words(summaries: list[dict]) -> list[str]:
 
 @click.command("run")
 @click.option("--out", type=click.Path(path_type=Path), default=PipelineConfig.out, show_default=True, help="Run directory; rerun the same command to resume.")
-@click.option("--dataset", type=DATASET, default=PipelineConfig.dataset, show_default=True, help="Training questions for the budget search, KIND[:PATH] (as for build); arithmetic: reasoning-gym's short arithmetic, generated from --seed.")
-@click.option("--eval-dataset", type=DATASET, default=None, help="Evaluation questions, KIND[:PATH] [default: the same generator with another seed; required with a data set from a file].")
+@click.option("--dataset", type=DATASET, default=PipelineConfig.dataset, show_default=True,
+              help=("Training questions for the budget search, KIND[:PATH] (as for build); "
+                    "arithmetic: reasoning-gym's short arithmetic, generated from --seed."))
+@click.option("--eval-dataset", type=DATASET, default=None,
+              help="Evaluation questions, KIND[:PATH] [default: the same generator with another seed; required with a data set from a file].")
 @click.option("--questions", type=click.IntRange(min=1), default=PipelineConfig.questions, show_default=True, help="Questions to search budgets for.")
-@click.option("--eval-questions", type=click.IntRange(min=1), default=PipelineConfig.eval_questions, show_default=True, help="Questions per evaluated configuration.")
+@click.option("--eval-questions", type=click.IntRange(min=1), default=PipelineConfig.eval_questions, show_default=True,
+              help="Questions per evaluated configuration.")
 @click.option("--seed", type=int, default=PipelineConfig.seed, show_default=True)
-@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect"]), default=DEFAULTS.search.mode, show_default=True, help="Budget search (elastic: the labels follow the tokens the reasoner really spends).")
-@click.option("--encoder", default=PipelineConfig.encoder, show_default=True, help="The regressor's encoder: 'default' (packaged all-MiniLM-L6-v2), a directory or a hub id.")
+@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect"]), default=DEFAULTS.search.mode, show_default=True,
+              help="Budget search (elastic: the labels follow the tokens the reasoner really spends).")
+@click.option("--encoder", default=PipelineConfig.encoder, show_default=True,
+              help="The regressor's encoder: 'default' (packaged all-MiniLM-L6-v2), a directory or a hub id.")
 @click.option("--epochs", type=click.IntRange(min=1), default=PipelineConfig.epochs, show_default=True, help="Regressor epochs, at most (early stopping).")
-@click.option("--max-length", type=click.IntRange(min=8), default=PipelineConfig.max_length, show_default=True, help="Regressor: question tokens kept.")
-@click.option("--min-feasible", type=click.IntRange(min=1), default=PipelineConfig.min_feasible, show_default=True, help="With fewer feasible records the regressor also learns infeasible ones (their vanilla tokens).")
-@click.option("--calibration", type=click.FloatRange(0, 0.9), default=PipelineConfig.calibration, show_default=True, help="Share of the searched questions (by id) kept out of the regressor's training to calibrate its budgets on; 0: none.")
-@click.option("--risk", type=RISK_OR_NONE, default=str(PipelineConfig.risk), show_default=True, help="Evaluate budgets calibrated to suffice for at least 1 - RISK of new questions; 'none': the regressor's uncalibrated budgets. A rerun may change it: the finished stages are kept.")
+@click.option("--max-length", type=click.IntRange(min=8), default=PipelineConfig.max_length, show_default=True,
+              help="Regressor: question tokens kept.")
+@click.option("--min-feasible", type=click.IntRange(min=1), default=PipelineConfig.min_feasible, show_default=True,
+              help="With fewer feasible records the regressor also learns infeasible ones (their vanilla tokens).")
+@click.option("--calibration", type=click.FloatRange(0, 0.9), default=PipelineConfig.calibration, show_default=True,
+              help="Share of the searched questions (by id) kept out of the regressor's training to calibrate its budgets on; 0: none.")
+@click.option("--risk", type=RISK_OR_NONE, default=str(PipelineConfig.risk), show_default=True,
+              help=("Evaluate budgets calibrated to suffice for at least 1 - RISK of new questions; "
+                    "'none': the regressor's uncalibrated budgets. A rerun may change it: the finished stages are kept."))
 @click.option("--post-train", is_flag=True, help="Also LoRA-SFT the reasoner on the records (budget in the prompt) and evaluate it.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=PipelineConfig.max_new_tokens, show_default=True, help="Per answer, in the search and the evaluation.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=PipelineConfig.max_new_tokens, show_default=True,
+              help="Per answer, in the search and the evaluation.")
 @click.option("--pool", type=click.IntRange(min=1), default=PipelineConfig.pool, show_default=True, help="Questions in flight during the search.")
 @backend_options
-def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encoder, epochs, max_length, min_feasible, calibration, risk, post_train,
-        max_new_tokens, pool, model, engine, threads, verbose):
+def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encoder, epochs, max_length, min_feasible, calibration, risk,
+        post_train, max_new_tokens, pool, model, engine, threads, verbose):
     """The main job: search budgets, train and export the regressor, (optionally) post-train the reasoner,
     and measure vanilla CoT against budget-aware reasoning with the regressor's budgets.
 
@@ -70,7 +82,8 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
     (32 searched and 32 evaluated arithmetic problems) take a few minutes on 2 CPU cores with the ort backend
     (docs/results/main-job.md).
 
-    Example: tale run --dataset gsm8k:../shared/data/gsm8k/train.jsonl --eval-dataset gsm8k:../shared/data/gsm8k/test.jsonl --questions 64 --eval-questions 50
+    Example: tale run --dataset gsm8k:../shared/data/gsm8k/train.jsonl --eval-dataset gsm8k:../shared/data/gsm8k/test.jsonl
+    --questions 64 --eval-questions 50
     """
     setup(verbose, threads)
     from tqdm import tqdm
@@ -80,10 +93,11 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
 
     try:
         config = PipelineConfig(out=out, dataset=dataset, eval_dataset=eval_dataset, questions=questions,
-                                eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity, temperature=engine.temperature,
-                                encoder=encoder, search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens),
-                                pool=pool, epochs=epochs, max_length=max_length, min_feasible=min_feasible, calibration=calibration, risk=risk, post_train=post_train,
-                                max_new_tokens=max_new_tokens)
+                                eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity,
+                                temperature=engine.temperature, encoder=encoder,
+                                search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens), pool=pool, epochs=epochs,
+                                max_length=max_length, min_feasible=min_feasible, calibration=calibration, risk=risk,
+                                post_train=post_train, max_new_tokens=max_new_tokens)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     backend_for = engine.cached()

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from reasoner.post_train import PAPER_ARGS, RUN_CONFIG, PostTrainConfig
-from tale.cli_common import setup
+from tale.cli_common import setup, torch_threads
 
 RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
 DEFAULTS = PostTrainConfig()
@@ -24,21 +24,26 @@ def _paper(field: str) -> str:
 @click.command("train-reasoner")
 @click.argument("method", type=click.Choice(["sft", "dpo"]))
 @click.option("--records", type=RECORDS, multiple=True, required=True, help="Records directory (repeat for several).")
-@click.option("--model", default=DEFAULTS.model, show_default=True, help="'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local model directory or a hub id.")
+@click.option("--model", default=DEFAULTS.model, show_default=True,
+              help="'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local model directory or a hub id.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="New directory for the trained model (a plain model directory, adapters merged).")
 @click.option("--lora/--full", default=DEFAULTS.lora, show_default=True, help="LoRA adapters (merged on save) or full fine-tuning.")
 @click.option("--lora-r", type=click.IntRange(min=1), default=DEFAULTS.lora_r, show_default=True)
 @click.option("--lora-alpha", type=click.IntRange(min=1), default=DEFAULTS.lora_alpha, show_default=True)
 @click.option("--internalized", is_flag=True, help="Prompts without a budget (the paper's TALE-PT); default: the searched budget is in the prompt.")
-@click.option("--hindsight", is_flag=True, help="Prompts state each answer's own output tokens instead of the searched budget, so every example keeps to its budget; sft also learns the vanilla answer under its token count.")
-@click.option("--slack", type=click.FloatRange(min=1), default=DEFAULTS.slack, show_default=True, help="With --hindsight: prompts state this many times each answer's tokens (rounded up), so a model that writes what its prompt states stays under it.")
+@click.option("--hindsight", is_flag=True,
+              help=("Prompts state each answer's own output tokens instead of the searched budget, so every example keeps to its budget; "
+                    "sft also learns the vanilla answer under its token count."))
+@click.option("--slack", type=click.FloatRange(min=1), default=DEFAULTS.slack, show_default=True,
+              help=("With --hindsight: prompts state this many times each answer's tokens (rounded up), "
+                    "so a model that writes what its prompt states stays under it."))
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('num_train_epochs')}).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('learning_rate')}).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Per device. Default: the paper's ({_paper('per_device_train_batch_size')}).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimizer steps (overrides --epochs).")
 @click.option("--max-length", type=click.IntRange(min=16), default=1024, show_default=True, help="Tokens per example, prompt and completion together.")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@torch_threads("trains the model")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, internalized, hindsight, slack, epochs, learning_rate,
                    batch_size, max_steps, max_length, seed, threads, verbose):
@@ -82,7 +87,7 @@ def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, intern
               help="A TALE-PT run directory with tale_train.json and adapter/ (e.g. a committed artifacts/reasoner-* directory).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="New directory for the merged model.")
 @click.option("--model", default=None, help="Base model; default: the one the run config names.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@torch_threads("loads the base model and merges the adapter into it")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def rebuild_reasoner(run_dir, out, model, threads, verbose):
     """Remake a post-trained model from its committed LoRA adapter, in a minute instead of a retraining.

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from data_builder.search import SearchConfig
 from data_builder.sources import GENERATED_KINDS
+from reasoner.backends import MAX_NEW_TOKENS
 
 if TYPE_CHECKING:
     from data_builder.record import BudgetRecord
@@ -58,7 +59,7 @@ class PipelineConfig:
     backend: str = "hf"
     temperature: float = 0.0  # the reasoner's sampling temperature (0: greedy), in the search and the evaluation
     encoder: str = "default"  # the regressor's encoder
-    search: SearchConfig = field(default_factory=lambda: SearchConfig(mode="elastic", max_new_tokens=384))
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(mode="elastic"))
     pool: int = 16  # questions in flight during the search
     min_feasible: int = 8  # fewer feasible records: the regressor also learns from infeasible ones
     epochs: int = 10  # regressor epochs (at most; early stopping)
@@ -67,7 +68,7 @@ class PipelineConfig:
     risk: float | None = 0.2  # evaluate budgets calibrated to suffice for 1 - risk of questions; None: uncalibrated
     post_train: bool = False  # also LoRA-SFT the reasoner and evaluate it
     sft_epochs: float = 3.0
-    max_new_tokens: int = 384  # per answer in the evaluation
+    max_new_tokens: int = MAX_NEW_TOKENS  # per answer in the evaluation
 
     def __post_init__(self) -> None:
         if self.questions < 1 or self.eval_questions < 1:

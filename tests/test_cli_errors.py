@@ -40,6 +40,39 @@ def test_bad_options_are_one_line_errors(args: tuple[str, ...], needles: tuple[s
     one_line_error(run(*args), *needles)
 
 
+@pytest.mark.parametrize(("args", "needles"), [
+    (("build", "--dataset", "generated", "--out", "{tmp}/b", "--floor", "0"), ("--floor", "0 is not in the range")),
+    (("export", "--predictor", "/nonexistent", "--out", "{tmp}/x"), ("--predictor", "does not exist")),
+    (("export", "--predictor", "{tmp}", "--out", "{tmp}/x", "--threads", "0"), ("--threads",)),
+    (("estimate", "--predictor", "/nonexistent", "q"), ("--predictor", "does not exist")),
+    (("calibrate", "--predictor", "{tmp}", "--records", "{tmp}", "--risk", "2"), ("--risk",)),
+    (("calibrate", "--predictor", "{tmp}", "--records", "{tmp}", "--held-out", "1"), ("--held-out",)),
+    (("run", "--risk", "1.5"), ("--risk", "expected a risk in (0, 1)")),
+    (("run", "--risk", "abc"), ("--risk", "expected a risk in (0, 1)")),
+    (("evaluate", "--budget-source", "bogus:x", "--dataset", "gsm8k:x"), ("--budget-source", "unknown budget source 'bogus:x'")),
+    (("evaluate", "--budget-source", "fixed:0", "--dataset", "generated"), ("--budget-source", "fixed needs a positive integer")),
+    (("evaluate", "--budget-source", "oracle:{tmp}/typo", "--dataset", "generated"), ("--budget-source", "typo: no such directory")),
+    (("evaluate", "--budget-source", "onnx:{tmp}/typo%0.1", "--dataset", "generated"), ("--budget-source", "typo: no such directory")),
+    (("ablate", "--dataset", "generated", "--budget-source", "bogus"), ("--budget-source", "unknown budget source")),
+    (("ablate", "--dataset", "generated", "--methods", "vanilla,bogus"), ("--methods", "among direct, vanilla, budget")),
+    (("rebuild-reasoner", "--from", "/nonexistent", "--out", "{tmp}/x"), ("--from", "does not exist")),
+    (("rebuild-reasoner", "--from", "{tmp}", "--out", "{tmp}/x", "--threads", "-1"), ("--threads",)),
+    (("train-predictor", "--records", "{tmp}", "--out", "{tmp}/p", "--threads", "-1"), ("--threads",)),
+    (("train-reasoner", "sft", "--records", "{tmp}", "--out", "{tmp}/r", "--threads", "0"), ("--threads",)),
+    (("eval-predictor", "--records", "{tmp}", "--risks", "0.1,abc"), ("--risks", "comma-separated risks in (0, 1)")),
+    (("eval-predictor", "--records", "{tmp}", "--llm-default", "0"), ("--llm-default",)),
+    (("eval-predictor", "--records", "{tmp}", "--model", "x"), ("No such option '--model'",)),  # llm:MODEL names it
+    (("elasticity", "--records", "{tmp}", "--sweep", "8", "--questions", "0"), ("--questions",)),
+])
+def test_bad_values_are_refused_before_anything_loads(args: tuple[str, ...], needles: tuple[str, ...], tmp_path: Path) -> None:
+    one_line_error(run(*(a.format(tmp=tmp_path) for a in args)), *needles)
+
+
+def test_exporting_a_directory_without_a_regressor_names_what_is_missing(tmp_path: Path) -> None:
+    one_line_error(run("export", "--predictor", str(tmp_path), "--out", str(tmp_path / "onnx")),
+                   f"{tmp_path} is not a saved BERT regressor: no tale_predictor.json")
+
+
 def test_a_bad_sweep_list_is_refused(tmp_path: Path) -> None:
     one_line_error(run("elasticity", "--records", str(tmp_path), "--out", str(tmp_path / "e.png"), "--sweep", "8,x"),
                    "--sweep", "comma-separated positive integers")

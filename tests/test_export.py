@@ -145,7 +145,7 @@ def test_int8_keeps_the_feed_forward_down_projections_in_fp32(onnx_dir: Path, re
 
     assert set(down) <= float_matmuls(onnx_dir / "model.int8.onnx")
     assert ExportManifest.load(onnx_dir).export_config["fp32_down_projections"] is True
-    result = invoke("export", "--predictor", str(regressor_dir), "--out", str(tmp_path / "all"), "--int8", "--int8-all")
+    result = invoke("export", "--predictor", str(regressor_dir), "--out", str(tmp_path / "all"), "--int8", "--int8-all", "--threads", "1")
     assert result.exit_code == 0, result.output
     refused = CliRunner().invoke(export, ["--predictor", str(regressor_dir), "--out", str(tmp_path / "x"), "--int8-all"])
     assert refused.exit_code == 2 and "give --int8 too" in refused.output and not (tmp_path / "x").exists()

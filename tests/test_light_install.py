@@ -9,7 +9,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
+from conftest import free_port
 from test_export import onnx_dir, regressor, regressor_dir  # noqa: F401  (fixtures: a tiny regressor, exported)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +40,8 @@ def test_light_install_from_the_wheel_estimates_without_torch(onnx_dir: Path, tm
                     str(tmp_path / "dist"), str(REPO)], check=True)
     [wheel] = (tmp_path / "dist").glob("tale_toolkit-*.whl")
     light = extra_requirements(wheel, "light")
-    assert {r.split(">")[0].split("=")[0] for r in light} == {"onnxruntime", "tokenizers", "numpy", "click"}
+    assert {r.split(">")[0].split("=")[0] for r in light} == {"onnxruntime", "tokenizers", "numpy", "click", "starlette",
+                                                             "uvicorn", "httpx", "prometheus-client"}
     venv = tmp_path / "light"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -51,7 +54,16 @@ def test_light_install_from_the_wheel_estimates_without_torch(onnx_dir: Path, tm
     budgets = [json.loads(line)["budget"] for line in out.stdout.splitlines()]
     assert budgets == OnnxEstimator.load(onnx_dir, RuntimeConfig(threads=1)).predict(QUESTIONS)
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import importlib.util, sys, export.runtime, tale.cli; "
+                            "import importlib.util, sys, export.runtime, tale.cli, tale.serve; "
                             "print(importlib.util.find_spec('torch') is None, 'transformers' in sys.modules)"],
                            capture_output=True, text=True, cwd=tmp_path)
     assert probe.stdout.split() == ["True", "False"], probe.stderr  # torch is not even installed
+
+    # the gateway runs there too (no upstream needed for /v1/budgets)
+    from test_serve import process
+
+    port = free_port()
+    with process([str(venv / "bin" / "tale"), "serve", "--predictor", str(onnx_dir), "--upstream", "http://127.0.0.1:9/v1",
+                  "--precision", "int8", "--port", str(port)], f"http://127.0.0.1:{port}/healthz", tmp_path / "serve.log"):
+        served = httpx.post(f"http://127.0.0.1:{port}/v1/budgets", json={"questions": QUESTIONS[:1]}, timeout=30).json()
+    assert served["budgets"] == budgets[:1]

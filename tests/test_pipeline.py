@@ -22,7 +22,8 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     test = write_problems(tmp_path / "test.jsonl", 3, start=6)  # other questions than the training ones
     out = tmp_path / "run"
     args = ["run", "--dataset", f"jsonl:{train}", "--eval-dataset", f"jsonl:{test}", "--questions", "6",
-            "--eval-questions", "3", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64", "--epochs", "2", "--backend", "hf", "--device", "cpu",
+            "--eval-questions", "3", "--model", str(tiny_lm_dir), "--encoder", str(tiny_bert_dir), "--max-length", "64", "--epochs", "2",
+            "--backend", "hf", "--device", "cpu",
             "--max-new-tokens", "6", "--calibration", "0", "--risk", "none", "--out", str(out)]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output

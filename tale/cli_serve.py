@@ -1,0 +1,61 @@
+"""``tale serve``: the budget-aware OpenAI-compatible gateway (``tale.gateway``), on uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tale.gateway_config import POLICIES, GatewayConfig
+
+DEFAULTS = GatewayConfig(upstream="")
+
+
+@click.command("serve")
+@click.option("--predictor", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="An ONNX export (tale export); calibrated, for --risk and the greedy allocation.")
+@click.option("--upstream", required=True, help="The chat-completions server's API root, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--policy", type=click.Choice(POLICIES), default=DEFAULTS.policy, show_default=True,
+              help="prompt: TALE-EP's budget line in the user message; cap: max_tokens = budget x --slack; both.")
+@click.option("--risk", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Budgets that suffice for at least 1 - RISK of questions (the export's calibration) [default: uncalibrated].")
+@click.option("--slack", type=click.FloatRange(min=1), default=DEFAULTS.slack, show_default=True, help="cap: the cap is the budget times this.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--window-ms", type=click.FloatRange(min=0), default=DEFAULTS.window_ms, show_default=True,
+              help="Micro-batching: how long an estimate waits for others to share its onnxruntime call.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULTS.max_batch, show_default=True, help="Questions per onnxruntime call.")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=DEFAULTS.max_body_bytes, show_default=True,
+              help="Larger request bodies get 413.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.timeout_s, show_default=True,
+              help="Seconds the upstream may take to connect and for each read; then 504.")
+@click.option("--request-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append each question and its budget here (JSONL); without it no request text is written anywhere.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="The export's model to run; int8's budgets shift a little with what shares their micro-batch.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads of the ONNX estimator.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details (never request text or headers).")
+def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_batch, max_body_bytes, timeout_s, request_log,
+          precision, threads, verbose):
+    """Serve an OpenAI-compatible /v1/chat/completions that estimates each question's token budget and
+    applies it before forwarding to --upstream; also /v1/budgets, /healthz and /metrics.
+
+    Example: tale serve --predictor runs/pipeline/predictor-onnx --upstream http://127.0.0.1:8000/v1 --risk 0.1
+    """
+    import logging
+
+    import uvicorn
+
+    from tale.serve import create_app, load_gateway
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = GatewayConfig(upstream=upstream, policy=policy, risk=risk, slack=slack, window_ms=window_ms,
+                               max_batch=max_batch, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
+                               request_log=request_log)
+        gateway = load_gateway(predictor, config, threads, precision)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"tale serve on http://{host}:{port}/v1 -> {upstream} (policy {policy}, "
+               f"{'risk ' + format(risk, 'g') if risk is not None else 'uncalibrated budgets'})", err=True)
+    uvicorn.run(create_app(gateway), host=host, port=port, log_level="info" if verbose else "warning", access_log=False)

@@ -1,0 +1,240 @@
+"""``tale serve``: a budget-aware, OpenAI-compatible gateway in front of any chat-completions server.
+
+Each ``POST /v1/chat/completions`` takes its last user message as the question, estimates the question's
+token budget with the ONNX regressor (calibrated at the risk asked, where the export carries a
+calibration), applies the policy and forwards the request to the upstream (vLLM, SGLang, llama.cpp's
+server, ``transformers serve``, a hosted API), streaming passed through chunk by chunk:
+
+- ``prompt``: the user message gets TALE-EP's closing line, "Let's think step by step and use less
+  than N tokens:";
+- ``cap``: ``max_tokens`` (or ``max_completion_tokens``, where the request uses it) is set to the budget
+  times ``slack``, never above what the request asked;
+- ``both``: the two together.
+
+The budget comes back in the ``X-TALE-Budget`` response header and, for a non-streaming reply, in the
+body's ``tale`` field. A request sets its own budget with ``"tale_budget": N`` in the body or the
+``X-TALE-Budget: N`` header, or opts out with ``off`` there; a request without a user message passes
+through unchanged. ``POST /v1/budgets`` gives budgets for a list of questions, optionally spending a
+total over them (``tale.allocate``). ``GET /healthz``; ``GET /metrics`` (Prometheus).
+
+Concurrent estimates are micro-batched: requests arriving within ``window_ms`` of each other share one
+onnxruntime call, run off the event loop. Upstream errors come back with the upstream's status and a
+clear error body; a timeout is a 504, an unreachable upstream a 502. A client that disconnects
+mid-stream closes the upstream request. The Authorization header is forwarded, never logged; request
+text is written to disk only with ``request_log``. Needs starlette, uvicorn, httpx and
+prometheus-client, no torch (the ``light`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from predictor import BudgetRange
+from reasoner.prompts import budget_instruction
+from tale.gateway_config import BUDGET_HEADER, OPT_OUT, POLICIES, GatewayConfig  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    from predictor.calibrate import Calibration
+
+logger = logging.getLogger(__name__)
+
+class RequestError(Exception):
+    """A request the gateway refuses: its HTTP status and a message naming the field."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_response(status: int, message: str, kind: str = "invalid_request_error", **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, **extra}}, status_code=status)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("tale_requests", "Requests by route and outcome", ["route", "outcome"], registry=self.registry)
+        self.estimate_seconds = Histogram("tale_estimate_seconds", "Seconds per onnxruntime estimate call",
+                                          buckets=(.001, .002, .005, .01, .02, .05, .1, .2, .5, 1), registry=self.registry)
+        self.batch_size = Histogram("tale_estimate_batch_questions", "Questions per estimate call",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.budgets = Histogram("tale_budget_tokens", "Budgets applied to chat requests",
+                                 buckets=(16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
+        self.upstream_seconds = Histogram("tale_upstream_seconds", "Seconds until the upstream's response headers",
+                                          registry=self.registry)
+        self.upstream_errors = Counter("tale_upstream_errors", "Upstream failures by status (or timeout, unreachable)",
+                                       ["status"], registry=self.registry)
+
+
+class MicroBatcher:
+    """Collects estimate requests for ``window`` seconds (or ``max_batch`` questions) and answers them
+    with one call of ``estimate`` in a worker thread, so the event loop never waits on onnxruntime."""
+
+    def __init__(self, estimate: Callable[[list[str]], list[float]], window: float, max_batch: int, metrics: Metrics):
+        self.estimate, self.window, self.max_batch, self.metrics = estimate, window, max_batch, metrics
+        self.queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tale-estimate")
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, questions: list[str]) -> list[float]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((questions, future))
+        return await future
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            size, deadline = len(batch[0][0]), loop.time() + self.window
+            while size < self.max_batch and (left := deadline - loop.time()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+                size += len(batch[-1][0])
+            questions = [q for qs, _ in batch for q in qs]
+            started = time.perf_counter()
+            try:
+                estimates = await loop.run_in_executor(self.executor, self.estimate, questions)
+            except Exception as error:  # every waiting request learns of it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.metrics.estimate_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(questions))
+            start = 0
+            for qs, future in batch:
+                if not future.done():  # a cancelled request (client gone) is skipped
+                    future.set_result(estimates[start:start + len(qs)])
+                start += len(qs)
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> tuple[int, str] | None:
+    """(index, text) of the last user message, its text parts joined; None when there is none."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "user":
+            content = messages[index].get("content")
+            if isinstance(content, str):
+                return index, content
+            parts = [p.get("text", "") for p in content or [] if p.get("type") == "text"]
+            return (index, "\n".join(parts)) if parts else None
+    return None
+
+
+def check_chat_body(body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise RequestError(400, "the request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError(400, "field 'messages': must be a non-empty list of messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise RequestError(400, f"field 'messages[{i}].role': every message needs a role (a string)")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str) and not (
+                isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)):
+            raise RequestError(400, f"field 'messages[{i}].content': must be a string or a list of typed parts")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise RequestError(400, "field 'stream': must be true or false")
+    return messages
+
+
+def requested_budget(value: Any, where: str) -> int | str | None:
+    """A request's own budget: a positive integer, 'off', or None (not given)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in OPT_OUT:
+        return "off"
+    try:
+        budget = int(value) if not isinstance(value, bool) and float(value) == int(float(value)) else 0
+    except (TypeError, ValueError):
+        budget = 0
+    if budget < 1:
+        raise RequestError(400, f"{where}: a budget must be a positive integer or 'off', got {value!r}")
+    return budget
+
+
+def apply_policy(body: dict[str, Any], index: int, budget: int, policy: str, slack: float) -> dict[str, Any]:
+    """The request to forward: TALE-EP's budget line appended to message ``index`` and/or a token cap."""
+    body = dict(body)
+    if policy in ("prompt", "both"):
+        messages = [dict(m) for m in body["messages"]]
+        content, line = messages[index]["content"], budget_instruction(budget)
+        messages[index]["content"] = (f"{content}\n{line}" if isinstance(content, str)
+                                      else [*content, {"type": "text", "text": line}])
+        body["messages"] = messages
+    if policy in ("cap", "both"):
+        cap = math.ceil(budget * slack)
+        field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        asked = body.get(field)
+        body[field] = min(cap, asked) if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else cap
+    return body
+
+
+class Gateway:
+    """The service: one estimator, one upstream client, the metrics."""
+
+    def __init__(self, config: GatewayConfig, estimate: Callable[[list[str]], list[float]], budget_range: BudgetRange,
+                 calibration: Calibration | None = None, name: str = "") -> None:
+        if config.risk is not None and calibration is None:
+            raise ValueError(f"{name or 'the predictor'}: a risk needs a calibrated export (tale calibrate, then tale export)")
+        self.config, self.budget_range, self.name, self.calibration = config, budget_range, name, calibration
+        self.scores = calibration.scores if calibration else None
+        self.factor = calibration.factor(config.risk) if config.risk is not None else 1.0  # refuses a risk too small
+        self.metrics = Metrics()
+        self.batcher = MicroBatcher(estimate, config.window_ms / 1000, config.max_batch, self.metrics)
+        self.client: httpx.AsyncClient | None = None
+
+    def budget(self, estimate: float, factor: float | None = None) -> int:
+        return self.budget_range.clamp(estimate * (self.factor if factor is None else factor))
+
+    async def startup(self) -> None:
+        timeout = httpx.Timeout(self.config.timeout_s)
+        self.client = httpx.AsyncClient(base_url=self.config.upstream.rstrip("/"), timeout=timeout,
+                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self.batcher.start()
+
+    async def shutdown(self) -> None:
+        await self.batcher.stop()
+        if self.client:
+            await self.client.aclose()
+
+    async def read_json(self, request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.config.max_body_bytes:
+            raise RequestError(413, f"request body of {declared} bytes is over the limit of {self.config.max_body_bytes}")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > self.config.max_body_bytes:
+                raise RequestError(413, f"request body is over the limit of {self.config.max_body_bytes} bytes")
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise RequestError(400, f"the request body is not valid JSON ({error})") from None
+
+    def log_request(self, **entry: Any) -> None:
+        if self.config.request_log:
+            with open(self.config.request_log, "a", encoding="utf-8") as log:
+                log.write(json.dumps({"time": round(time.time(), 3), **entry}, ensure_ascii=False) + "\n")

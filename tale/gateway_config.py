@@ -1,0 +1,32 @@
+"""``tale serve``'s settings, importable without the gateway's web stack (the CLI reads its defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+POLICIES = ("prompt", "cap", "both")
+BUDGET_HEADER = "X-TALE-Budget"
+OPT_OUT = ("off", "none")
+_FORWARDED_HEADERS = ("authorization", "openai-organization", "openai-project")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    upstream: str  # the upstream's API root, e.g. http://127.0.0.1:8000/v1
+    policy: str = "both"
+    risk: float | None = None  # budgets that suffice for 1 - risk of questions (needs a calibrated export)
+    slack: float = 1.0  # cap: max_tokens = ceil(budget * slack)
+    window_ms: float = 2.0  # micro-batching: how long the first estimate waits for company
+    max_batch: int = 32  # questions per onnxruntime call, at most
+    max_body_bytes: int = 1_000_000
+    timeout_s: float = 120.0  # upstream: connect, and each read
+    request_log: Path | None = None  # JSONL of questions and budgets; None: nothing written
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.slack < 1:
+            raise ValueError(f"slack must be >= 1, got {self.slack}")
+        if self.max_batch < 1 or self.window_ms < 0 or self.max_body_bytes < 1 or self.timeout_s <= 0:
+            raise ValueError("max_batch, max_body_bytes and timeout_s must be positive and window_ms >= 0")

@@ -1,0 +1,217 @@
+"""The routes of ``tale serve`` (``tale.gateway`` holds its pieces) and the app built from an ONNX export."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tale.allocate import ALLOCATIONS, greedy, proportional
+from tale.gateway import (
+    Gateway,
+    RequestError,
+    apply_policy,
+    check_chat_body,
+    error_response,
+    last_user_text,
+    requested_budget,
+)
+from tale.gateway_config import _FORWARDED_HEADERS, BUDGET_HEADER, GatewayConfig
+
+
+async def chat_completions(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        body = await gateway.read_json(request)
+        messages = check_chat_body(body)
+        own = requested_budget(request.headers.get(BUDGET_HEADER), f"header {BUDGET_HEADER}")
+        own = requested_budget(body.pop("tale_budget", None), "field 'tale_budget'") or own
+    except RequestError as error:
+        gateway.metrics.requests.labels("chat", "too_large" if error.status == 413 else "bad_request").inc()
+        return error_response(error.status, str(error))
+    found = last_user_text(messages)
+    if found is None or own == "off":
+        return await forward(gateway, request, body, None, {})
+    index, question = found
+    if isinstance(own, int):
+        budget, source = own, "request"
+    else:
+        [estimate] = await gateway.batcher.submit([question])
+        budget, source = gateway.budget(estimate), "estimate"
+    gateway.metrics.budgets.observe(budget)
+    gateway.log_request(question=question, budget=budget, source=source)
+    info = {"budget": budget, "source": source, "policy": gateway.config.policy, "risk": gateway.config.risk}
+    return await forward(gateway, request, apply_policy(body, index, budget, gateway.config.policy, gateway.config.slack),
+                         budget, info)
+
+
+async def forward(gateway: Gateway, request: Request, body: dict[str, Any], budget: int | None,
+                  info: dict[str, Any]) -> Response:
+    headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED_HEADERS}
+    extra = {BUDGET_HEADER: str(budget)} if budget is not None else {}
+    upstream = gateway.client.build_request("POST", "/chat/completions", json=body, headers=headers)
+    started = time.perf_counter()
+    try:
+        response = await gateway.client.send(upstream, stream=True)
+    except httpx.TimeoutException:
+        return upstream_failure(gateway, 504, "timeout", f"the upstream did not answer within {gateway.config.timeout_s:g} s")
+    except httpx.TransportError as error:
+        return upstream_failure(gateway, 502, "unreachable", f"the upstream is unreachable ({type(error).__name__})")
+    gateway.metrics.upstream_seconds.observe(time.perf_counter() - started)
+    if response.status_code >= 400:
+        text = (await response.aread()).decode("utf-8", "replace")[:2000]
+        await response.aclose()
+        retry = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else {}
+        failure = upstream_failure(gateway, response.status_code, str(response.status_code),
+                                   f"the upstream returned HTTP {response.status_code}", upstream_body=text)
+        failure.headers.update({**retry, **extra})
+        return failure
+    if body.get("stream"):
+        return StreamingResponse(relay(gateway, response), status_code=response.status_code, headers=extra,
+                                 media_type=response.headers.get("content-type", "text/event-stream"))
+    try:
+        data = await response.aread()
+    except httpx.TimeoutException:
+        return upstream_failure(gateway, 504, "timeout", "the upstream's response stalled")
+    finally:
+        await response.aclose()
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return upstream_failure(gateway, 502, "bad_body", "the upstream's response is not JSON")
+    if info and isinstance(payload, dict):
+        payload["tale"] = info
+    gateway.metrics.requests.labels("chat", "ok" if info else "passthrough").inc()
+    return JSONResponse(payload, status_code=response.status_code, headers=extra)
+
+
+def upstream_failure(gateway: Gateway, status: int, label: str, message: str, **extra: Any) -> JSONResponse:
+    """``label``: the upstream's HTTP status as text, or what went wrong (timeout, unreachable, bad_body)."""
+    gateway.metrics.upstream_errors.labels(label).inc()
+    gateway.metrics.requests.labels("chat", "upstream_error").inc()
+    if label.isdigit():
+        extra["upstream_status"] = status
+    return error_response(status, message, "upstream_error", **extra)
+
+
+async def relay(gateway: Gateway, response: httpx.Response):
+    """The upstream's stream, chunk by chunk; closing it (the client left) closes the upstream request."""
+    outcome = "client_disconnect"
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+        outcome = "ok"
+    except httpx.TimeoutException:
+        outcome = "upstream_error"
+        gateway.metrics.upstream_errors.labels("timeout").inc()
+        yield b'data: {"error": {"message": "the upstream stream stalled", "type": "upstream_error"}}\n\n'
+    except httpx.TransportError:
+        outcome = "upstream_error"
+        gateway.metrics.upstream_errors.labels("unreachable").inc()
+        yield b'data: {"error": {"message": "the upstream closed the stream", "type": "upstream_error"}}\n\n'
+    finally:
+        gateway.metrics.requests.labels("chat_stream", outcome).inc()
+        with anyio.CancelScope(shield=True):  # a disconnect cancels this task: still close the upstream request
+            await response.aclose()
+
+
+async def budgets(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        body = await gateway.read_json(request)
+        questions, total, allocation, factor = check_budgets_body(body, gateway)
+    except RequestError as error:
+        gateway.metrics.requests.labels("budgets", "too_large" if error.status == 413 else "bad_request").inc()
+        return error_response(error.status, str(error))
+    estimates = await gateway.batcher.submit(questions) if questions else []
+    result: dict[str, Any] = {"risk": body.get("risk", gateway.config.risk), "estimates": [round(e, 2) for e in estimates]}
+    if total is None:
+        result["budgets"] = [gateway.budget(e, factor) for e in estimates]
+    else:
+        try:
+            chosen = (greedy(estimates, gateway.scores, total, gateway.budget_range) if allocation == "greedy"
+                      else proportional([e * factor for e in estimates], total, gateway.budget_range))
+        except ValueError as error:
+            gateway.metrics.requests.labels("budgets", "bad_request").inc()
+            return error_response(400, f"field 'total': {error}")
+        result |= {"budgets": chosen.budgets, "total": chosen.total, "allocation": allocation,
+                   "expected_coverage": None if chosen.expected_coverage is None else round(chosen.expected_coverage, 4)}
+    gateway.metrics.requests.labels("budgets", "ok").inc()
+    return JSONResponse(result)
+
+
+def check_budgets_body(body: Any, gateway: Gateway) -> tuple[list[str], int | None, str, float]:
+    if not isinstance(body, dict):
+        raise RequestError(400, "the request body must be a JSON object")
+    questions = body.get("questions")
+    if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
+        raise RequestError(400, "field 'questions': must be a list of strings")
+    total = body.get("total")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
+        raise RequestError(400, f"field 'total': must be a positive integer, got {total!r}")
+    factor = gateway.factor
+    if "risk" in body:
+        risk = body["risk"]
+        if risk is None:
+            factor = 1.0
+        elif isinstance(risk, bool) or not isinstance(risk, (int, float)) or not 0 < risk < 1:
+            raise RequestError(400, f"field 'risk': must be a number in (0, 1) or null, got {risk!r}")
+        elif gateway.calibration is None:
+            raise RequestError(400, "field 'risk': this predictor has no calibration")
+        else:
+            try:
+                factor = gateway.calibration.factor(risk)
+            except ValueError as error:
+                raise RequestError(400, f"field 'risk': {error}") from None
+    allocation = body.get("allocation", "greedy" if gateway.scores else "proportional")
+    if allocation not in ALLOCATIONS:
+        raise RequestError(400, f"field 'allocation': must be one of {ALLOCATIONS}, got {allocation!r}")
+    if allocation == "greedy" and total is not None and not gateway.scores:
+        raise RequestError(400, "field 'allocation': greedy needs a calibrated predictor; use proportional")
+    return questions, total, allocation, factor
+
+
+async def healthz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return JSONResponse({"status": "ok", "predictor": gateway.name, "upstream": gateway.config.upstream,
+                         "policy": gateway.config.policy, "risk": gateway.config.risk})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await gateway.startup()
+        yield
+        await gateway.shutdown()
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+                            Route("/v1/budgets", budgets, methods=["POST"]),
+                            Route("/healthz", healthz, methods=["GET"]),
+                            Route("/metrics", metrics, methods=["GET"])], lifespan=lifespan)
+    app.state.gateway = gateway
+    return app
+
+
+def load_gateway(predictor: Path, config: GatewayConfig, threads: int = 1, precision: str = "fp32") -> Gateway:
+    """A gateway over the ONNX export in ``predictor``, calibrated at ``config.risk`` where one is asked.
+
+    fp32 by default: int8's dynamic quantization scales activations per batch, so a question's budget
+    would shift by a token or so with whatever other requests share its micro-batch."""
+    from export.runtime import OnnxEstimator, RuntimeConfig
+
+    estimator = OnnxEstimator.load(predictor, RuntimeConfig(precision=precision, threads=threads))
+    return Gateway(config, estimator.predict_float, estimator.manifest.budget_range, estimator.calibration, str(predictor))

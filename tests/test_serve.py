@@ -1,0 +1,229 @@
+"""``tale serve`` as a subprocess on 127.0.0.1 in front of real upstreams: ``transformers serve`` on a tiny
+model, and a scripted server (tests/upstream_server.py) that echoes requests or fails on purpose."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import free_port, transformers_serve
+from test_calibrate import calibrated_dirs  # noqa: F401  (fixture: a calibrated tiny regressor and its ONNX export)
+
+TALE = str(Path(sys.executable).with_name("tale"))
+UPSTREAM = str(Path(__file__).with_name("upstream_server.py"))
+QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May."
+TOKEN = "sk-test-secret-4242"
+
+
+@contextlib.contextmanager
+def process(command: list[str], health: str, log: Path, timeout_s: float = 60) -> Iterator[subprocess.Popen]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"{command[:2]} exited with {server.returncode}:\n{log.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(health, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"{command[:2]} not up after {timeout_s} s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # a scripted request still hanging keeps uvicorn waiting
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    directory = tmp_path_factory.mktemp("upstream")
+    port, events = free_port(), directory / "events.txt"
+    with process([sys.executable, UPSTREAM, str(port), str(events)], f"http://127.0.0.1:{port}/health", directory / "log"):
+        yield f"http://127.0.0.1:{port}/v1", events
+
+
+@contextlib.contextmanager
+def gateway(onnx_dir: Path, upstream: str, log: Path, *options: str) -> Iterator[str]:
+    port = free_port()
+    command = [TALE, "serve", "--predictor", str(onnx_dir), "--upstream", upstream, "--port", str(port), "-v", *options]
+    with process(command, f"http://127.0.0.1:{port}/healthz", log):
+        yield f"http://127.0.0.1:{port}"
+
+
+def expected_budget(onnx_dir: Path, question: str, risk: float | None) -> int:
+    from export.manifest import RuntimeConfig
+    from export.runtime import OnnxEstimator
+    from predictor.calibrate import Calibrated
+
+    estimator = OnnxEstimator.load(onnx_dir, RuntimeConfig(precision="fp32", threads=1))  # the gateway's default
+    chosen = Calibrated(estimator, estimator.calibration, risk) if risk else estimator
+    return chosen.predict([question])[0]
+
+
+def echoed(response: httpx.Response) -> dict:
+    return json.loads(response.json()["choices"][0]["message"]["content"])
+
+
+def chat(content="What is 6 * 7?", model="echo", **fields) -> dict:
+    return {"model": model, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}],
+            **fields}
+
+
+def test_each_policy_and_the_overrides(calibrated_dirs, scripted, tmp_path: Path) -> None:  # noqa: F811
+    _, onnx_dir = calibrated_dirs
+    upstream, _ = scripted
+    budget = expected_budget(onnx_dir, QUESTION, 0.5)
+    line = f"Let's think step by step and use less than {budget} tokens:"
+    with contextlib.ExitStack() as stack:
+        bases = {policy: stack.enter_context(gateway(onnx_dir, upstream, tmp_path / f"{policy}.log", "--policy", policy,
+                                                     "--risk", "0.5", "--slack", "1.5"))
+                 for policy in ("prompt", "cap", "both")}
+        for policy, base in bases.items():
+            response = httpx.post(f"{base}/v1/chat/completions", json=chat(QUESTION), timeout=30)
+            assert response.status_code == 200, response.text
+            assert response.headers["X-TALE-Budget"] == str(budget)
+            assert response.json()["tale"] == {"budget": budget, "source": "estimate", "policy": policy, "risk": 0.5}
+            seen = echoed(response)
+            user = seen["messages"][-1]["content"]
+            assert user == (f"{QUESTION}\n{line}" if policy != "cap" else QUESTION)
+            assert seen["messages"][0] == {"role": "system", "content": "Be brief."}
+            assert seen["max_tokens"] == (math.ceil(budget * 1.5) if policy != "prompt" else None)
+
+        base = bases["both"]
+        own = httpx.post(f"{base}/v1/chat/completions", json=chat(QUESTION, tale_budget=77), timeout=30)
+        assert own.json()["tale"]["source"] == "request" and own.headers["X-TALE-Budget"] == "77"
+        assert echoed(own)["max_tokens"] == math.ceil(77 * 1.5) and "tale_budget" not in echoed(own)["keys"]
+        smaller = httpx.post(f"{base}/v1/chat/completions", json=chat(QUESTION, max_completion_tokens=5), timeout=30)
+        assert echoed(smaller)["max_completion_tokens"] == 5 and echoed(smaller)["max_tokens"] is None
+        off = httpx.post(f"{base}/v1/chat/completions", json=chat(QUESTION), headers={"X-TALE-Budget": "off"}, timeout=30)
+        assert "X-TALE-Budget" not in off.headers and "tale" not in off.json()
+        assert echoed(off)["messages"][-1]["content"] == QUESTION and echoed(off)["max_tokens"] is None
+        system_only = {"model": "echo", "messages": [{"role": "system", "content": "hello"}]}
+        passed = httpx.post(f"{base}/v1/chat/completions", json=system_only, timeout=30)
+        assert passed.status_code == 200 and echoed(passed)["messages"] == system_only["messages"]
+        parts = chat([{"type": "text", "text": QUESTION}])
+        listed = echoed(httpx.post(f"{base}/v1/chat/completions", json=parts, timeout=30))["messages"][-1]["content"]
+        assert listed == [{"type": "text", "text": QUESTION}, {"type": "text", "text": line}]
+
+        streamed = httpx.post(f"{base}/v1/chat/completions", json=chat(QUESTION, stream=True), timeout=30)
+        assert streamed.headers["X-TALE-Budget"] == str(budget)
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        text = "".join(json.loads(event[len("data: "):])["choices"][0]["delta"]["content"]
+                       for event in streamed.text.split("\n\n") if event.startswith("data: {"))
+        assert json.loads(text)["messages"][-1]["content"] == f"{QUESTION}\n{line}"
+
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'tale_requests_total{outcome="ok",route="chat"} 4.0' in metrics  # estimated, own, smaller cap, parts
+        assert 'tale_requests_total{outcome="passthrough",route="chat"} 2.0' in metrics  # opted out, no user message
+        assert 'tale_requests_total{outcome="ok",route="chat_stream"} 1.0' in metrics
+        assert "tale_estimate_seconds_count" in metrics and "tale_budget_tokens_bucket" in metrics
+
+
+def test_budgets_with_and_without_a_total(calibrated_dirs, scripted, tmp_path: Path) -> None:  # noqa: F811
+    from test_predictor import synthetic
+
+    _, onnx_dir = calibrated_dirs
+    questions = [e.question for e in synthetic(20, seed=5)]
+    with gateway(onnx_dir, scripted[0], tmp_path / "gw.log", "--risk", "0.2") as base:
+        plain = httpx.post(f"{base}/v1/budgets", json={"questions": questions}, timeout=30).json()
+        assert plain["budgets"] == [expected_budget(onnx_dir, q, 0.2) for q in questions] and plain["risk"] == 0.2
+        other = httpx.post(f"{base}/v1/budgets", json={"questions": questions[:3], "risk": 0.5}, timeout=30).json()
+        assert other["budgets"] == [expected_budget(onnx_dir, q, 0.5) for q in questions[:3]]
+        total = sum(plain["budgets"]) // 2
+        greedy = httpx.post(f"{base}/v1/budgets", json={"questions": questions, "total": total}, timeout=30).json()
+        assert greedy["allocation"] == "greedy" and greedy["total"] <= total and 0 < greedy["expected_coverage"] < 1
+        shared = httpx.post(f"{base}/v1/budgets", json={"questions": questions, "total": total,
+                                                       "allocation": "proportional"}, timeout=30).json()
+        assert shared["total"] <= total and shared["expected_coverage"] is None
+        assert shared["budgets"] != greedy["budgets"]
+        for body, field in (({"questions": "x"}, "questions"), ({"questions": ["a"], "total": 0}, "total"),
+                            ({"questions": ["a"], "risk": 3}, "risk"), ({"questions": ["a"] * 3, "total": 5}, "total"),
+                            ({"questions": ["a"], "allocation": "best"}, "allocation")):
+            refused = httpx.post(f"{base}/v1/budgets", json=body, timeout=30)
+            assert refused.status_code == 400 and f"field '{field}'" in refused.json()["error"]["message"]
+
+
+def test_faults_come_back_as_clear_errors(calibrated_dirs, scripted, tmp_path: Path) -> None:  # noqa: F811
+    _, onnx_dir = calibrated_dirs
+    upstream, events = scripted
+    with gateway(onnx_dir, upstream, tmp_path / "gw.log", "--timeout", "1", "--max-body-bytes", "4000") as base:
+        url = f"{base}/v1/chat/completions"
+        failed = httpx.post(url, json=chat(model="status-500"), timeout=30)
+        assert failed.status_code == 500 and failed.json()["error"]["type"] == "upstream_error"
+        assert failed.json()["error"]["upstream_status"] == 500 and "scripted 500" in failed.json()["error"]["upstream_body"]
+        limited = httpx.post(url, json=chat(model="status-429"), timeout=30)
+        assert limited.status_code == 429 and limited.headers["Retry-After"] == "7"
+        started = time.monotonic()
+        hung = httpx.post(url, json=chat(model="hang"), timeout=30)
+        assert hung.status_code == 504 and time.monotonic() - started < 10 and "did not answer" in hung.text
+        bad = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
+        assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
+        wrong = httpx.post(url, json={"model": "echo", "messages": [{"content": "hi"}]}, timeout=30)
+        assert wrong.status_code == 400 and "field 'messages[0].role'" in wrong.json()["error"]["message"]
+        big = httpx.post(url, json=chat("x" * 5000), timeout=30)
+        assert big.status_code == 413
+
+        with httpx.stream("POST", url, json=chat(model="slow", stream=True), timeout=30) as stream:
+            for _ in zip(range(3), stream.iter_raw()):
+                pass  # a few chunks, then the client goes away
+        deadline = time.monotonic() + 10
+        while "cancelled" not in (events.read_text() if events.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "cancelled" in events.read_text()  # the upstream saw its request closed
+
+        secret = httpx.post(url, json=chat(), headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        assert echoed(secret)["authorization"] == f"Bearer {TOKEN}"  # forwarded
+        metrics = httpx.get(f"{base}/metrics").text
+        for status in ("500", "429", "timeout"):
+            assert f'tale_upstream_errors_total{{status="{status}"}} 1.0' in metrics
+        assert 'tale_requests_total{outcome="client_disconnect",route="chat_stream"} 1.0' in metrics
+        assert 'tale_requests_total{outcome="bad_request",route="chat"} 2.0' in metrics
+        assert 'tale_requests_total{outcome="too_large",route="chat"} 1.0' in metrics
+    assert TOKEN not in (tmp_path / "gw.log").read_text()  # verbose logs, never the key
+    assert not list(tmp_path.glob("*.jsonl"))  # no request log unless asked
+
+    dead = free_port()  # nothing listens here: a killed upstream
+    with gateway(onnx_dir, f"http://127.0.0.1:{dead}/v1", tmp_path / "dead.log", "--request-log",
+                 str(tmp_path / "requests.jsonl")) as base:
+        gone = httpx.post(f"{base}/v1/chat/completions", json=chat(QUESTION), timeout=30)
+        assert gone.status_code == 502 and "unreachable" in gone.json()["error"]["message"]
+    [logged] = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert logged["question"] == QUESTION and logged["source"] == "estimate"
+
+
+def test_in_front_of_transformers_serve_with_the_openai_client(calibrated_dirs, tiny_lm_dir: Path,  # noqa: F811
+                                                                tmp_path: Path) -> None:
+    from openai import OpenAI
+
+    _, onnx_dir = calibrated_dirs
+    with transformers_serve(tiny_lm_dir, tmp_path / "serve.log") as upstream, \
+            gateway(onnx_dir, upstream, tmp_path / "gw.log", "--policy", "both", "--risk", "0.5") as base:
+        client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model=str(tiny_lm_dir), messages=[{"role": "user", "content": QUESTION}], temperature=0)
+        budget = int(raw.headers["X-TALE-Budget"])
+        completion = raw.parse()
+        assert budget == expected_budget(onnx_dir, QUESTION, 0.5) and completion.model_extra["tale"]["budget"] == budget
+        assert 1 <= completion.usage.completion_tokens <= budget  # the cap, enforced by the upstream
+        stream = client.chat.completions.create(model=str(tiny_lm_dir), messages=[{"role": "user", "content": QUESTION}],
+                                                temperature=0, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == completion.choices[0].message.content  # greedy: the same answer, streamed
