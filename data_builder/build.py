@@ -28,6 +28,7 @@ from data_builder.records import (
     write_meta,
 )
 from data_builder.reference import SEARCH_NAMES, NoSolutionError, Style, reference_record
+from data_builder.run_dir import RunMismatchError, check_identity
 from data_builder.search import SearchConfig, search_budgets
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import Backend
@@ -68,32 +69,9 @@ class BuildConfig:
         }
 
 
-class ResumeMismatchError(RuntimeError):
-    """The output directory holds records of a different run."""
-
-
 def in_shard(problem_id: str, shard: Shard) -> bool:
     """A deterministic slice by id hash, so shards do not depend on order or on --limit."""
     return int(hashlib.sha256(problem_id.encode()).hexdigest()[:12], 16) % shard.count == shard.index
-
-
-# Identity keys added after runs were written: what such a run had. Records built before the
-# temperature was recorded were greedy (the option defaulted to 0).
-LEGACY_IDENTITY = {"temperature": 0.0}
-
-
-def check_resumable(meta_path: Path, identity: dict[str, Any]) -> None:
-    if not meta_path.exists():
-        return
-    before = json.loads(meta_path.read_text())["identity"]
-    changed = {k: (before.get(k, LEGACY_IDENTITY.get(k)), v) for k, v in identity.items()
-               if before.get(k, LEGACY_IDENTITY.get(k)) != v}
-    if changed:
-        details = "; ".join(f"{k}: recorded {old!r}, now {new!r}" for k, (old, new) in changed.items())
-        raise ResumeMismatchError(
-            f"{meta_path.parent} holds records of another run ({details}). "
-            "Rerun with the same settings to resume, or choose another --out."
-        )
 
 
 def build_records(
@@ -124,7 +102,7 @@ def build_records(
     meta_path = config.shard.meta_path(config.out)
     identity = config.identity()
     check_record_format(meta_path)
-    check_resumable(meta_path, identity)
+    check_identity(meta_path, identity)
     write_meta(meta_path, {"identity": identity, "record_format": RECORD_FORMAT, "limit": config.limit,
                            "pool": config.pool, "problems": len(mine)})
     run = {"model": config.model, "backend": config.backend, "prompt_version": PROMPT_VERSION,
@@ -177,7 +155,7 @@ def merge_shards(directories: Sequence[Path], out: Path) -> Path:
                 identity = mine
             elif mine != identity:
                 diff = sorted(k for k in mine if mine[k] != identity.get(k))
-                raise ResumeMismatchError(f"{path} comes from a different run (differs in {', '.join(diff)})")
+                raise RunMismatchError(f"{path} comes from a different run (differs in {', '.join(diff)})")
             for record in read_records(path):
                 if record.id in seen:
                     raise ValueError(f"duplicate record {record.id} in {path} and {seen[record.id]}")

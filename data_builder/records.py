@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from data_builder.record import RECORD_FORMAT, BudgetRecord, RecordError
+from data_builder.run_dir import write_meta  # noqa: F401  (re-exported: the meta writer of every run directory)
 from data_builder.search import SearchResult
 from data_builder.sources import Problem
 
@@ -206,10 +207,3 @@ def _drop_partial_line(path: Path) -> None:
         end = data.rfind(b"\n") + 1
         if end != len(data):
             f.truncate(end)
-
-
-def write_meta(path: Path, meta: dict[str, Any]) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)

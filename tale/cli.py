@@ -21,15 +21,16 @@ class _Group(click.Group):
     like a bad option, exits with status 2."""
 
     def invoke(self, ctx: click.Context):
-        from data_builder.build import NoSolutionError, ResumeMismatchError
+        from data_builder.build import NoSolutionError
         from data_builder.records import RecordError
         from data_builder.rows import BadRowError
+        from data_builder.run_dir import RunMismatchError
         from predictor.calibrate import TooFewRecordsError
         from reasoner.models import ModelUnavailableError
 
         try:
             return super().invoke(ctx)
-        except (BadRowError, RecordError, ResumeMismatchError, NoSolutionError, ModelUnavailableError, TooFewRecordsError,
+        except (BadRowError, RecordError, RunMismatchError, NoSolutionError, ModelUnavailableError, TooFewRecordsError,
                 FileNotFoundError) as error:
             raise _input_error(str(error)) from error
         except click.UsageError:

@@ -96,12 +96,12 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
             source = build_source(budget_source, reasoner=backend, backend_for=backend_for, llm_default=llm_default)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--budget-source") from None
-    from data_builder.build import ResumeMismatchError
+    from data_builder.run_dir import RunMismatchError
 
     with tqdm(desc=f"{config.label} {dataset}", unit="q") as bar:
         try:
             result = run_evaluation(config, backend, source, baseline=baseline, on_row=_progress(bar))
-        except ResumeMismatchError as error:
+        except RunMismatchError as error:
             raise click.ClickException(str(error)) from None
     files = write_report(out, config.prices)
     s = result.summary
@@ -135,7 +135,7 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_t
     setup(verbose, threads)
     from tqdm import tqdm
 
-    from data_builder.build import ResumeMismatchError
+    from data_builder.run_dir import RunMismatchError
     from tale.ablate import AblationConfig
     from tale.ablate import ablate as run_ablation
     from tale.evaluate import METHODS
@@ -162,7 +162,7 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_t
 
         try:
             files = run_ablation(config, backend_for, on_run=on_run, on_row=_progress(bar))
-        except (ValueError, ResumeMismatchError) as error:
+        except (ValueError, RunMismatchError) as error:
             raise click.ClickException(str(error)) from None
     click.echo(files.markdown.read_text())
     click.echo(f"{len(configs)} configurations; report in {files.markdown}, {files.json}, {files.plot}")

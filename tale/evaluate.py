@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from data_builder.build import check_resumable
 from data_builder.records import JsonlWriter, read_objects, write_meta
+from data_builder.run_dir import check_identity
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import MAX_NEW_TOKENS, Backend
 from reasoner.prompts import PROMPT_VERSION, Method
@@ -236,7 +236,7 @@ def evaluate(
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     identity = config.identity()
-    check_resumable(run_dir / META_FILE, identity)
+    check_identity(run_dir / META_FILE, identity)
     write_meta(run_dir / META_FILE, {"identity": identity, "label": config.label, "limit": config.limit,
                                      "baseline": None if baseline is None else str(baseline),
                                      "ids": [p.id for p in problems]})

@@ -18,7 +18,6 @@ so a rerun at another risk keeps every finished stage and adds its own evaluatio
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from data_builder.run_dir import RunMismatchError, check_identity, write_meta  # noqa: F401  (RunMismatchError re-exported)
 from data_builder.search import SearchConfig
 from data_builder.sources import GENERATED_KINDS
 from reasoner.backends import MAX_NEW_TOKENS
@@ -39,10 +39,6 @@ CONFIG_FILE = "config.json"
 RERUN_SETTINGS = ("risk",)  # settings a rerun may change: they touch no finished stage
 # Generated problem i is drawn from seed + i: evaluation seeds this far from the training seed share no draws.
 EVAL_SEED_OFFSET = 1_000_000
-
-
-class RunMismatchError(RuntimeError):
-    """The run directory holds a run with other settings."""
 
 
 @dataclass(frozen=True)
@@ -127,16 +123,10 @@ Progress = Callable[[str, int | None], Any]  # (stage description, total) -> a t
 
 def _check_config(config: PipelineConfig) -> None:
     path = config.out / CONFIG_FILE
-    wanted = config.identity()
-    if path.exists():
-        found = json.loads(path.read_text())
-        if found != wanted:
-            changed = sorted(k for k in wanted.keys() | found.keys() if wanted.get(k) != found.get(k))
-            raise RunMismatchError(f"{config.out} holds a run with other settings ({', '.join(changed)}); "
-                                   "use a new --out or the same settings")
-        return
-    config.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(wanted, indent=2) + "\n")
+    check_identity(path, config.identity())
+    if not path.exists():
+        config.out.mkdir(parents=True, exist_ok=True)
+        write_meta(path, {"identity": config.identity()})
 
 
 class OverlapError(ValueError):

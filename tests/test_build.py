@@ -15,10 +15,11 @@ import pytest
 from conftest import budget_record
 from scripted import ScriptedBackend, problems_and_scripts
 
-from data_builder.build import BuildConfig, ResumeMismatchError, build_records, merge_shards, summarize
+from data_builder.build import BuildConfig, build_records, merge_shards, summarize
 from data_builder.record import RECORD_FORMAT, BudgetRecord, SearchRound
 from data_builder.records import RecordWriter, Shard, load_records, read_records
 from data_builder.reference import NoSolutionError, reference_answer
+from data_builder.run_dir import RunMismatchError
 from data_builder.search import SearchConfig
 from data_builder.sources import Problem, problem_id
 from reasoner.grading import grade
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def build(out: Path, n: int = 12, **overrides) -> list[BudgetRecord]:
     problems, scripts = problems_and_scripts(n)
-    config = BuildConfig(dataset="scripted", out=out, model="scripted", backend="scripted", pool=4, **overrides)
+    config = BuildConfig(**{"dataset": "scripted", "out": out, "model": "scripted", "backend": "scripted", "pool": 4, **overrides})
     build_records(config, ScriptedBackend(problems, scripts), problems)
     return load_records(out)
 
@@ -88,9 +89,14 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> Non
 
 def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
     build(tmp_path / "out", n=3)
-    with pytest.raises(ResumeMismatchError, match="search"):
+    with pytest.raises(RunMismatchError, match="search"):
         build(tmp_path / "out", n=3, search=SearchConfig(mode="bisect"))
     assert len(load_records(tmp_path / "out")) == 3  # nothing written is lost
+    # a sampled run does not silently resume a greedy one, nor another engine's
+    with pytest.raises(RunMismatchError, match=r"temperature: recorded 0\.0, now 0\.7"):
+        build(tmp_path / "out", n=3, temperature=0.7)
+    with pytest.raises(RunMismatchError, match="backend: recorded 'scripted', now 'ort:int8'"):
+        build(tmp_path / "out", n=3, backend="ort:int8")
 
 
 def test_shards_partition_the_problems_and_merge_back(tmp_path: Path) -> None:
@@ -103,7 +109,7 @@ def test_shards_partition_the_problems_and_merge_back(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="duplicate"):
         merge_shards([tmp_path / "s0", tmp_path / "s0"], tmp_path / "twice")
     build(tmp_path / "other", n=20, shard=Shard(1, 3), search=SearchConfig(mode="elastic"))
-    with pytest.raises(ResumeMismatchError, match="search"):
+    with pytest.raises(RunMismatchError, match="search"):
         merge_shards([tmp_path / "s0", tmp_path / "other"], tmp_path / "mixed")
 
 
@@ -173,7 +179,7 @@ def test_reference_records_take_the_solution_and_its_length_as_the_budget(tmp_pa
     # the same run resumes; a search over the same directory is refused
     build_records(config, None, [worked(1), worked(2), worked(3)], count_tokens=words)
     assert len(load_records(tmp_path / "ref")) == 3
-    with pytest.raises(ResumeMismatchError, match="search"):
+    with pytest.raises(RunMismatchError, match="search"):
         build(tmp_path / "ref", n=2)
 
 
@@ -189,7 +195,7 @@ def test_equations_records_keep_the_calculator_equations_and_their_own_budget(tm
     # a solution without calculator annotations is kept whole rather than dropped
     assert kept_whole.reasoning == "Let x be 9 . So x = 9 .\nAnswer: [[9]]"
     # the worked style over the same directory is another run
-    with pytest.raises(ResumeMismatchError, match="search: recorded 'equations', now 'reference'"):
+    with pytest.raises(RunMismatchError, match="search: recorded 'equations', now 'reference'"):
         build_records(replace(config, reference="worked"), None, [two_steps], count_tokens=words)
     with pytest.raises(ValueError, match="reference style must be one of"):
         reference_answer(two_steps, "terse")

@@ -57,7 +57,7 @@ def test_build_then_resume_with_other_search_is_refused(tiny_lm_dir: Path, tmp_p
     assert result.exit_code == 0, result.output
     assert "3 questions, feasible share" in result.output and "calls" in result.output
     again = CliRunner().invoke(main, [*args, "--search", "bisect"])
-    assert again.exit_code == 2 and "holds records of another run" in again.output
+    assert again.exit_code == 2 and "holds a run with other settings" in again.output
 
 
 def test_build_reference_records_from_gsm8k_solutions(tiny_lm_dir: Path, tmp_path: Path) -> None:

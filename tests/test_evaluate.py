@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import budget_record
 
-from data_builder.build import ResumeMismatchError
 from data_builder.records import RecordWriter, Shard
+from data_builder.run_dir import RunMismatchError
 from data_builder.sources import Problem, load_problems, problem_id
 from reasoner.backends import Generation
 from reasoner.prompts import Prompt
@@ -209,7 +209,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path) 
     assert [r.budget for r in whole.rows] == [16] * 7 and whole.summary.accuracy == 0  # 16 < 20: all wrong
 
     # a rerun with other settings is refused, not mixed in
-    with pytest.raises(ResumeMismatchError, match="max_new_tokens"):
+    with pytest.raises(RunMismatchError, match="max_new_tokens"):
         evaluate(replace(broken, max_new_tokens=32), FakeBackend(problems, half_budget_script), FixedBudget(16),
                  problems=problems)
 
@@ -394,6 +394,6 @@ def test_evaluate_command_on_choice_problems(tiny_lm_dir: Path, tmp_path: Path) 
 
     mismatch = CliRunner().invoke(evaluate_command, ["--dataset", spec, "--budget-source", "fixed:12", "--model",
                                                      str(tiny_lm_dir), *HF[:-1], "8", "--out", str(out)])
-    assert mismatch.exit_code == 1 and "holds records of another run" in mismatch.output
+    assert mismatch.exit_code == 1 and "holds a run with other settings" in mismatch.output
     unknown = CliRunner().invoke(evaluate_command, ["--dataset", spec, "--budget-source", "magic:3"])
     assert unknown.exit_code == 2 and "unknown budget source" in unknown.output

@@ -4,6 +4,7 @@ in a virtual environment of its own, runs ``tale estimate`` with the budgets the
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,8 +37,11 @@ def extra_requirements(wheel: Path, extra: str) -> list[str]:
 def test_light_install_from_the_wheel_estimates_without_torch(onnx_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     from export.runtime import OnnxEstimator, RuntimeConfig
 
+    source = tmp_path / "source"  # setuptools writes build/ beside the sources: build from a copy of them
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv*", "runs", "artifacts", "build", "*.egg-info",
+                                                                "__pycache__", "docs", "bench"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                    str(tmp_path / "dist"), str(REPO)], check=True)
+                    str(tmp_path / "dist"), str(source)], check=True)
     [wheel] = (tmp_path / "dist").glob("tale_toolkit-*.whl")
     light = extra_requirements(wheel, "light")
     assert {r.split(">")[0].split("=")[0] for r in light} == {"onnxruntime", "tokenizers", "numpy", "click", "starlette",

@@ -41,7 +41,7 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     assert len(rows) == 6
     budgeted = [r for r in rows if r["method"] == "budget"]
     assert len(budgeted) == 3 and all(8 <= r["budget"] <= 1024 for r in budgeted)
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text())["identity"]
     assert config["questions"] == 6 and config["encoder"] == str(tiny_bert_dir)
     predictor_files = {p: p.stat().st_mtime_ns for p in (out / "predictor").iterdir()}
 
@@ -52,7 +52,7 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     assert sum(1 for run in (out / "eval" / "runs").iterdir() for _ in (run / "rows.jsonl").open()) == 6
 
     changed = CliRunner().invoke(main, [*args[:-2], "--seed", "3", "--out", str(out)])
-    assert changed.exit_code == 2 and "holds a run with other settings (seed)" in changed.output
+    assert changed.exit_code == 2 and "holds a run with other settings (seed: recorded 0, now 3)" in changed.output
 
 
 
@@ -86,7 +86,7 @@ def test_run_calibrates_and_a_rerun_at_another_risk_keeps_the_stages(tiny_lm_dir
     assert calibrated in result.output and "against vanilla CoT on the same 2 questions" in result.output
     manifest = json.loads((out / "predictor-onnx" / "tale_onnx.json").read_text())
     assert manifest["calibration"] is not None  # the export carries the calibration its budgets use
-    assert "risk" not in json.loads((out / "config.json").read_text())
+    assert "risk" not in json.loads((out / "config.json").read_text())["identity"]
 
     # the risk only picks the evaluated budgets: a rerun at another risk keeps every stage
     too_small = CliRunner().invoke(main, [*args, "--risk", "0.01"])

@@ -1,0 +1,172 @@
+"""What ``tale serve`` adds to a request, side by side with calling the upstream directly.
+
+    python bench/serve_overhead.py --predictor runs/predictor-reference-cal-onnx [--risk 0.1] [--precision fp32]
+        [--requests 400] [--rss-requests 10000] [--out bench/results/serve_overhead.json]
+
+Starts a fast upstream on 127.0.0.1 (tests/upstream_server.py, which answers at once) and ``tale serve``
+in front of it (policy both), then at 1, 16 and 64 concurrent clients sends the same chat requests to
+each, alternating direct and gateway rounds so both see the same machine load: latency p50 and p99 of
+each and their difference (the gateway's added latency), and failed requests; a third side sends the
+requests with their own budget (``tale_budget``), so the gateway proxies without estimating: what the
+HTTP hop costs apart from the estimator. Then ``/v1/budgets``
+throughput (questions per second) at batch 1 and 32 with 16 clients, and the gateway's resident memory
+before and after ``--rss-requests`` more chat requests. Records the CPU count, the estimator's threads
+and the load average. Loopback only; questions are GSM8K-like sentences generated here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+UPSTREAM = REPO / "tests" / "upstream_server.py"
+WORDS = ("apples", "bus", "students", "dollars", "hours", "pages", "cookies", "miles", "boxes", "tickets")
+
+
+def questions(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [f"{rng.choice(['Tom', 'Ana', 'Lee'])} has {rng.randint(2, 90)} {rng.choice(WORDS)} and buys "
+            f"{rng.randint(2, 9)} times as many {rng.choice(WORDS)} " * rng.randint(1, 4) + "How many in all?"
+            for _ in range(n)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(command: list[str], health: str, log: Path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):
+            if process.poll() is not None:
+                raise click.ClickException(f"{command[:3]} exited:\n{log.read_text()}")
+            try:
+                if httpx.get(health, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], int]:
+    """Send ``bodies`` with ``concurrency`` clients; per-request seconds and the failures."""
+    latencies, failures, queue = [], 0, list(reversed(bodies))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async def worker():
+            nonlocal failures
+            while queue:
+                body = queue.pop()
+                started = time.perf_counter()
+                try:
+                    response = await client.post(url, json=body)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                failures += not ok
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, failures
+
+
+def quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1] if len(values) > 1 else values[0]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+@click.command()
+@click.option("--predictor", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--risk", type=float, default=None)
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="The estimator's threads.")
+@click.option("--requests", "n", type=int, default=400, show_default=True, help="Chat requests per round and side.")
+@click.option("--rounds", type=int, default=2, show_default=True, help="Alternating direct/gateway rounds per concurrency.")
+@click.option("--rss-requests", type=int, default=10_000, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/serve_overhead.json"), show_default=True)
+def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
+    logs = out.parent / "serve_overhead_logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    up_port, gw_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{up_port}/v1"
+    gateway_cmd = [str(Path(sys.executable).with_name("tale")), "serve", "--predictor", str(predictor), "--upstream", upstream,
+                   "--port", str(gw_port), "--precision", precision, "--threads", str(threads),
+                   *(["--risk", str(risk)] if risk is not None else [])]
+    result: dict = {"predictor": str(predictor), "precision": precision, "risk": risk, "estimator_threads": threads,
+                    "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "requests_per_round": n,
+                    "rounds": rounds, "concurrency": {}}
+    with server([sys.executable, str(UPSTREAM), str(up_port)], f"http://127.0.0.1:{up_port}/health", logs / "upstream.log"), \
+            server(gateway_cmd, f"http://127.0.0.1:{gw_port}/healthz", logs / "gateway.log") as gateway:
+        bodies = [{"model": "echo", "messages": [{"role": "user", "content": q}]} for q in questions(n)]
+        direct_url, gateway_url = f"{upstream}/chat/completions", f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        asyncio.run(load(gateway_url, bodies[:50], 4))  # warm both
+        own = [{**body, "tale_budget": 100} for body in bodies]  # the request's own budget: no estimate, proxy only
+        for concurrency in (1, 16, 64):
+            sides: dict[str, list[float]] = {"direct": [], "gateway": [], "proxy": []}
+            failed = 0
+            for _ in range(rounds):
+                for side, url, sent in (("direct", direct_url, bodies), ("gateway", gateway_url, bodies),
+                                        ("proxy", gateway_url, own)):
+                    latencies, failures = asyncio.run(load(url, sent, concurrency))
+                    sides[side] += latencies
+                    failed += failures
+            row = {f"{side}_{name}_ms": 1000 * quantile(values, q) for side, values in sides.items()
+                   for name, q in (("p50", .5), ("p99", .99))}
+            row["failed"] = failed
+            for name in ("p50", "p99"):
+                row[f"added_{name}_ms"] = row[f"gateway_{name}_ms"] - row[f"direct_{name}_ms"]
+                row[f"proxy_added_{name}_ms"] = row[f"proxy_{name}_ms"] - row[f"direct_{name}_ms"]
+            result["concurrency"][str(concurrency)] = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
+            print(f"{concurrency:>3} clients: " + ", ".join(f"{k} {v}" for k, v in result["concurrency"][str(concurrency)].items()))
+
+        result["budgets"] = {}
+        for batch in (1, 32):
+            pool = questions(batch * 64, seed=batch)
+            requests_ = [{"questions": pool[i:i + batch]} for i in range(0, len(pool), batch)]
+            started = time.perf_counter()
+            latencies, failures = asyncio.run(load(f"http://127.0.0.1:{gw_port}/v1/budgets", requests_, 16))
+            seconds = time.perf_counter() - started
+            result["budgets"][str(batch)] = {"questions_per_s": round(len(pool) / seconds, 1), "failed": failures,
+                                             "p50_ms": round(1000 * quantile(latencies, .5), 2)}
+            print(f"/v1/budgets batch {batch}: {result['budgets'][str(batch)]}")
+
+        before = rss_mb(gateway.pid)
+        bulk = [bodies[i % len(bodies)] for i in range(rss_requests)]
+        latencies, failures = asyncio.run(load(gateway_url, bulk, 16))
+        result["rss"] = {"requests": rss_requests, "before_mb": before, "after_mb": rss_mb(gateway.pid), "failed": failures}
+        print(f"resident memory over {rss_requests} requests: {result['rss']}")
+    result["load_average_end"] = os.getloadavg()
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
