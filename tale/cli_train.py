@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from reasoner.post_train import PAPER_ARGS, RUN_CONFIG, PostTrainConfig
+from reasoner.post_train import PAIR_RULES, PAPER_ARGS, RUN_CONFIG, PostTrainConfig
 from tale.cli_common import setup, torch_threads
 
 RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -37,6 +37,13 @@ def _paper(field: str) -> str:
 @click.option("--slack", type=click.FloatRange(min=1), default=DEFAULTS.slack, show_default=True,
               help=("With --hindsight: prompts state this many times each answer's tokens (rounded up), "
                     "so a model that writes what its prompt states stays under it."))
+@click.option("--pairs", type=click.Choice(PAIR_RULES), default=DEFAULTS.pairs, show_default=True,
+              help="dpo: vanilla (the paper's: chosen under beta*, rejected the vanilla answer); adherence (chosen under the "
+                   "budget its prompt states, rejected a correct answer of the question over --over times it); both.")
+@click.option("--over", type=click.FloatRange(min=1, min_open=True), default=DEFAULTS.over, show_default=True,
+              help="dpo adherence pairs: how far over the stated budget the rejected answer is.")
+@click.option("--precompute-ref/--no-precompute-ref", default=True, show_default=True,
+              help="dpo: compute the reference log-probabilities once before training (each step then runs the policy only).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('num_train_epochs')}).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('learning_rate')}).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Per device. Default: the paper's ({_paper('per_device_train_batch_size')}).")
@@ -45,8 +52,8 @@ def _paper(field: str) -> str:
 @click.option("--seed", type=int, default=42, show_default=True)
 @torch_threads("trains the model")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
-def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, internalized, hindsight, slack, epochs, learning_rate,
-                   batch_size, max_steps, max_length, seed, threads, verbose):
+def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, internalized, hindsight, slack, pairs, over,
+                   precompute_ref, epochs, learning_rate, batch_size, max_steps, max_length, seed, threads, verbose):
     """Post-train a reasoner (TALE-PT) with SFT or DPO on searched budgets, and save a plain model.
 
     sft trains on the correct output under each question's searched budget (loss on the completion
@@ -61,12 +68,15 @@ def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, intern
 
     if internalized and hindsight:
         raise click.UsageError("--internalized and --hindsight exclude each other: hindsight prompts state a budget")
-    if slack != 1.0 and not hindsight:
-        raise click.UsageError("--slack applies to --hindsight prompts only")
+    if slack != 1.0 and not hindsight and not (method == "dpo" and pairs != "vanilla"):
+        raise click.UsageError("--slack applies to --hindsight prompts and dpo --pairs adherence only")
+    if method == "sft" and (pairs != DEFAULTS.pairs or over != DEFAULTS.over):
+        raise click.UsageError("--pairs and --over choose DPO pairs; sft takes neither")
     mode = "internalized" if internalized else "hindsight" if hindsight else "budget"
-    config = PostTrainConfig(model=model, prompt_mode=mode, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, slack=slack)
+    config = PostTrainConfig(model=model, prompt_mode=mode, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, slack=slack,
+                             pairs=pairs, over=over)
     overrides = {"num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
-                 "max_steps": max_steps}
+                 "max_steps": max_steps, **({"precompute_ref_log_probs": precompute_ref} if method == "dpo" else {})}
     args = trainer_args(method, max_length=max_length, seed=seed,
                         **{k: v for k, v in overrides.items() if v is not None})
     rows = [r for directory in records for r in load_records(directory)]

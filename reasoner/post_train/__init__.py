@@ -35,14 +35,18 @@ In Python::
 """
 
 from reasoner.post_train.data import (
+    PAIR_RULES,
     PROMPT_MODES,
     Counts,
+    PairRule,
     PromptMode,
     SkipReason,
     TrainingSet,
+    build_adherence_pairs,
     build_dpo_dataset,
     build_sft_dataset,
     chosen_tokens,
+    correct_answers,
     dpo_skip_reason,
     records_fingerprint,
     sft_skip_reason,
@@ -65,8 +69,9 @@ from reasoner.post_train.train import (
 )
 
 __all__ = [
-    "ADAPTER_DIR", "METHODS", "PAPER_ARGS", "PROMPT_MODES", "RUN_CONFIG", "Counts", "Method", "PostTrainConfig", "PromptMode",
-    "SkipReason", "TrainResult", "TrainingSet", "build_dpo_dataset", "build_sft_dataset", "build_training_set",
-    "chosen_tokens", "dpo_skip_reason", "make_trainer", "post_train", "rebuild_merged", "records_fingerprint", "save_merged",
+    "ADAPTER_DIR", "METHODS", "PAIR_RULES", "PAPER_ARGS", "PROMPT_MODES", "RUN_CONFIG", "Counts", "Method", "PairRule",
+    "PostTrainConfig", "PromptMode",
+    "SkipReason", "TrainResult", "TrainingSet", "build_adherence_pairs", "build_dpo_dataset", "build_sft_dataset", "build_training_set",
+    "chosen_tokens", "correct_answers", "dpo_skip_reason", "make_trainer", "post_train", "rebuild_merged", "records_fingerprint", "save_merged",
     "sft_skip_reason", "trainer_args", "training_prompt",
 ]

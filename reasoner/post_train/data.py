@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 PromptMode = Literal["budget", "hindsight", "internalized"]
 PROMPT_MODES: tuple[PromptMode, ...] = ("budget", "hindsight", "internalized")
+PairRule = Literal["vanilla", "adherence", "both"]
+PAIR_RULES: tuple[PairRule, ...] = ("vanilla", "adherence", "both")
 
 class Step(Protocol):
     """A round of a record's search trace (``data_builder.search.Round``)."""
@@ -96,6 +98,7 @@ class SkipReason(str, Enum):
     SAME_AS_VANILLA = "same_as_vanilla"  # DPO: the searched budget's output is the vanilla one
     NO_TOKEN_COUNT = "no_token_count"  # DPO, hindsight: no correct trace round under the budget to count tokens
     NOT_SHORTER = "not_shorter"  # DPO: the budgeted output has no fewer tokens than the vanilla one
+    NO_FAR_LONGER = "no_far_longer"  # DPO adherence: no correct answer of the question far over the stated budget
 
 
 @dataclass(frozen=True)
@@ -260,11 +263,64 @@ def build_sft_dataset(records: Iterable[Record], mode: PromptMode = "budget", sl
     return _build(records, mode, lambda r: sft_skip_reason(r, mode), examples)
 
 
-def build_dpo_dataset(records: Iterable[Record], mode: PromptMode = "budget", slack: float = 1.0) -> TrainingSet:
-    """Preference rows: chosen = the correct, shorter output under beta*; rejected = the vanilla output."""
-    return _build(records, mode, dpo_skip_reason, lambda r: [{
+def build_dpo_dataset(records: Iterable[Record], mode: PromptMode = "budget", slack: float = 1.0,
+                      pairs: PairRule = "vanilla", over: float = 2.0) -> TrainingSet:
+    """Preference rows. ``vanilla`` (the paper's): chosen = the correct, shorter output under beta*,
+    rejected = the vanilla output. ``adherence``: ``build_adherence_pairs``. ``both``: the two sets."""
+    if pairs not in PAIR_RULES:
+        raise ValueError(f"pair rule must be one of {PAIR_RULES}, got {pairs!r}")
+    records = list(records)
+    if pairs == "adherence":
+        return build_adherence_pairs(records, slack, over)
+    paper = _build(records, mode, dpo_skip_reason, lambda r: [{
         "id": r.id, "prompt": training_prompt(r, mode, slack).messages(),
         "chosen": _assistant(r.reasoning), "rejected": _assistant(r.vanilla_text)}])
+    if pairs == "vanilla":
+        return paper
+    from datasets import concatenate_datasets
+
+    adherence = build_adherence_pairs(records, slack, over)
+    logger.info("DPO pairs: %d by the vanilla rule, %d by the adherence rule", len(paper.dataset), len(adherence.dataset))
+    skipped = Counter(paper.counts.skipped) + Counter(adherence.counts.skipped)
+    counts = Counts(kept=paper.counts.kept + adherence.counts.kept, skipped={r: skipped[r] for r in SkipReason if skipped[r]},
+                    examples=len(paper.dataset) + len(adherence.dataset))
+    return TrainingSet(dataset=concatenate_datasets([paper.dataset, adherence.dataset]), counts=counts, mode=mode)
+
+
+def correct_answers(record: Record) -> list[tuple[str, int]]:
+    """A record's correct answers with their output tokens: the one under beta*, and the vanilla one
+    where it is correct and another text."""
+    answers = []
+    if record.feasible and record.reasoning and (tokens := chosen_tokens(record)) is not None:
+        answers.append((record.reasoning, tokens))
+    if _second_length(record):
+        answers.append((record.vanilla_text, record.vanilla_tokens))
+    return answers
+
+
+def build_adherence_pairs(records: Iterable[Record], slack: float = 1.0, over: float = 2.0) -> TrainingSet:
+    """Preference rows that teach keeping to the budget a prompt states, not only brevity: the prompt
+    states the answer's own output tokens (times ``slack``, as hindsight SFT), chosen = that answer, and
+    rejected = the longest correct answer of the same question (by problem id, from any of ``records``,
+    e.g. worked equations, worked solutions and the reasoner's own searched answers) with more than
+    ``over`` times the stated budget: right, but far over what the prompt asked."""
+    records = list(records)
+    answers: dict[str, list[tuple[str, int]]] = {}
+    for record in records:
+        answers.setdefault(record.id, []).extend(correct_answers(record))
+
+    def rejected(record: Record) -> tuple[str, int] | None:
+        budget = stated_budget(chosen_tokens(record), slack)
+        return max((a for a in answers[record.id] if a[1] > over * budget), key=lambda a: a[1], default=None)
+
+    def skip(record: Record) -> SkipReason | None:
+        if (reason := sft_skip_reason(record, "hindsight")) is not None:
+            return reason
+        return SkipReason.NO_FAR_LONGER if rejected(record) is None else None
+
+    return _build(records, "hindsight", skip, lambda r: [{
+        "id": f"{r.id}#adherence", "prompt": _prompt(r, stated_budget(chosen_tokens(r), slack)).messages(),
+        "chosen": _assistant(r.reasoning), "rejected": _assistant(rejected(r)[0])}])
 
 
 def records_fingerprint(records: Iterable[Record]) -> str:

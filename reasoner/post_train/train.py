@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from reasoner.models import resolve_model
 from reasoner.post_train.data import (
+    PAIR_RULES,
     PROMPT_MODES,
     Counts,
+    PairRule,
     PromptMode,
     Record,
     TrainingSet,
@@ -64,13 +66,19 @@ class PostTrainConfig:
     lora_dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # the paper's LoRA targets
     dtype: str = "float32"  # weights as loaded and saved; mixed precision is the trainer's bf16/fp16
-    slack: float = 1.0  # hindsight: the prompt states ceil(slack x the answer's tokens)
+    slack: float = 1.0  # hindsight and adherence pairs: the prompt states ceil(slack x the answer's tokens)
+    pairs: PairRule = "vanilla"  # DPO: vanilla (the paper's), adherence (a correct answer far over the stated budget), both
+    over: float = 2.0  # adherence pairs: the rejected answer has more than this many times the stated budget
 
     def __post_init__(self) -> None:
         if not (self.slack >= 1.0 and self.slack < float("inf")):
             raise ValueError(f"slack must be a finite number >= 1, got {self.slack!r}")
-        if self.slack != 1.0 and self.prompt_mode != "hindsight":
-            raise ValueError("slack applies to hindsight prompts only")
+        if self.slack != 1.0 and self.prompt_mode != "hindsight" and self.pairs == "vanilla":
+            raise ValueError("slack applies to hindsight prompts and adherence pairs only")
+        if self.pairs not in PAIR_RULES:
+            raise ValueError(f"pairs must be one of {PAIR_RULES}, got {self.pairs!r}")
+        if not self.over > 1:
+            raise ValueError(f"over must be above 1, got {self.over!r}")
         if self.prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}")
         if self.dtype not in DTYPES:
@@ -118,6 +126,9 @@ def trainer_args(method: Method, **overrides: Any) -> SFTConfig | DPOConfig:
         # On a CPU bf16 autocast is slower and gradient checkpointing only costs time.
         "bf16": cuda and torch.cuda.is_bf16_supported() and not overrides.get("fp16"),
         checkpointing: cuda,
+        # DPO: the reference model's log-probabilities once, before training, so that each step runs the
+        # policy only (with LoRA the reference is the model with its adapters disabled: a second forward).
+        **({"precompute_ref_log_probs": True} if method == "dpo" else {}),
         **PAPER_ARGS[method],
         **overrides,
     }
@@ -125,8 +136,10 @@ def trainer_args(method: Method, **overrides: Any) -> SFTConfig | DPOConfig:
 
 
 def build_training_set(method: Method, records: Iterable[Record], mode: PromptMode = "budget",
-                       slack: float = 1.0) -> TrainingSet:
-    return (build_sft_dataset if method == "sft" else build_dpo_dataset)(records, mode, slack)
+                       slack: float = 1.0, pairs: PairRule = "vanilla", over: float = 2.0) -> TrainingSet:
+    if method == "sft":
+        return build_sft_dataset(records, mode, slack)
+    return build_dpo_dataset(records, mode, slack, pairs, over)
 
 
 def _torch_dtype(name: str):
@@ -259,7 +272,7 @@ def post_train(
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new output directory")
     records = list(records)
-    training_set = build_training_set(method, records, config.prompt_mode, config.slack)
+    training_set = build_training_set(method, records, config.prompt_mode, config.slack, config.pairs, config.over)
     if training_set.counts.kept == 0:
         raise ValueError(f"no {method} training examples: {training_set.counts.describe()}")
     args = args if args is not None else trainer_args(method)
