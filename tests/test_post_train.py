@@ -156,7 +156,7 @@ def test_hindsight_slack_states_more_than_each_answers_tokens_rounded_up() -> No
     assert {row["id"]: stated_budget(row["prompt"]) for row in dpo.dataset} == {"keep": 38, "one-shorter": 124, "choice-zh": 38}
     with pytest.raises(ValueError, match="slack must be a finite number >= 1"):
         PostTrainConfig(prompt_mode="hindsight", slack=0.8)
-    with pytest.raises(ValueError, match="hindsight prompts only"):
+    with pytest.raises(ValueError, match="hindsight prompts and adherence pairs only"):
         PostTrainConfig(prompt_mode="budget", slack=1.25)
 
 
@@ -342,7 +342,7 @@ def test_cli_help_and_errors(tiny_lm_dir: Path, tmp_path: Path) -> None:
                                             "--internalized", "--hindsight"])
     assert result.exit_code == 2 and "exclude each other" in result.output
     result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"), "--slack", "1.25"])
-    assert result.exit_code == 2 and "--slack applies to --hindsight prompts only" in result.output
+    assert result.exit_code == 2 and "--slack applies to --hindsight prompts and dpo --pairs adherence only" in result.output
 
 
 def test_rebuild_from_the_committed_files_gives_the_trained_weights(tiny_lm_dir: Path, tmp_path: Path) -> None:
