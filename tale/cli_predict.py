@@ -195,7 +195,7 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
     files = write_report(evaluation, out)
     if calibration:
         _report_coverage(chosen, calibrating, scored, risks, out)
-    for name in ("constant", "tfidf"):  # fitted here: saved, so evaluate/ablate can name them as name:DIR
+    for name in ("constant", "tfidf", "probe"):  # fitted here: saved, so evaluate/ablate can name them as name:DIR
         if name in chosen:
             chosen[name].save(out / name)
     click.echo(markdown_table(evaluation))

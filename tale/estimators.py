@@ -2,7 +2,8 @@
 
 ``build_estimator("bert:DIR")`` names an ``Estimator``: ``bert:DIR`` (a trained regressor), ``onnx:DIR``
 (an ONNX export, torch-free), ``llm:MODEL`` (the paper's zero-shot estimator on any model),
-``constant[:DIR]`` and ``tfidf[:DIR]`` (baselines: saved, or fitted on the given training examples).
+``constant[:DIR]``, ``tfidf[:DIR]`` (baselines) and ``probe[:DIR]`` (a ridge probe on the reasoner's hidden
+state of the question): saved, or fitted on the given training examples.
 
 A budget source gives each question of an evaluation its budget and says what that cost
 (``Assignment``): ``fixed:N``, ``oracle:RECORDS_DIR`` (the searched budget of the question's record)
@@ -33,9 +34,9 @@ from reasoner.backends import Backend
 
 logger = logging.getLogger(__name__)
 
-ESTIMATORS = ("bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR] (each but llm optionally @FACTOR, "
+ESTIMATORS = ("bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR], probe[:DIR] (each but llm optionally @FACTOR, "
               "or %ALPHA with a calibrated DIR)")
-AIMABLE = ("bert", "onnx", "constant", "tfidf")  # estimators whose budgets @FACTOR may scale
+AIMABLE = ("bert", "onnx", "constant", "tfidf", "probe")  # estimators whose budgets @FACTOR may scale
 SOURCES = f"oracle:RECORDS_DIR, fixed:N, {ESTIMATORS}"
 
 BackendFor = Callable[[str], Backend]  # model name -> backend, so one model loads once
@@ -112,6 +113,10 @@ def build_estimator(
         return fitted(ConstantEstimator)
     if kind == "tfidf":
         return fitted(TfidfRidgeEstimator)
+    if kind == "probe":
+        from predictor.probe import ProbeEstimator
+
+        return fitted(ProbeEstimator)
     if kind in ("bert", "onnx") and not arg:
         raise ValueError(f"{kind} needs a directory: '{kind}:DIR'")
     if kind == "bert":
@@ -252,9 +257,9 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
 def check_source(spec: str) -> str:
     """``spec`` if it names a budget source (nothing is loaded), else ``ValueError``."""
     kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
-    if kind not in ("fixed", "oracle", "llm", "bert", "onnx", "constant", "tfidf"):
+    if kind not in ("fixed", "oracle", "llm", "bert", "onnx", "constant", "tfidf", "probe"):
         raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}")
-    if kind in ("fixed", "oracle", "bert", "onnx", "constant", "tfidf") and not arg:
+    if kind in ("fixed", "oracle", "bert", "onnx", "constant", "tfidf", "probe") and not arg:
         raise ValueError(f"budget source {kind} needs an argument: '{kind}:{'N' if kind == 'fixed' else 'DIR'}'")
     if kind == "fixed" and not (arg.isdigit() and int(arg) >= 1):
         raise ValueError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}")
