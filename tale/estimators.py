@@ -6,8 +6,9 @@
 state of the question): saved, or fitted on the given training examples.
 
 A budget source gives each question of an evaluation its budget and says what that cost
-(``Assignment``): ``fixed:N``, ``oracle:RECORDS_DIR`` (the searched budget of the question's record)
-or any estimator name above; ``llm`` with no model asks the reasoner itself, as TALE-EP does.
+(``Assignment``): ``fixed:N``, ``matched:RUN_DIR`` (a constant at the mean budget of another evaluation run),
+``oracle:RECORDS_DIR`` (the searched budget of the question's record) or any estimator name above; ``llm``
+with no model asks the reasoner itself, as TALE-EP does.
 
 A trained estimator's name may end in ``@FACTOR`` (``onnx:DIR@1.41``, ``tfidf@1.41``): its budgets
 times FACTOR (``predictor.Aimed``); 1.41 aims a point estimate at the log-centre of [b*, 2b*].
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 ESTIMATORS = ("bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR], probe[:DIR] (each but llm optionally @FACTOR, "
               "or %ALPHA with a calibrated DIR)")
 AIMABLE = ("bert", "onnx", "constant", "tfidf", "probe")  # estimators whose budgets @FACTOR may scale
-SOURCES = f"oracle:RECORDS_DIR, fixed:N, {ESTIMATORS}"
+SOURCES = f"oracle:RECORDS_DIR, fixed:N, matched:RUN_DIR, {ESTIMATORS}"
 
 BackendFor = Callable[[str], Backend]  # model name -> backend, so one model loads once
 Fallback = Literal["no-budget", "default-budget"]
@@ -168,6 +169,19 @@ class FixedBudget:
         return [Assignment(self.budget) for _ in problems]
 
 
+def matched_budget(run_dir: Path) -> FixedBudget:
+    """A constant at another run's spend: the mean budget that evaluation run gave its budgeted questions
+    (rounded), so that a constant and a learned estimator are compared at equal mean budget."""
+    from statistics import mean
+
+    from tale.evaluate import load_rows
+
+    budgets = [row.budget for row in load_rows(run_dir) if row.budget]
+    if not budgets:
+        raise ValueError(f"{run_dir}: no budgeted evaluation rows to match (matched:RUN_DIR takes a tale evaluate run)")
+    return FixedBudget(max(1, round(mean(budgets))))
+
+
 class OracleBudget:
     """The searched budget of each question's record, matched by problem id.
 
@@ -244,6 +258,8 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
         if not arg:
             raise ValueError("oracle needs a records directory: 'oracle:RECORDS_DIR'")
         return OracleBudget.load(Path(arg))
+    if kind == "matched":
+        return matched_budget(Path(arg))
     if kind == "llm" and not arg:
         return EstimatorBudget(build_estimator("llm:self", backend_for=lambda _: reasoner, llm_default=llm_default), spec)
     try:
@@ -257,9 +273,9 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
 def check_source(spec: str) -> str:
     """``spec`` if it names a budget source (nothing is loaded), else ``ValueError``."""
     kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
-    if kind not in ("fixed", "oracle", "llm", "bert", "onnx", "constant", "tfidf", "probe"):
+    if kind not in ("fixed", "oracle", "matched", "llm", "bert", "onnx", "constant", "tfidf", "probe"):
         raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}")
-    if kind in ("fixed", "oracle", "bert", "onnx", "constant", "tfidf", "probe") and not arg:
+    if kind in ("fixed", "oracle", "matched", "bert", "onnx", "constant", "tfidf", "probe") and not arg:
         raise ValueError(f"budget source {kind} needs an argument: '{kind}:{'N' if kind == 'fixed' else 'DIR'}'")
     if kind == "fixed" and not (arg.isdigit() and int(arg) >= 1):
         raise ValueError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}")

@@ -397,3 +397,23 @@ def test_evaluate_command_on_choice_problems(tiny_lm_dir: Path, tmp_path: Path) 
     assert mismatch.exit_code == 1 and "holds a run with other settings" in mismatch.output
     unknown = CliRunner().invoke(evaluate_command, ["--dataset", spec, "--budget-source", "magic:3"])
     assert unknown.exit_code == 2 and "unknown budget source" in unknown.output
+
+
+def test_matched_is_a_constant_at_another_runs_mean_budget(tmp_path: Path) -> None:
+    from tale.estimators import Assignment
+
+    class Varied:  # budgets 10, 20 and 31 for three questions
+        name = "varied"
+
+        def assign(self, problems):
+            return [Assignment(b) for b in (10, 20, 31)[: len(problems)]]
+
+    problems = make_problems(3)
+    config = EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path, method="budget", budget_source="fixed:1", max_new_tokens=64)
+    evaluate(config, FakeBackend(problems, half_budget_script), Varied(), problems=problems)
+    matched = build_source(f"matched:{config.run_dir}", reasoner=None, backend_for=None)
+    assert isinstance(matched, FixedBudget) and matched.budget == 20  # mean 20.3, rounded
+    vanilla = replace(config, method="vanilla", budget_source=None)
+    evaluate(vanilla, FakeBackend(problems, half_budget_script), None, problems=problems)
+    with pytest.raises(ValueError, match="no budgeted evaluation rows"):
+        build_source(f"matched:{vanilla.run_dir}", reasoner=None, backend_for=None)
