@@ -6,9 +6,11 @@
 Starts a fast upstream on 127.0.0.1 (tests/upstream_server.py, which answers at once) and ``tale serve``
 in front of it (policy both), then at 1, 16 and 64 concurrent clients sends the same chat requests to
 each, alternating direct and gateway rounds so both see the same machine load: latency p50 and p99 of
-each and their difference (the gateway's added latency), and failed requests; a third side sends the
-requests with their own budget (``tale_budget``), so the gateway proxies without estimating: what the
-HTTP hop costs apart from the estimator. Then ``/v1/budgets``
+each and their difference (the gateway's added latency), and failed requests. The gateway side sends new
+questions every round (none in its estimate cache); a ``cached`` side sends the same ones again (every
+estimate remembered); a ``proxy`` side sends requests with their own budget (``tale_budget``), so the
+gateway forwards without estimating: what the HTTP hop costs apart from the estimator. The RSS run
+sends new questions too, so the cache fills to its bound. Then ``/v1/budgets``
 throughput (questions per second) at batch 1 and 32 with 16 clients, and the gateway's resident memory
 before and after ``--rss-requests`` more chat requests. Records the CPU count, the estimator's threads
 and the load average. Loopback only; questions are GSM8K-like sentences generated here.
@@ -130,11 +132,14 @@ def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
         asyncio.run(load(gateway_url, bodies[:50], 4))  # warm both
         own = [{**body, "tale_budget": 100} for body in bodies]  # the request's own budget: no estimate, proxy only
         for concurrency in (1, 16, 64):
-            sides: dict[str, list[float]] = {"direct": [], "gateway": [], "proxy": []}
+            sides: dict[str, list[float]] = {"direct": [], "gateway": [], "cached": [], "proxy": []}
             failed = 0
-            for _ in range(rounds):
-                for side, url, sent in (("direct", direct_url, bodies), ("gateway", gateway_url, bodies),
-                                        ("proxy", gateway_url, own)):
+            for round_ in range(rounds):
+                # new questions for every gateway round, so none is in the gateway's estimate cache; then the same again
+                fresh = [{"model": "echo", "messages": [{"role": "user", "content": q}]}
+                         for q in questions(n, seed=1000 * concurrency + round_ + 1)]
+                for side, url, sent in (("direct", direct_url, bodies), ("gateway", gateway_url, fresh),
+                                        ("cached", gateway_url, fresh), ("proxy", gateway_url, own)):
                     latencies, failures = asyncio.run(load(url, sent, concurrency))
                     sides[side] += latencies
                     failed += failures
@@ -142,8 +147,8 @@ def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
                    for name, q in (("p50", .5), ("p99", .99))}
             row["failed"] = failed
             for name in ("p50", "p99"):
-                row[f"added_{name}_ms"] = row[f"gateway_{name}_ms"] - row[f"direct_{name}_ms"]
-                row[f"proxy_added_{name}_ms"] = row[f"proxy_{name}_ms"] - row[f"direct_{name}_ms"]
+                for side in ("gateway", "cached", "proxy"):
+                    row[f"{side}_added_{name}_ms"] = row[f"{side}_{name}_ms"] - row[f"direct_{name}_ms"]
             result["concurrency"][str(concurrency)] = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
             print(f"{concurrency:>3} clients: " + ", ".join(f"{k} {v}" for k, v in result["concurrency"][str(concurrency)].items()))
 
@@ -159,7 +164,7 @@ def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
             print(f"/v1/budgets batch {batch}: {result['budgets'][str(batch)]}")
 
         before = rss_mb(gateway.pid)
-        bulk = [bodies[i % len(bodies)] for i in range(rss_requests)]
+        bulk = [{"model": "echo", "messages": [{"role": "user", "content": q}]} for q in questions(rss_requests, seed=7)]
         latencies, failures = asyncio.run(load(gateway_url, bulk, 16))
         result["rss"] = {"requests": rss_requests, "before_mb": before, "after_mb": rss_mb(gateway.pid), "failed": failures}
         print(f"resident memory over {rss_requests} requests: {result['rss']}")

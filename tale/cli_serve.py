@@ -33,10 +33,12 @@ DEFAULTS = GatewayConfig(upstream="")
               help="Append each question and its budget here (JSONL); without it no request text is written anywhere.")
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
               help="The export's model to run; int8's budgets shift a little with what shares their micro-batch.")
+@click.option("--cache-size", type=click.IntRange(min=0), default=DEFAULTS.cache_size, show_default=True,
+              help="Questions whose estimate is kept in memory (a repeated question is not estimated again); 0: none.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads of the ONNX estimator.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (never request text or headers).")
 def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_batch, max_body_bytes, timeout_s, request_log,
-          precision, threads, verbose):
+          cache_size, precision, threads, verbose):
     """Serve an OpenAI-compatible /v1/chat/completions that estimates each question's token budget and
     applies it before forwarding to --upstream; also /v1/budgets, /healthz and /metrics.
 
@@ -52,7 +54,7 @@ def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_b
     try:
         config = GatewayConfig(upstream=upstream, policy=policy, risk=risk, slack=slack, window_ms=window_ms,
                                max_batch=max_batch, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
-                               request_log=request_log)
+                               request_log=request_log, cache_size=cache_size)
         gateway = load_gateway(predictor, config, threads, precision)
     except ValueError as error:
         raise click.ClickException(str(error)) from None

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,7 @@ class Metrics:
                                           registry=self.registry)
         self.upstream_errors = Counter("tale_upstream_errors", "Upstream failures by status (or timeout, unreachable)",
                                        ["status"], registry=self.registry)
+        self.cache_hits = Counter("tale_estimate_cache_hits", "Questions answered from the estimate cache", registry=self.registry)
 
 
 class MicroBatcher:
@@ -205,6 +207,21 @@ class Gateway:
         self.metrics = Metrics()
         self.batcher = MicroBatcher(estimate, config.window_ms / 1000, config.max_batch, self.metrics)
         self.client: httpx.AsyncClient | None = None
+        self.cache: OrderedDict[str, float] = OrderedDict()  # question -> estimate, least recently used first
+
+    async def estimates(self, questions: list[str]) -> list[float]:
+        """The estimator's unrounded budgets: remembered ones from the cache, the others in one micro-batch."""
+        known = {q: self.cache[q] for q in questions if q in self.cache}  # before any await: others may evict
+        missing = list(dict.fromkeys(q for q in questions if q not in known))
+        self.metrics.cache_hits.inc(sum(q in known for q in questions))
+        if missing:
+            known.update(zip(missing, await self.batcher.submit(missing)))
+        for question in dict.fromkeys(questions):
+            self.cache[question] = known[question]
+            self.cache.move_to_end(question)
+        while len(self.cache) > self.config.cache_size:
+            self.cache.popitem(last=False)
+        return [known[q] for q in questions]
 
     def budget(self, estimate: float, factor: float | None = None) -> int:
         return self.budget_range.clamp(estimate * (self.factor if factor is None else factor))

@@ -22,11 +22,12 @@ class GatewayConfig:
     max_body_bytes: int = 1_000_000
     timeout_s: float = 120.0  # upstream: connect, and each read
     request_log: Path | None = None  # JSONL of questions and budgets; None: nothing written
+    cache_size: int = 10_000  # questions whose estimate is remembered (in memory only); 0: none
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.slack < 1:
             raise ValueError(f"slack must be >= 1, got {self.slack}")
-        if self.max_batch < 1 or self.window_ms < 0 or self.max_body_bytes < 1 or self.timeout_s <= 0:
+        if self.max_batch < 1 or self.window_ms < 0 or self.max_body_bytes < 1 or self.timeout_s <= 0 or self.cache_size < 0:
             raise ValueError("max_batch, max_body_bytes and timeout_s must be positive and window_ms >= 0")

@@ -46,7 +46,7 @@ async def chat_completions(request: Request) -> Response:
     if isinstance(own, int):
         budget, source = own, "request"
     else:
-        [estimate] = await gateway.batcher.submit([question])
+        [estimate] = await gateway.estimates([question])
         budget, source = gateway.budget(estimate), "estimate"
     gateway.metrics.budgets.observe(budget)
     gateway.log_request(question=question, budget=budget, source=source)
@@ -133,7 +133,7 @@ async def budgets(request: Request) -> Response:
     except RequestError as error:
         gateway.metrics.requests.labels("budgets", "too_large" if error.status == 413 else "bad_request").inc()
         return error_response(error.status, str(error))
-    estimates = await gateway.batcher.submit(questions) if questions else []
+    estimates = await gateway.estimates(questions) if questions else []
     result: dict[str, Any] = {"risk": body.get("risk", gateway.config.risk), "estimates": [round(e, 2) for e in estimates]}
     if total is None:
         result["budgets"] = [gateway.budget(e, factor) for e in estimates]

@@ -131,6 +131,7 @@ def test_each_policy_and_the_overrides(calibrated_dirs, scripted, tmp_path: Path
         assert json.loads(text)["messages"][-1]["content"] == f"{QUESTION}\n{line}"
 
         metrics = httpx.get(f"{base}/metrics").text
+        assert "tale_estimate_cache_hits_total 3.0" in metrics  # QUESTION estimated once, then remembered
         assert 'tale_requests_total{outcome="ok",route="chat"} 4.0' in metrics  # estimated, own, smaller cap, parts
         assert 'tale_requests_total{outcome="passthrough",route="chat"} 2.0' in metrics  # opted out, no user message
         assert 'tale_requests_total{outcome="ok",route="chat_stream"} 1.0' in metrics
