@@ -143,9 +143,42 @@ def free_port() -> int:
 
 
 @contextmanager
+def server_process(command: list[str], health: str, log: Path, timeout_s: float = 60,
+                   env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """A server started as ``command``, up once ``health`` answers 200; its output goes to ``log``,
+    shown when it fails to start. Stopped at the end (killed if a request still hangs after 5 s)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"{command[:2]} exited with {server.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(health, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{command[:2]} not up after {timeout_s} s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:  # e.g. a scripted request still hanging keeps uvicorn waiting
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@contextmanager
 def transformers_serve(model_dir: Path, log_path: Path, start_timeout_s: float = 120) -> Iterator[str]:
     """``transformers serve`` pinned to ``model_dir`` on a free port of 127.0.0.1; yields its base URL
-    (``.../v1``). The server's output goes to ``log_path`` and is shown when it fails to start."""
+    (``.../v1``)."""
     pytest.importorskip("fastapi", reason="transformers serve needs the [serving] extra")
     pytest.importorskip("uvicorn", reason="transformers serve needs the [serving] extra")
     port = free_port()
@@ -153,30 +186,8 @@ def transformers_serve(model_dir: Path, log_path: Path, start_timeout_s: float =
         str(Path(sys.executable).with_name("transformers")),
         "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + start_timeout_s
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"transformers serve exited with {server.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not up after {start_timeout_s} s:\n{log_path.read_text()}")
-            time.sleep(0.25)
+    with server_process(command, f"http://127.0.0.1:{port}/health", log_path, start_timeout_s):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def budget_record(id: str = "test-0000", **fields):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import free_port, server_process
 from test_export import onnx_dir, regressor, regressor_dir  # noqa: F401  (fixtures: a tiny regressor, exported)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,10 +64,8 @@ def test_light_install_from_the_wheel_estimates_without_torch(onnx_dir: Path, tm
     assert probe.stdout.split() == ["True", "False"], probe.stderr  # torch is not even installed
 
     # the gateway runs there too (no upstream needed for /v1/budgets)
-    from test_serve import process
-
     port = free_port()
-    with process([str(venv / "bin" / "tale"), "serve", "--predictor", str(onnx_dir), "--upstream", "http://127.0.0.1:9/v1",
+    with server_process([str(venv / "bin" / "tale"), "serve", "--predictor", str(onnx_dir), "--upstream", "http://127.0.0.1:9/v1",
                   "--precision", "int8", "--port", str(port)], f"http://127.0.0.1:{port}/healthz", tmp_path / "serve.log"):
         served = httpx.post(f"http://127.0.0.1:{port}/v1/budgets", json={"questions": QUESTIONS[:1]}, timeout=30).json()
     assert served["budgets"] == budgets[:1]

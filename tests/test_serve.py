@@ -6,9 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, transformers_serve
+from conftest import free_port, server_process, transformers_serve
 from test_calibrate import calibrated_dirs  # noqa: F401  (fixture: a calibrated tiny regressor and its ONNX export)
 
 TALE = str(Path(sys.executable).with_name("tale"))
@@ -25,38 +22,11 @@ QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold 
 TOKEN = "sk-test-secret-4242"
 
 
-@contextlib.contextmanager
-def process(command: list[str], health: str, log: Path, timeout_s: float = 60) -> Iterator[subprocess.Popen]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "wb") as out:
-        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"{command[:2]} exited with {server.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(health, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"{command[:2]} not up after {timeout_s} s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # a scripted request still hanging keeps uvicorn waiting
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
 @pytest.fixture(scope="module")
 def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     directory = tmp_path_factory.mktemp("upstream")
     port, events = free_port(), directory / "events.txt"
-    with process([sys.executable, UPSTREAM, str(port), str(events)], f"http://127.0.0.1:{port}/health", directory / "log"):
+    with server_process([sys.executable, UPSTREAM, str(port), str(events)], f"http://127.0.0.1:{port}/health", directory / "log"):
         yield f"http://127.0.0.1:{port}/v1", events
 
 
@@ -64,7 +34,7 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
 def gateway(onnx_dir: Path, upstream: str, log: Path, *options: str) -> Iterator[str]:
     port = free_port()
     command = [TALE, "serve", "--predictor", str(onnx_dir), "--upstream", upstream, "--port", str(port), "-v", *options]
-    with process(command, f"http://127.0.0.1:{port}/healthz", log):
+    with server_process(command, f"http://127.0.0.1:{port}/healthz", log):
         yield f"http://127.0.0.1:{port}"
 
 
