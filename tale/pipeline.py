@@ -48,7 +48,7 @@ class PipelineConfig:
     out: Path = Path("runs/pipeline")
     dataset: str = "arithmetic"  # training questions for the budget search, KIND[:PATH]
     eval_dataset: str | None = None  # None: the same generator with seed + EVAL_SEED_OFFSET (generated kinds only)
-    questions: int = 32  # questions searched
+    questions: int = 48  # questions searched (enough that the calibration split can hold the 4 feasible ones risk 0.2 needs)
     eval_questions: int = 32  # questions evaluated per configuration
     seed: int = 0  # shuffles (or, for generated problems, generates) the training questions
     model: str = "default"  # the reasoner
@@ -60,7 +60,7 @@ class PipelineConfig:
     min_feasible: int = 8  # fewer feasible records: the regressor also learns from infeasible ones
     epochs: int = 10  # regressor epochs (at most; early stopping)
     max_length: int = 256  # regressor: question tokens kept
-    calibration: float = 0.3  # share of the searched questions (by id) kept out of the regressor's training to calibrate it
+    calibration: float = 0.4  # share of the searched questions (by id) kept out of the regressor's training to calibrate it
     risk: float | None = 0.2  # evaluate budgets calibrated to suffice for 1 - risk of questions; None: uncalibrated
     post_train: bool = False  # also LoRA-SFT the reasoner and evaluate it
     sft_epochs: float = 3.0
