@@ -311,7 +311,8 @@ def test_cli_sft_lora_saves_a_plain_model_that_loads_and_serves(tiny_lm_dir: Pat
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
             "generation_config.json", RUN_CONFIG} <= files
     assert not {f for f in files if f.startswith("adapter_")}  # the model dir is plain; the adapter sits in adapter/
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (out / "adapter").iterdir()}
+    assert {p.name for p in (out / "adapter").iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] is None  # no local path
     assert "chat_template.jinja" in files or "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
     before, after = weights(tiny_lm_dir), weights(out)
     assert not before[Q_PROJ].equal(after[Q_PROJ]) and before[K_PROJ].equal(after[K_PROJ])

@@ -188,6 +188,7 @@ def save_merged(trainer: Trainer, out: Path) -> None:
     if isinstance(model, PeftModel):
         if accelerator.is_main_process:
             model.save_pretrained(out / ADAPTER_DIR)  # before merging: merge_and_unload changes the weights
+            _portable_adapter(out / ADAPTER_DIR)
         model = model.merge_and_unload()
     model.config.use_cache = True  # training switches the cache off; inference wants it
     accelerator.wait_for_everyone()
@@ -196,6 +197,16 @@ def save_merged(trainer: Trainer, out: Path) -> None:
         model.save_pretrained(out)
         trainer.processing_class.save_pretrained(out)
     accelerator.wait_for_everyone()
+
+
+def _portable_adapter(directory: Path) -> None:
+    """No machine's paths in what gets committed: peft writes the base model's local path into
+    adapter_config.json and a model card; the run config names the base model instead."""
+    (directory / "README.md").unlink(missing_ok=True)
+    config_path = directory / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = None
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def rebuild_merged(run_dir: Path, out: Path, model: str | None = None) -> Path:
