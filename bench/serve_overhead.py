@@ -25,6 +25,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,8 +116,7 @@ def rss_mb(pid: int) -> float:
 @click.option("--rss-requests", type=int, default=10_000, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/serve_overhead.json"), show_default=True)
 def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
-    logs = out.parent / "serve_overhead_logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="serve-overhead-"))  # the servers' output, shown when one fails to start
     up_port, gw_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}/v1"
     gateway_cmd = [str(Path(sys.executable).with_name("tale")), "serve", "--predictor", str(predictor), "--upstream", upstream,
