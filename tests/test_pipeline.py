@@ -127,3 +127,19 @@ def test_run_post_trains_on_the_records_and_evaluates_both_reasoners(tiny_lm_dir
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert len(summary["runs"]) == 4  # vanilla and budget-aware, for the base and the post-trained reasoner
     assert result.output.count(f"| {out / 'reasoner-sft'} |") == 2
+
+
+def test_run_refuses_evaluation_problems_that_are_training_problems(tmp_path: Path) -> None:
+    train = write_problems(tmp_path / "train.jsonl", 6)
+    args = ["run", "--dataset", f"jsonl:{train}", "--questions", "6", "--eval-questions", "3", "--backend", "hf",
+            "--out", str(tmp_path / "run")]
+    same = CliRunner().invoke(main, [*args, "--eval-dataset", f"jsonl:{train}"])  # the same problems, the same ids
+    assert same.exit_code == 2 and "3 of the 3 evaluation problems" in same.output and "are training problems" in same.output
+    # other ids (other spacing and case), the same questions: refused by text
+    rows = [json.loads(line) for line in train.read_text().splitlines()][:2]
+    retyped = tmp_path / "retyped.jsonl"
+    retyped.write_text("".join(json.dumps({**r, "question": "  " + r["question"].upper().replace(" ", "  ")}) + "\n"
+                               for r in rows))
+    by_text = CliRunner().invoke(main, [*args, "--eval-dataset", f"jsonl:{retyped}", "--out", str(tmp_path / "run2")])
+    assert by_text.exit_code == 2 and "2 of the 2 evaluation problems" in by_text.output
+    assert "Traceback" not in same.output + by_text.output and not (tmp_path / "run" / "records").exists()
