@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from math import comb
 from pathlib import Path
 from statistics import mean
 
@@ -31,17 +30,13 @@ import click
 
 from data_builder.record import BudgetRecord
 from tale.evaluate import EvalRow, load_rows
+from tale.paired import sign_test
 
 
 def rows(run_dir: Path) -> dict[str, EvalRow]:
     if not (loaded := load_rows(run_dir)):
         raise click.ClickException(f"{run_dir}: no evaluation rows (rows.jsonl)")
     return {r.id: r for r in loaded}
-
-
-def sign_test(gained: int, lost: int) -> float:
-    n = gained + lost
-    return min(1.0, 2 * sum(comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n) if n else 1.0
 
 
 def tried(record: BudgetRecord) -> bool:
