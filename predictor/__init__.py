@@ -112,7 +112,7 @@ def _budget_range_of(estimator: Estimator) -> BudgetRange:
 
 
 def load_estimator(directory: Path) -> TrainableEstimator:
-    """Any saved estimator directory (BERT regressor, TF-IDF ridge, constant, reasoner probe), by its meta file."""
+    """Any saved estimator directory (BERT regressor, TF-IDF ridge or its linear export, constant, reasoner probe), by its meta file."""
     directory = Path(directory)
     meta = directory / META_FILE
     if not meta.is_file():
@@ -130,6 +130,10 @@ def load_estimator(directory: Path) -> TrainableEstimator:
         from predictor.baselines import ConstantEstimator
 
         return ConstantEstimator.load(directory)
+    if kind == "tfidf-linear":  # tale export of tfidf: its numbers, read without scikit-learn
+        from predictor.linear import LinearEstimator
+
+        return LinearEstimator.load(directory)
     if kind == "reasoner-probe":
         from predictor.probe import ProbeEstimator
 

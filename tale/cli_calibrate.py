@@ -12,7 +12,7 @@ from tale.cli_common import setup
 
 @click.command("calibrate")
 @click.option("--predictor", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="A saved estimator directory (bert, tfidf, constant) or an ONNX export (tale export).")
+              help="A saved estimator directory (bert, tfidf, constant) or an export (tale export: ONNX or TF-IDF linear).")
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True, required=True,
               help="Records directory (repeat for several).")
 @click.option("--held-out", type=click.FloatRange(0, 0.9), default=ExampleConfig.held_out_fraction, show_default=True,
@@ -47,16 +47,22 @@ def calibrate(directory: Path, records: tuple[Path, ...], held_out: float, fract
         from predictor import load_estimator
 
         estimator = load_estimator(directory)
-        kind = {"BertRegressor": "bert", "TfidfRidgeEstimator": "tfidf"}.get(type(estimator).__name__, "constant")
+        kind = {"BertRegressor": "bert", "TfidfRidgeEstimator": "tfidf", "LinearEstimator": "tfidf"}.get(
+            type(estimator).__name__, "constant")
     calibration = fit(estimator, [e.question for e in chosen], [e.budget for e in chosen], name=f"{kind}:{directory}",
                       calibration_fingerprint=fingerprint(chosen))
     calibration.quantile(risk)  # refuses, saying how many records the risk needs, before anything is written
+    saved = directory / CALIBRATION_FILE
     if onnx:
         from export.manifest import attach_calibration
 
         attach_calibration(directory, calibration)
+    elif type(estimator).__name__ == "LinearEstimator":  # the TF-IDF export carries its calibration in its one file
+        from predictor.linear import attach_calibration as attach_linear
+
+        saved = attach_linear(directory, calibration)
     else:
         calibration.save(directory)
     factors = ", ".join(f"alpha {a:g}: x{calibration.factor(a):.2f}" for a in REPORTED_ALPHAS if rank(calibration.n, a) <= calibration.n)
     click.echo(f"calibrated {kind}:{directory} on {calibration.n} feasible records ({factors}); "
-               f"saved {directory / CALIBRATION_FILE}; use {kind}:{directory}%ALPHA")
+               f"saved {saved}; use {kind}:{directory}%ALPHA")

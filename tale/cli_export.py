@@ -19,6 +19,8 @@ import click
 
 from export.manifest import MANIFEST_FILE, PRECISIONS, RuntimeConfig
 from export.onnx import ExportConfig, export_regressor
+from predictor import META_FILE
+from predictor.linear import LINEAR_FILE
 from tale.cli_common import setup, torch_threads
 
 CHUNK = 256  # questions read, estimated and written at a time, so long inputs stream
@@ -26,7 +28,7 @@ CHUNK = 256  # questions read, estimated and written at a time, so long inputs s
 
 @click.command("export")
 @click.option("--predictor", "source", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="A trained BERT regressor directory (tale train-predictor).")
+              help="A trained BERT regressor directory (tale train-predictor), or a TF-IDF one (linear export, no ONNX).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The export directory (created; an earlier export there is replaced).")
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx: weights dynamically quantized to int8.")
 @click.option("--int8-all", is_flag=True, help="int8: quantize the feed-forward down projections too (kept in fp32 by default): "
@@ -35,11 +37,24 @@ CHUNK = 256  # questions read, estimated and written at a time, so long inputs s
 @torch_threads("exports the regressor and runs it for the check")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, threads: int | None, verbose: bool) -> None:
-    """Export a trained budget regressor to ONNX (fp32, and int8 with --int8), checked against torch.
+    """Export a trained budget regressor to ONNX (fp32, and int8 with --int8), checked against torch;
+    or a TF-IDF baseline to tale_linear.json (its numbers, read without scikit-learn or pickle).
 
     Example: tale export --predictor runs/predictor --out runs/predictor-onnx --int8
     """
     setup(verbose, threads)
+    if _kind(source) == "tfidf-ridge":
+        if int8 or int8_all:
+            raise click.UsageError("--int8 is for the BERT regressor; a TF-IDF export is its exact numbers")
+        from export.linear import export_tfidf
+
+        try:
+            linear = export_tfidf(source, out)
+        except (FileNotFoundError, ValueError) as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"linear: {out / LINEAR_FILE} ({len(linear.weights)} terms, "
+                   f"{'calibrated' if linear.calibration else 'not calibrated'})")
+        return
     if int8_all and not int8:
         raise click.UsageError("--int8-all sets how --int8 quantizes; give --int8 too")
     try:
@@ -51,6 +66,15 @@ def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, thre
         click.echo(f"{precision}: {out / exported.file} ({exported.bytes / 2**20:.1f} MiB), "
                    f"max |ORT - torch| {diff:.2g} on {manifest.check['probes']} probe questions")
     click.echo(f"tokenizer and {MANIFEST_FILE} written to {out}")
+
+
+def _kind(directory: Path) -> str | None:
+    """The ``estimator`` of a saved estimator directory's meta file (None without one)."""
+    meta = directory / META_FILE
+    try:
+        return json.loads(meta.read_text()).get("estimator") if meta.is_file() else None
+    except ValueError:
+        raise click.ClickException(f"{meta}: not JSON") from None
 
 
 def _question(row: Any, where: str, index: int) -> tuple[Any, str]:
@@ -88,6 +112,10 @@ def _estimator(directory: Path, config: RuntimeConfig) -> Any:
         return OnnxEstimator.load(directory, config)
     if config.precision is not None:
         raise click.UsageError(f"--precision applies to an ONNX export; {directory} has no {MANIFEST_FILE}")
+    if (directory / LINEAR_FILE).is_file():  # a TF-IDF export: the standard library alone
+        from predictor.linear import LinearEstimator
+
+        return LinearEstimator.load(directory)
     from predictor import load_estimator
 
     try:
@@ -104,7 +132,7 @@ def _estimator(directory: Path, config: RuntimeConfig) -> Any:
 @click.command("estimate")
 @click.argument("questions", nargs=-1)
 @click.option("--predictor", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="An ONNX export directory (tale export; needs no torch) or a saved estimator directory.")
+              help="An export directory (tale export: ONNX or TF-IDF linear; needs no torch) or a saved estimator directory.")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="JSONL of objects with 'question' and optional 'id'. Without it or QUESTIONs, stdin: one question per line, or JSONL.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=RuntimeConfig.precision,

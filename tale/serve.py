@@ -207,10 +207,17 @@ def create_app(gateway: Gateway) -> Starlette:
 
 
 def load_gateway(predictor: Path, config: GatewayConfig, threads: int = 1, precision: str = "fp32") -> Gateway:
-    """A gateway over the ONNX export in ``predictor``, calibrated at ``config.risk`` where one is asked.
+    """A gateway over the export in ``predictor`` (the BERT regressor's ONNX export, or a TF-IDF linear
+    export), calibrated at ``config.risk`` where one is asked.
 
-    fp32 by default: int8's dynamic quantization scales activations per batch, so a question's budget
-    would shift by a token or so with whatever other requests share its micro-batch."""
+    ONNX in fp32 by default: int8's dynamic quantization scales activations per batch, so a question's
+    budget would shift by a token or so with whatever other requests share its micro-batch. A linear
+    export needs no threads and no precision: it is a dot product per question."""
+    from predictor.linear import LINEAR_FILE, LinearEstimator
+
+    if (Path(predictor) / LINEAR_FILE).is_file():
+        linear = LinearEstimator.load(predictor)
+        return Gateway(config, linear.predict_float, linear.budget_range, linear.calibration, str(predictor))
     from export.runtime import OnnxEstimator, RuntimeConfig
 
     estimator = OnnxEstimator.load(predictor, RuntimeConfig(precision=precision, threads=threads))

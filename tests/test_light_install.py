@@ -57,11 +57,24 @@ def test_light_install_from_the_wheel_estimates_without_torch(onnx_dir: Path, tm
     assert out.returncode == 0, out.stderr
     budgets = [json.loads(line)["budget"] for line in out.stdout.splitlines()]
     assert budgets == OnnxEstimator.load(onnx_dir, RuntimeConfig(threads=1)).predict(QUESTIONS)
+    from test_predictor import synthetic
+
+    from export.linear import export_tfidf
+    from predictor.baselines import TfidfRidgeEstimator
+
+    tfidf = TfidfRidgeEstimator.fit(synthetic(60))  # the TF-IDF export: scikit-learn here, none there
+    tfidf.save(tmp_path / "tfidf")
+    export_tfidf(tmp_path / "tfidf", tmp_path / "linear")
+    linear = subprocess.run([str(venv / "bin" / "tale"), "estimate", "--predictor", str(tmp_path / "linear"), *QUESTIONS],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert linear.returncode == 0, linear.stderr
+    assert [json.loads(line)["budget"] for line in linear.stdout.splitlines()] == tfidf.predict(QUESTIONS)
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import importlib.util, sys, export.runtime, tale.cli, tale.serve; "
-                            "print(importlib.util.find_spec('torch') is None, 'transformers' in sys.modules)"],
+                            "import importlib.util, sys, export.runtime, predictor.linear, tale.cli, tale.serve; "
+                            "print(importlib.util.find_spec('torch') is None, 'transformers' in sys.modules, "
+                            "importlib.util.find_spec('sklearn') is None)"],
                            capture_output=True, text=True, cwd=tmp_path)
-    assert probe.stdout.split() == ["True", "False"], probe.stderr  # torch is not even installed
+    assert probe.stdout.split() == ["True", "False", "True"], probe.stderr  # torch and scikit-learn are not even installed
 
     # the gateway runs there too (no upstream needed for /v1/budgets)
     port = free_port()

@@ -132,6 +132,30 @@ def test_budgets_with_and_without_a_total(calibrated_dirs, scripted, tmp_path: P
             assert refused.status_code == 400 and f"field '{field}'" in refused.json()["error"]["message"]
 
 
+def test_a_tfidf_linear_export_serves_its_calibrated_budgets(scripted, tmp_path: Path) -> None:
+    """The torch-free TF-IDF export (tale export on a TF-IDF directory) behind the same routes."""
+    from test_predictor import synthetic
+
+    from export.linear import export_tfidf
+    from predictor.baselines import TfidfRidgeEstimator
+    from predictor.calibrate import fit
+    from tale.estimators import build_estimator
+
+    source = TfidfRidgeEstimator.fit(synthetic(80))
+    source.save(tmp_path / "tfidf")
+    held = synthetic(40, seed=11)
+    fit(source, [e.question for e in held], [e.budget for e in held], name="tfidf").save(tmp_path / "tfidf")
+    export_tfidf(tmp_path / "tfidf", tmp_path / "linear")
+    questions = [e.question for e in synthetic(20, seed=5)]
+    want = build_estimator(f"tfidf:{tmp_path / 'tfidf'}%0.2").predict(questions)
+    assert len(set(want)) > 3
+    with gateway(tmp_path / "linear", scripted[0], tmp_path / "gw.log", "--risk", "0.2") as base:
+        assert httpx.post(f"{base}/v1/budgets", json={"questions": questions}, timeout=30).json()["budgets"] == want
+        response = httpx.post(f"{base}/v1/chat/completions", json=chat(questions[0]), timeout=30)
+        assert response.status_code == 200 and response.headers["X-TALE-Budget"] == str(want[0])
+        assert echoed(response)["messages"][-1]["content"].endswith(f"use less than {want[0]} tokens:")
+
+
 def test_faults_come_back_as_clear_errors(calibrated_dirs, scripted, tmp_path: Path) -> None:  # noqa: F811
     _, onnx_dir = calibrated_dirs
     upstream, events = scripted
