@@ -133,13 +133,16 @@ class LinearEstimator:
             calibration = (Calibration.from_json(raw["calibration"], f"{where}: field 'calibration'")
                            if raw.get("calibration") is not None else None)
             return cls({t: (float(i), float(w)) for t, i, w in zip(terms, idf, coef)}, analyzer,
-                       intercept=float(raw["intercept"]), length_weight=raw["length_weight"],
+                       intercept=float(raw["intercept"]),
+                       length_weight=None if raw["length_weight"] is None else float(raw["length_weight"]),
                        sublinear_tf=bool(raw["sublinear_tf"]),
                        budget_range=BudgetRange(raw["clamp_min"], raw["clamp_max"]),
                        training_fingerprint=str(raw.get("training_fingerprint", "")), calibration=calibration)
         except KeyError as error:
             raise ValueError(f"{where}: field {error.args[0]!r} is missing") from None
-        except TypeError as error:
-            raise ValueError(f"{where}: a field has the wrong type ({error})") from None
+        except (TypeError, ValueError) as error:
+            if str(error).startswith(where):
+                raise
+            raise ValueError(f"{where}: a field has the wrong type or value ({error})") from None
 
 

@@ -84,6 +84,7 @@ def test_tale_export_and_estimate_on_a_tfidf_directory(tmp_path: Path) -> None:
     (lambda raw: raw.pop("intercept"), "field 'intercept' is missing"),
     (lambda raw: raw.update(format_version=9), "field 'format_version' is 9"),
     (lambda raw: raw["idf"].pop(), "fields 'terms', 'idf' and 'coef' differ in length"),
+    (lambda raw: raw.update(length_weight="heavy"), "a field has the wrong type or value"),
 ])
 def test_a_damaged_export_is_refused_in_one_line(tmp_path: Path, edit, needle: str) -> None:
     from predictor.linear import LINEAR_FILE
