@@ -112,21 +112,18 @@ def _estimator(directory: Path, config: RuntimeConfig) -> Any:
         return OnnxEstimator.load(directory, config)
     if config.precision is not None:
         raise click.UsageError(f"--precision applies to an ONNX export; {directory} has no {MANIFEST_FILE}")
-    if (directory / LINEAR_FILE).is_file():  # a TF-IDF export: the standard library alone
-        from predictor.linear import LinearEstimator
-
-        return LinearEstimator.load(directory)
     from predictor import load_estimator
 
     try:
-        if config.threads:
-            import torch
-
-            torch.set_num_threads(config.threads)
-        return load_estimator(directory)
+        estimator = load_estimator(directory)  # a TF-IDF linear export loads with the standard library alone
     except ModuleNotFoundError as error:
         raise click.ClickException(f"{directory} is not an ONNX export (no {MANIFEST_FILE}) and loading it needs "
                                    f"{error.name}, which is not installed: export it with tale export") from None
+    if config.threads and "torch" in sys.modules:  # the estimator runs on torch: before it runs, not before it loads
+        import torch
+
+        torch.set_num_threads(config.threads)
+    return estimator
 
 
 @click.command("estimate")
