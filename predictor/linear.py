@@ -1,12 +1,11 @@
-"""The TF-IDF + ridge baseline as plain numbers: budgets in microseconds, without scikit-learn or pickle.
+"""The TF-IDF + ridge baseline as plain numbers: budgets in well under a millisecond, without scikit-learn or pickle.
 
-``export.linear.export_tfidf(source, out)`` (``tale export`` on a TF-IDF directory) reads a saved ``predictor.baselines.TfidfRidgeEstimator`` directory
-(scikit-learn and joblib, so the full install) and writes one JSON file, ``tale_linear.json``: the
+``export.linear.export_tfidf(source, out)`` (``tale export`` on a TF-IDF directory) reads a saved
+``predictor.baselines.TfidfRidgeEstimator`` directory (scikit-learn and joblib, so the full install) and writes one JSON file, ``tale_linear.json``: the
 vocabulary in column order, each term's idf and ridge weight, the length feature's weight, the
 intercept, the analyzer's settings, the clamp, the source's training fingerprint and, where the
 source was calibrated, its conformal scores. ``LinearEstimator.load(out)`` reads it back with the
-standard library only and computes exactly what the pipeline does (``tests/test_linear_export.py``
-holds it to 1e-9); this module reads it with the standard library only:
+standard library only and computes what the pipeline does (``tests/test_linear_export.py`` holds it to 1e-9):
 
     terms   lowercase, then the words of ``token_pattern`` (scikit-learn's default: 2+ word characters),
             then every n-gram of 1..ngram_max of them joined by one space; unknown terms are dropped

@@ -13,7 +13,7 @@ DEFAULTS = GatewayConfig(upstream="")
 
 @click.command("serve")
 @click.option("--predictor", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="An export (tale export): of the BERT regressor (ONNX) or of TF-IDF (linear, microseconds per estimate); "
+              help="An export (tale export): of the BERT regressor (ONNX) or of TF-IDF (linear, well under a millisecond per estimate); "
               "calibrated, for --risk and the greedy allocation.")
 @click.option("--upstream", required=True, help="The chat-completions server's API root, e.g. http://127.0.0.1:8000/v1.")
 @click.option("--policy", type=click.Choice(POLICIES), default=DEFAULTS.policy, show_default=True,
