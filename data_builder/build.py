@@ -52,6 +52,7 @@ class BuildConfig:
     shard: Shard = field(default_factory=Shard)
     pool: int = 16  # questions in flight; each round is one batched call over them
     temperature: float = 0.0  # the backend's sampling temperature (0: greedy): it changes answers, so resumes must match
+    sampling_seed: int = 0  # the backend's sampling seed; part of the identity only when sampling (temperature > 0)
     reference: Style | None = None  # no search: the data set's worked solutions in this style (data_builder.reference)
 
     def identity(self) -> dict[str, Any]:
@@ -66,6 +67,7 @@ class BuildConfig:
             "prompt_version": PROMPT_VERSION,
             "search": SEARCH_NAMES[self.reference] if self.reference else asdict(self.search),
             "shard": asdict(self.shard),
+            **({"sampling_seed": self.sampling_seed} if self.temperature > 0 else {}),
         }
 
 

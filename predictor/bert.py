@@ -289,7 +289,8 @@ def train_regressor(
     train, calibration, held_out = three_way_split(loaded, examples.held_out_fraction, examples.calibration_fraction)
     data = {
         "records": [str(r) for r in records],
-        "examples": as_json(examples),
+        "examples": {k: v for k, v in as_json(examples).items() if k != "exclude_ids"},  # the ids: too many to keep
+        "excluded": loaded.excluded,
         "held_out": len(held_out),
         "calibration": len(calibration),
         "skipped_bad": len(loaded.skipped),

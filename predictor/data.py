@@ -49,6 +49,7 @@ class ExampleConfig:
     skip_bad: bool = False  # True: log and skip bad records instead of stopping at the first
     held_out_fraction: float = 0.2  # share of ids (by hash) kept out of training, for evaluation
     calibration_fraction: float = 0.0  # share of the remaining ids (by hash) kept out of training to calibrate budgets
+    exclude_ids: frozenset[str] = frozenset()  # problem ids left out of every split (e.g. the reasoner's own training questions)
 
     def __post_init__(self) -> None:
         if not 0 <= self.held_out_fraction < 1:
@@ -61,11 +62,13 @@ class Examples(list[Example]):
     """``load_examples``' result: the examples, plus what it left out and why."""
 
     def __init__(
-        self, examples: Iterable[Example] = (), skipped: Sequence[BadRowError] = (), infeasible_left_out: int = 0
+        self, examples: Iterable[Example] = (), skipped: Sequence[BadRowError] = (), infeasible_left_out: int = 0,
+        excluded: int = 0,
     ) -> None:
         super().__init__(examples)
         self.skipped = tuple(skipped)  # bad records skipped (skip_bad=True only)
         self.infeasible_left_out = infeasible_left_out  # infeasible records not used
+        self.excluded = excluded  # records left out because their id is in ``ExampleConfig.exclude_ids``
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,14 @@ def load_examples(directories: Path | Sequence[Path], config: ExampleConfig = Ex
         directories = [Path(directories)]
     examples: list[Example] = []
     skipped: list[BadRowError] = []
-    infeasible = 0
+    infeasible = excluded = 0
     seen: dict[str, str] = {}
     for directory in directories:
         for path in record_files(Path(directory)):
             for number, record in numbered_records(path):
+                if not isinstance(record, BadRowError) and record.id in config.exclude_ids:
+                    excluded += 1
+                    continue
                 try:
                     example = _example(record, str(path), number, config.include_infeasible)
                     if example is None:
@@ -107,7 +113,9 @@ def load_examples(directories: Path | Sequence[Path], config: ExampleConfig = Ex
                     skipped.append(error)
     if infeasible:
         logger.info("left out %d infeasible records (include_infeasible=False)", infeasible)
-    return Examples(examples, skipped, infeasible)
+    if excluded:
+        logger.info("left out %d records whose ids are excluded", excluded)
+    return Examples(examples, skipped, infeasible, excluded)
 
 
 def _example(record: BudgetRecord | BadRowError, path: str, line: int, include_infeasible: bool) -> Example | None:

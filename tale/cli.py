@@ -3,6 +3,7 @@ heavy imports happen inside the commands so ``tale --help`` stays instant."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -117,10 +118,13 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=SEARCH.max_new_tokens, show_default=True)
 @click.option("--pool", type=click.IntRange(min=1), default=BuildConfig.pool, show_default=True,
               help="Questions in flight; each round is one batched call over them.")
+@click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help=("K > 1: search each question K times with sampling (needs --temperature above 0; seeds --sampling-seed, "
+                    "+1, ...), each search in OUT/samples/seed-S, and write the median-of-K label to OUT (data_builder/labels.py)."))
 @click.option("--push-to-hub", default=None,
               help="Also push the records to this hub data set repo (needs network and a token).")
 @backend_options
-def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tolerance, max_new_tokens, pool, push_to_hub,
+def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tolerance, max_new_tokens, pool, samples, push_to_hub,
           model, engine, threads, verbose):
     """Search token budgets and record (question, budget, reasoning, answer) with the full trace.
 
@@ -136,12 +140,19 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
     reference = {search: style for style, search in SEARCH_NAMES.items()}.get(mode)  # no search: a worked-solution style
     if reference and engine.kind == "openai":
         raise click.UsageError(f"--search {mode} counts tokens with --model's local tokenizer; use a local backend (ort or hf)")
+    if samples > 1 and (reference or engine.temperature == 0):
+        raise click.UsageError("--samples above 1 needs a search (not --search reference/equations) and --temperature above 0: "
+                               "greedy searches of one question all find the same budget")
     config = BuildConfig(
         dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split,
         shard=shard, pool=pool, reference=reference, temperature=engine.temperature,
+        sampling_seed=engine.sampling_seed,
         search=SearchConfig(mode=SEARCH.mode if reference else mode, floor=floor, max_rounds=max_rounds, tolerance=tolerance,
                             max_new_tokens=max_new_tokens),
     )
+    runs = [config] if samples == 1 else [
+        dataclasses.replace(config, out=out / "samples" / f"seed-{config.sampling_seed + i}", sampling_seed=config.sampling_seed + i)
+        for i in range(samples)]
     if reference:
         from data_builder.reference import tokenizer_counter
 
@@ -161,7 +172,15 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
         def on_round(index, asked):
             bar.set_description(f"round {index}, {asked} asked")
 
-        path = build_records(config, backend, on_record=on_record, on_round=on_round, count_tokens=count_tokens)
+        for run in runs:
+            if samples > 1:
+                bar.write(f"search into {run.out}")
+            path = build_records(run, backend, on_record=on_record, on_round=on_round, count_tokens=count_tokens)
+    if samples > 1:
+        from data_builder.labels import median_records
+
+        path, behind = median_records([run.out for run in runs], out)
+        click.echo(f"median of {samples} searches written to {path}" + (f" ({behind} questions not searched by every sample yet)" if behind else ""))
     records = load_records(out)
     s = summarize(records)
     click.echo(f"\n{path}: {s['questions']} questions, feasible share {s.get('feasible_share', 0):.1%}")

@@ -170,6 +170,7 @@ class EngineOptions:
     batch_size: int
     temperature: float
     threads: int | None  # ort: its intra-op threads (default: every core); hf: torch's (set by ``setup``)
+    sampling_seed: int = 0  # seeds sampling (with --temperature above 0); another seed is another sample
 
     @property
     def identity(self) -> str:
@@ -185,7 +186,7 @@ class EngineOptions:
         """The backend these options describe, for ``model``."""
         from reasoner.backends import SamplingConfig, make_backend
 
-        sampling = SamplingConfig(temperature=self.temperature)
+        sampling = SamplingConfig(temperature=self.temperature, seed=self.sampling_seed)
         if self.kind != "openai":  # a served model's name is the server's business
             check_local_model(model)
         if self.kind == "ort":
@@ -211,7 +212,8 @@ class EngineOptions:
 
 
 _ENGINE_PARAMS = {"backend_kind": "kind", "base_url": "base_url", "api_key_env": "api_key_env", "dtype": "dtype",
-                  "device": "device", "precision": "precision", "batch_size": "batch_size", "temperature": "temperature"}
+                  "device": "device", "precision": "precision", "batch_size": "batch_size", "temperature": "temperature",
+                  "sampling_seed": "sampling_seed"}
 
 
 def backend_options(command=None, *, multiple_models: bool = False, model_option: bool = True):
@@ -251,6 +253,8 @@ def backend_options(command=None, *, multiple_models: bool = False, model_option
                          help="Prompts per batch (ort, hf) or concurrent requests (openai)."),
             click.option("--temperature", type=click.FloatRange(min=0), default=SamplingConfig.temperature, show_default=True,
                          help="0 decodes greedily."),
+            click.option("--sampling-seed", type=int, default=SamplingConfig.seed, show_default=True,
+                         help="Seeds sampling when --temperature is above 0 (ort, hf, openai servers that honour it)."),
             click.option("--threads", type=click.IntRange(min=1), default=None, help=ENGINE_THREADS_HELP),
             click.option("-v", "--verbose", is_flag=True, help="Log progress details."),
         ]

@@ -13,6 +13,15 @@ from tale.cli_common import RISKS, EngineOptions, backend_options, setup, torch_
 
 RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
 BERT, EXAMPLES = BertRegressorConfig(), ExampleConfig()  # the options' defaults
+EXCLUDE = click.option("--exclude", type=RECORDS, multiple=True,
+                       help=("Records directory whose problem ids are left out of every split (repeat for several), "
+                             "e.g. the questions the reasoner was post-trained on."))
+
+
+def excluded_ids(directories) -> frozenset[str]:
+    from data_builder.records import load_records
+
+    return frozenset(r.id for d in directories for r in load_records(d))
 
 
 @click.command("train-predictor")
@@ -33,10 +42,11 @@ BERT, EXAMPLES = BertRegressorConfig(), ExampleConfig()  # the options' defaults
                     "(tale_calibration.json; then bert:DIR%ALPHA). 0: no calibration."))
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @click.option("--seed", type=int, default=BERT.seed, show_default=True)
+@EXCLUDE
 @torch_threads("trains the regressor")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, max_length, held_out, include_infeasible,
-                    calibration, skip_bad, seed, threads, verbose):
+                    calibration, skip_bad, seed, exclude, threads, verbose):
     """Fine-tune a BERT-family regressor on searched budgets (log-budget, early stopping, clamped).
 
     Example: tale train-predictor --records runs/records --out runs/predictor
@@ -48,7 +58,7 @@ def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, ma
     config = BertRegressorConfig(encoder=encoder, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                                  max_length=max_length, seed=seed)
     examples = ExampleConfig(include_infeasible=include_infeasible, skip_bad=skip_bad, held_out_fraction=held_out,
-                             calibration_fraction=calibration)
+                             calibration_fraction=calibration, exclude_ids=excluded_ids(exclude))
     model = train_regressor(list(records), out, config, examples)
     meta = model.meta.to_json()
     click.echo(f"trained on {meta['n_train']} examples (validation {meta['n_validation']}), "
@@ -149,9 +159,10 @@ def _fold_factories(names: str, engine: EngineOptions, llm_default: int | None, 
 @click.option("--risks", type=RISKS, default=",".join(f"{a:g}" for a in REPORTED_ALPHAS), show_default=True,
               help="With --calibration: the risks alpha reported.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
+@EXCLUDE
 @backend_options(model_option=False)  # the zero-shot estimator names its model in the llm:MODEL spec
 def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length,
-                   include_infeasible, calibration, risks, skip_bad, engine, threads, verbose):
+                   include_infeasible, calibration, risks, skip_bad, exclude, engine, threads, verbose):
     """Compare budget estimators on the same held-out records: accuracy and cost per question.
 
     Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf
@@ -161,7 +172,9 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
     from predictor.metrics import cross_validate, evaluate, markdown_table, write_report
 
     examples = load_examples(list(records), ExampleConfig(include_infeasible=include_infeasible, skip_bad=skip_bad,
-                                                          held_out_fraction=held_out))
+                                                          held_out_fraction=held_out, exclude_ids=excluded_ids(exclude)))
+    if exclude:
+        click.echo(f"{examples.excluded} records left out: their ids are in {', '.join(map(str, exclude))}", err=True)
     if folds == 1:
         raise click.BadParameter("cross-validation needs at least 2 folds (0: one held-out split)", param_hint="--folds")
     if folds:

@@ -61,6 +61,27 @@ def test_train_then_compare_estimators(tiny_bert_dir: Path, tmp_path: Path) -> N
     assert bad.exit_code == 2 and "positive factor" in bad.output
 
 
+def test_exclude_leaves_the_named_records_ids_out_of_training_and_scoring(tmp_path: Path) -> None:
+    from data_builder.records import RecordWriter, Shard, load_records
+
+    records = write_records(tmp_path / "records")
+    every = load_records(records)
+    trained_on = tmp_path / "reasoner-training"  # e.g. the questions the reasoner was post-trained on
+    with RecordWriter(Shard().records_path(trained_on)) as writer:
+        for r in every[:20]:
+            writer.write(r)
+    runner = CliRunner()
+    full = runner.invoke(main, ["eval-predictor", "--records", str(records), "--out", str(tmp_path / "full"),
+                                "--held-out", "0.5"], catch_exceptions=False)
+    result = runner.invoke(main, ["eval-predictor", "--records", str(records), "--out", str(tmp_path / "kept"),
+                                  "--held-out", "0.5", "--exclude", str(trained_on)], catch_exceptions=False)
+    assert full.exit_code == 0 and result.exit_code == 0, result.output
+    assert f"20 records left out: their ids are in {trained_on}" in result.output
+    scored = {i for i in json.loads((tmp_path / "kept" / "report.json").read_text())["ids"]}
+    before = set(json.loads((tmp_path / "full" / "report.json").read_text())["ids"])
+    assert scored and scored == before - {r.id for r in every[:20]}
+
+
 def test_cross_validated_comparison_trains_bert_per_fold(tiny_bert_dir: Path, tmp_path: Path, monkeypatch) -> None:
     from predictor.bert import BertRegressor
 

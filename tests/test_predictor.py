@@ -61,6 +61,15 @@ def test_examples_leave_out_infeasible_records_by_default(tmp_path: Path) -> Non
     assert [(e.budget, e.feasible) for e in with_infeasible] == [(30, True), (200, False), (50, True)]
 
 
+def test_excluded_ids_leave_every_split_and_are_counted(tmp_path: Path) -> None:
+    write_records(tmp_path / "a", [record(i, budget=30 + i) for i in range(6)])
+    examples = load_examples(tmp_path / "a", ExampleConfig(exclude_ids=frozenset({"test-0001", "test-0004", "elsewhere"})))
+    assert [e.id for e in examples] == ["test-0000", "test-0002", "test-0003", "test-0005"] and examples.excluded == 2
+    everything = load_examples(tmp_path / "a")
+    kept = split_by_id(examples, 0.5)  # the split of the ids that stay is the one they had before
+    assert {e.id for e in kept.held_out} == {e.id for e in split_by_id(everything, 0.5).held_out} - {"test-0001", "test-0004"}
+
+
 def test_a_truncated_last_line_is_an_interrupted_write_not_an_error(tmp_path: Path) -> None:
     path = write_records(tmp_path, [record(0)])
     with open(path, "a") as f:
