@@ -85,7 +85,7 @@ def _report_coverage(chosen: dict, calibrating, scored, alphas: tuple[float, ...
     click.echo(f"calibrated on {len(calibrating)} records, tested on {len(scored)}: {markdown}, {plot}")
 
 
-def _estimators(names: str, split, engine: EngineOptions, llm_default: int | None):
+def _estimators(names: str, split, engine: EngineOptions, llm_default: int | None, probe_model: str = "default"):
     """Name -> estimator, from ``bert:DIR``, ``onnx:DIR``, ``llm:MODEL``, ``constant[:DIR]``, ``tfidf[:DIR]``."""
     from tale.estimators import build_estimator
 
@@ -94,7 +94,8 @@ def _estimators(names: str, split, engine: EngineOptions, llm_default: int | Non
     chosen = {}
     for name in (n.strip() for n in names.split(",") if n.strip()):
         try:
-            chosen[name] = build_estimator(name, backend_for=backend_for, train=split.train, llm_default=llm_default)
+            chosen[name] = build_estimator(name, backend_for=backend_for, train=split.train, llm_default=llm_default,
+                                           probe_model=probe_model)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--estimators") from None
     return chosen
@@ -160,9 +161,11 @@ def _fold_factories(names: str, engine: EngineOptions, llm_default: int | None, 
               help="With --calibration: the risks alpha reported.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @EXCLUDE
+@click.option("--probe-model", default="default", show_default=True,
+              help="The reasoner whose hidden states a bare 'probe' is fitted on ('default', a local model directory or a hub id).")
 @backend_options(model_option=False)  # the zero-shot estimator names its model in the llm:MODEL spec
 def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length,
-                   include_infeasible, calibration, risks, skip_bad, exclude, engine, threads, verbose):
+                   include_infeasible, calibration, risks, skip_bad, exclude, probe_model, engine, threads, verbose):
     """Compare budget estimators on the same held-out records: accuracy and cost per question.
 
     Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf
@@ -203,7 +206,7 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
     if not scored:
         raise click.ClickException(f"no held-out records among {sum(e.feasible for e in examples)} feasible ones; "
                                    "add records")
-    chosen = _estimators(estimators, split, engine, llm_default)
+    chosen = _estimators(estimators, split, engine, llm_default, probe_model)
     evaluation = evaluate(chosen, scored, train=split.train)
     files = write_report(evaluation, out)
     if calibration:

@@ -86,9 +86,11 @@ def build_estimator(
     backend_for: BackendFor | None = None,
     train: Sequence[Any] | None = None,
     llm_default: int | None = None,
+    probe_model: str = "default",
 ) -> Estimator:
     """The estimator ``spec`` names; ``train`` (``predictor.data.Example``s) fits ``constant``/``tfidf``
-    without a directory and sets the zero-shot default budget (its median) unless ``llm_default`` does."""
+    without a directory (and ``probe``, on ``probe_model``'s hidden states) and sets the zero-shot
+    default budget (its median) unless ``llm_default`` does."""
     from predictor import Aimed, load_estimator
     from predictor.baselines import ConstantEstimator, TfidfRidgeEstimator
 
@@ -96,28 +98,28 @@ def build_estimator(
     if alpha is not None:
         from predictor.calibrate import Calibrated, calibration_for
 
-        estimator = build_estimator(base, backend_for=backend_for, train=train, llm_default=llm_default)
+        estimator = build_estimator(base, backend_for=backend_for, train=train, llm_default=llm_default, probe_model=probe_model)
         return Calibrated(estimator, calibration_for(estimator, Path(base.partition(":")[2])), alpha)
     base, aim = split_aim(spec)
     if aim != 1.0:
-        return Aimed(build_estimator(base, backend_for=backend_for, train=train, llm_default=llm_default), aim)
+        return Aimed(build_estimator(base, backend_for=backend_for, train=train, llm_default=llm_default, probe_model=probe_model), aim)
     kind, _, arg = base.partition(":")
 
-    def fitted(cls: Any) -> Estimator:
+    def fitted(cls: Any, *config: Any) -> Estimator:
         if arg:
             return load_estimator(Path(arg))
         if not train:
             raise ValueError(f"{kind} needs a saved estimator directory here: '{kind}:DIR'")
-        return cls.fit(train)
+        return cls.fit(train, *config)
 
     if kind == "constant":
         return fitted(ConstantEstimator)
     if kind == "tfidf":
         return fitted(TfidfRidgeEstimator)
     if kind == "probe":
-        from predictor.probe import ProbeEstimator
+        from predictor.probe import ProbeConfig, ProbeEstimator
 
-        return fitted(ProbeEstimator)
+        return fitted(ProbeEstimator, ProbeConfig(model=probe_model))
     if kind in ("bert", "onnx") and not arg:
         raise ValueError(f"{kind} needs a directory: '{kind}:DIR'")
     if kind == "bert":

@@ -27,3 +27,10 @@ def test_reasoner_probe_fits_saves_and_loads(tiny_lm_dir: Path, tmp_path: Path) 
     again = load_estimator(tmp_path / "probe")
     assert isinstance(again, ProbeEstimator) and again.predict(questions) == budgets
     assert build_estimator(f"probe:{tmp_path / 'probe'}").predict(questions) == budgets
+
+
+def test_a_bare_probe_is_fitted_on_the_probe_model(tiny_lm_dir: Path) -> None:
+    from tale.estimators import build_estimator
+
+    probe = build_estimator("probe", train=synthetic(20), probe_model=str(tiny_lm_dir))
+    assert probe.config.model == str(tiny_lm_dir) and probe.n_train == 20
