@@ -35,6 +35,7 @@ class CoverageRow:
     mean_budget: float | None
     median_budget: float | None
     in_range_rate: float | None
+    budgets: tuple[int, ...] = ()  # the calibrated budget of each test question, in the test split's order (paired tests)
 
 
 def coverage_rows(name: str, calibration_estimates: Sequence[float], calibration_budgets: Sequence[int],
@@ -53,7 +54,7 @@ def coverage_rows(name: str, calibration_estimates: Sequence[float], calibration
             estimator=name, alpha=alpha, n_calibration=calibration.n, n_test=len(test_budgets), factor=factor,
             coverage=sum(t <= b for t, b in zip(test_budgets, budgets)) / len(budgets),
             mean_budget=statistics.fmean(budgets), median_budget=statistics.median(budgets),
-            in_range_rate=sum(map(in_range, budgets, test_budgets)) / len(budgets)))
+            in_range_rate=sum(map(in_range, budgets, test_budgets)) / len(budgets), budgets=tuple(budgets)))
     return rows
 
 
@@ -96,6 +97,6 @@ def write_coverage(rows: Sequence[CoverageRow], out: Path) -> tuple[Path, Path, 
     markdown, data, plot = out / "coverage.md", out / "coverage.json", out / "coverage.png"
     n_test = rows[0].n_test if rows else 0
     markdown.write_text(f"# Calibrated budgets on {n_test} test questions (split conformal)\n\n" + coverage_table(rows))
-    data.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    data.write_text(json.dumps([{**asdict(r), "budgets": list(r.budgets)} for r in rows]) + "\n")
     coverage_plot(rows, plot)
     return markdown, data, plot

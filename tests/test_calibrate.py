@@ -277,9 +277,10 @@ def test_eval_predictor_reports_coverage_at_each_risk_on_the_test_split(tmp_path
     tested = rows[0]["n_test"]
     for r in rows:
         if r["alpha"] == 0.001:  # needs 999 calibration records
-            assert r["coverage"] is None
+            assert r["coverage"] is None and r["budgets"] == []
             continue
         assert r["coverage"] >= 1 - r["alpha"] - 3 * math.sqrt(r["alpha"] * (1 - r["alpha"]) / tested)
+        assert len(r["budgets"]) == tested and math.isclose(sum(r["budgets"]) / tested, r["mean_budget"])  # per question, for paired tests
     by = {(r["estimator"], r["alpha"]): r for r in rows}
     assert by[("tfidf", 0.1)]["mean_budget"] < by[("constant", 0.1)]["mean_budget"]
     assert "needs 999 calibration records" in (tmp_path / "eval" / "coverage.md").read_text()
