@@ -1,0 +1,43 @@
+"""The label-noise and estimator-study scripts in bench/, on hand-made records and numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import budget_record
+from test_labels import infeasible, write
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_label_noise_scores_one_search_against_another_and_the_median_leave_one_out(tmp_path: Path) -> None:
+    budgets = {"seed-0": [10, 40, 100, None], "seed-1": [15, 100, 100, 30], "seed-2": [40, 40, 150, None]}
+    dirs = []
+    for name, row in budgets.items():
+        dirs.append(write(tmp_path / name, [budget_record(f"q{i}", budget=b) if b else infeasible(f"q{i}") for i, b in enumerate(row)]))
+    out = tmp_path / "noise.json"
+    args = [sys.executable, str(REPO / "bench" / "label_noise.py"), *(f"--records={d}" for d in dirs), f"--out={out}"]
+    subprocess.run(args, check=True, capture_output=True, cwd=REPO)
+    result = json.loads(out.read_text())
+    assert result["questions"] == 4 and result["feasible_share"] == [0.75, 1.0, 0.75]
+    pair = next(p for p in result["pairs"] if p["estimate"].endswith("seed-0") and p["label"].endswith("seed-1"))
+    # q0..q2 feasible in both: 15<=10? no; 100<=40? no; 100<=100<=200 yes
+    assert pair["n"] == 3 and pair["in_range"] == 0.333 and pair["under"] == 0.667 and pair["feasibility_agreement"] == 0.75
+    loo = result["leave_one_out"]
+    assert set(loo) == {"sampled_searches", "one_search", "median_of_2"} and loo["one_search"]["n"] is not None
+
+
+def test_estimator_study_saving_and_tests(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    from estimator_study import compare
+
+    targets = [10, 20, 30, 40]
+    result = compare([20, 20, 40, 40], [40, 40, 40, 40], targets, draws=200)
+    assert result["saving"] == 0.25 and result["smaller"] == 2 and result["larger"] == 0
+    assert result["coverage"] == 1.0 and result["baseline_coverage"] == 1.0 and result["coverage_sign_p"] == 1.0
+    assert result["saving_95ci"][0] <= 0.25 <= result["saving_95ci"][1]
+    worse = compare([5, 20, 30, 40], [40, 40, 40, 40], targets, draws=200)
+    assert worse["covered_only_by_baseline"] == 1 and worse["covered_only_here"] == 0
