@@ -161,11 +161,14 @@ def _fold_factories(names: str, engine: EngineOptions, llm_default: int | None, 
               help="With --calibration: the risks alpha reported.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
 @EXCLUDE
+@click.option("--test-records", type=RECORDS, multiple=True,
+              help=("Records directory to score on instead of --records' held-out split (repeat for several), e.g. another "
+                    "data set: the estimators still train and calibrate on --records' splits; ids in both are dropped from it."))
 @click.option("--probe-model", default="default", show_default=True,
               help="The reasoner whose hidden states a bare 'probe' is fitted on ('default', a local model directory or a hub id).")
 @backend_options(model_option=False)  # the zero-shot estimator names its model in the llm:MODEL spec
 def eval_predictor(records, estimators, out, held_out, llm_default, folds, encoder, epochs, max_length,
-                   include_infeasible, calibration, risks, skip_bad, exclude, probe_model, engine, threads, verbose):
+                   include_infeasible, calibration, risks, skip_bad, exclude, test_records, probe_model, engine, threads, verbose):
     """Compare budget estimators on the same held-out records: accuracy and cost per question.
 
     Example: tale eval-predictor --records runs/records --estimators bert:runs/predictor,llm:default,constant,tfidf
@@ -180,6 +183,8 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
         click.echo(f"{examples.excluded} records left out: their ids are in {', '.join(map(str, exclude))}", err=True)
     if folds == 1:
         raise click.BadParameter("cross-validation needs at least 2 folds (0: one held-out split)", param_hint="--folds")
+    if folds and test_records:
+        raise click.UsageError("--folds scores every record of --records in turn; it takes no --test-records")
     if folds:
         from predictor.bert import BertRegressorConfig
 
@@ -202,10 +207,18 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
         split = Split(train, test)
     else:
         split = split_by_id(examples, held_out)
+    if test_records:
+        from predictor.data import Split
+
+        known = excluded_ids(exclude) | {e.id for e in examples}
+        test = load_examples(list(test_records), ExampleConfig(skip_bad=skip_bad, exclude_ids=known))
+        click.echo(f"scoring on {len(test)} feasible records of {', '.join(map(str, test_records))} "
+                   f"({test.excluded} left out: in --records or --exclude)", err=True)
+        split = Split(split.train, list(test))
     scored = [e for e in split.held_out if e.feasible]  # an infeasible record has no searched budget
     if not scored:
         raise click.ClickException(f"no held-out records among {sum(e.feasible for e in examples)} feasible ones; "
-                                   "add records")
+                                   "add records" if not test_records else "no feasible record in --test-records to score on")
     chosen = _estimators(estimators, split, engine, llm_default, probe_model)
     evaluation = evaluate(chosen, scored, train=split.train)
     files = write_report(evaluation, out)

@@ -82,6 +82,34 @@ def test_exclude_leaves_the_named_records_ids_out_of_training_and_scoring(tmp_pa
     assert scored and scored == before - {r.id for r in every[:20]}
 
 
+def test_test_records_score_another_data_set_with_the_estimators_trained_on_records(tmp_path: Path) -> None:
+    from data_builder.records import RecordWriter, Shard, load_records
+
+    records = write_records(tmp_path / "records")
+    other = tmp_path / "other"  # another data set: longer questions; one of them is also in --records
+    shared = load_records(records)[1]
+    with RecordWriter(Shard().records_path(other)) as writer:
+        writer.write(shared)
+        for i in range(12):
+            question = "A farmer has " + "many fields and " * (i % 6) + f"how many cows, case {i}?"
+            feasible = i != 5
+            writer.write(budget_record(problem_id("o", question), question=question, feasible=feasible,
+                                       budget=20 + 10 * i if feasible else None, vanilla_tokens=300, gold="1"))
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval-predictor", "--records", str(records), "--test-records", str(other), "--calibration", "0.3",
+                                  "--risks", "0.5", "--estimators", "constant,tfidf", "--out", str(tmp_path / "cross")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"scoring on 11 feasible records of {other} (1 left out: in --records or --exclude)" in result.output
+    report = json.loads((tmp_path / "cross" / "report.json").read_text())
+    assert set(report["ids"]) == {r.id for r in load_records(other) if r.feasible} - {shared.id}
+    assert report["targets"] == [20 + 10 * i for i in range(12) if i != 5]
+    assert all(r["trained_on_split"] for r in report["results"])  # trained on --records' training split, as without it
+    coverage = json.loads((tmp_path / "cross" / "coverage.json").read_text())
+    assert all(r["n_test"] == 11 for r in coverage)
+    folded = runner.invoke(main, ["eval-predictor", "--records", str(records), "--test-records", str(other), "--folds", "3"])
+    assert folded.exit_code == 2 and "takes no --test-records" in folded.output
+
+
 def test_cross_validated_comparison_trains_bert_per_fold(tiny_bert_dir: Path, tmp_path: Path, monkeypatch) -> None:
     from predictor.bert import BertRegressor
 
