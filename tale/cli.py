@@ -158,7 +158,7 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
 
         backend, count_tokens = None, tokenizer_counter(model)
     else:
-        backend, count_tokens = engine.build(model), None
+        backend, count_tokens = (engine.build(model) if samples == 1 else None), None
     spent = {"tokens": 0}
     with tqdm(desc="questions", unit="q") as bar:
         def on_record(record):
@@ -173,8 +173,10 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
             bar.set_description(f"round {index}, {asked} asked")
 
         for run in runs:
-            if samples > 1:
+            if samples > 1:  # each sample decodes with its own seed, so each gets a backend seeded with it
                 bar.write(f"search into {run.out}")
+                backend = None  # the previous sample's model is freed before the next loads
+                backend = dataclasses.replace(engine, sampling_seed=run.sampling_seed).build(model)
             path = build_records(run, backend, on_record=on_record, on_round=on_round, count_tokens=count_tokens)
     if samples > 1:
         from data_builder.labels import median_records

@@ -69,6 +69,8 @@ def test_build_samples_searches_each_seed_and_writes_the_median(tiny_lm_dir: Pat
         meta = json.loads((out / "samples" / f"seed-{seed}" / "meta-00000-of-00001.json").read_text())
         assert meta["identity"]["sampling_seed"] == seed and meta["identity"]["temperature"] == 1.0
         assert len(load_records(out / "samples" / f"seed-{seed}")) == 2
+    five, six = (load_records(out / "samples" / f"seed-{seed}") for seed in (5, 6))
+    assert [r.vanilla_text for r in five] != [r.vanilla_text for r in six]  # each sample decoded with its own seed
     assert "median of 2 searches written to" in result.output and len(load_records(out)) == 2
     again = CliRunner().invoke(main, args, catch_exceptions=False)  # resumes: nothing left to search
     assert again.exit_code == 0 and "2 questions" in again.output
