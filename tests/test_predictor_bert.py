@@ -126,7 +126,7 @@ def test_train_regressor_leaves_the_held_out_part_out(tiny_bert_dir: Path, tmp_p
     saved = RegressorMeta.load(tmp_path / "model")
     assert saved == regressor.meta and saved.n_train + saved.n_validation == len(split.train)
     assert saved.data == {"records": [str(tmp_path / "records")], "held_out": len(split.held_out), "calibration": 0,
-                          "skipped_bad": 0, "infeasible_left_out": 1,
+                          "skipped_bad": 0, "infeasible_left_out": 1, "excluded": 0,
                           "examples": {"include_infeasible": False, "skip_bad": False, "held_out_fraction": 0.25,
                                        "calibration_fraction": 0.0}}
 
