@@ -74,8 +74,8 @@ def main(directories: tuple[Path, ...], out: Path | None) -> None:
         single, median = [], []
         for left_out in sampled:
             others = [k for k in sampled if k != left_out]
-            labels = [{i: median_label([searches[k][i] for k in others]) for i in common}]
-            med = {i: r.budget for i, r in labels[0].items() if r.feasible and r.budget is not None}
+            labels = {i: median_label([searches[k][i] for k in others]) for i in common}
+            med = {i: r.budget for i, r in labels.items() if r.feasible and r.budget is not None}
             median.append(agreement(med, budgets[left_out]))
             single.extend(agreement(budgets[k], budgets[left_out]) for k in others)
         result["leave_one_out"] = {

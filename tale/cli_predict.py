@@ -177,8 +177,9 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
     from predictor.data import ExampleConfig, load_examples, split_by_id
     from predictor.metrics import cross_validate, evaluate, markdown_table, write_report
 
+    excluded = excluded_ids(exclude)
     examples = load_examples(list(records), ExampleConfig(include_infeasible=include_infeasible, skip_bad=skip_bad,
-                                                          held_out_fraction=held_out, exclude_ids=excluded_ids(exclude)))
+                                                          held_out_fraction=held_out, exclude_ids=excluded))
     if exclude:
         click.echo(f"{examples.excluded} records left out: their ids are in {', '.join(map(str, exclude))}", err=True)
     if folds == 1:
@@ -210,7 +211,7 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
     if test_records:
         from predictor.data import Split
 
-        known = excluded_ids(exclude) | {e.id for e in examples}
+        known = excluded | {e.id for e in examples}
         test = load_examples(list(test_records), ExampleConfig(skip_bad=skip_bad, exclude_ids=known))
         click.echo(f"scoring on {len(test)} feasible records of {', '.join(map(str, test_records))} "
                    f"({test.excluded} left out: in --records or --exclude)", err=True)
