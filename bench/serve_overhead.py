@@ -12,7 +12,9 @@ estimate remembered); a ``proxy`` side sends requests with their own budget (``t
 gateway forwards without estimating: what the HTTP hop costs apart from the estimator. The RSS run
 sends new questions too, so the cache fills to its bound. Then ``/v1/budgets``
 throughput (questions per second) at batch 1 and 32 with 16 clients, and the gateway's resident memory
-before and after ``--rss-requests`` more chat requests. Records the CPU count, the estimator's threads
+before and after ``--rss-requests`` more chat requests. For each side, the CPU milliseconds per request of
+the client, the gateway and the upstream (from /proc): what the hop costs whatever the queueing. Records
+the CPU count, the estimator's threads
 and the load average. Loopback only; questions are GSM8K-like sentences generated here.
 """
 
@@ -30,6 +32,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import aiohttp
 import click
 import httpx
 
@@ -74,25 +77,34 @@ def server(command: list[str], health: str, log: Path):
 
 
 async def load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], int]:
-    """Send ``bodies`` with ``concurrency`` clients; per-request seconds and the failures."""
+    """Send ``bodies`` with ``concurrency`` clients; per-request seconds and the failures. The load generator
+    is aiohttp: httpx's async client spends about 9 times its CPU per request, which on 2 cores makes the
+    client, not the servers, what a request waits for."""
     latencies, failures, queue = [], 0, list(reversed(bodies))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as client:
         async def worker():
             nonlocal failures
             while queue:
-                body = queue.pop()
+                data = json.dumps(queue.pop()).encode()
                 started = time.perf_counter()
                 try:
-                    response = await client.post(url, json=body)
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
+                    async with client.post(url, data=data, headers={"Content-Type": "application/json"}) as response:
+                        await response.read()
+                        ok = response.status == 200
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     ok = False
                 latencies.append(time.perf_counter() - started)
                 failures += not ok
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, failures
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -125,7 +137,7 @@ def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
     result: dict = {"predictor": str(predictor), "precision": precision, "risk": risk, "estimator_threads": threads,
                     "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "requests_per_round": n,
                     "rounds": rounds, "concurrency": {}}
-    with server([sys.executable, str(UPSTREAM), str(up_port)], f"http://127.0.0.1:{up_port}/health", logs / "upstream.log"), \
+    with server([sys.executable, str(UPSTREAM), str(up_port)], f"http://127.0.0.1:{up_port}/health", logs / "upstream.log") as up, \
             server(gateway_cmd, f"http://127.0.0.1:{gw_port}/healthz", logs / "gateway.log") as gateway:
         bodies = [{"model": "echo", "messages": [{"role": "user", "content": q}]} for q in questions(n)]
         direct_url, gateway_url = f"{upstream}/chat/completions", f"http://127.0.0.1:{gw_port}/v1/chat/completions"
@@ -133,6 +145,7 @@ def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
         own = [{**body, "tale_budget": 100} for body in bodies]  # the request's own budget: no estimate, proxy only
         for concurrency in (1, 16, 64):
             sides: dict[str, list[float]] = {"direct": [], "gateway": [], "cached": [], "proxy": []}
+            cpu = {side: {"client": 0.0, "gateway": 0.0, "upstream": 0.0} for side in sides}
             failed = 0
             for round_ in range(rounds):
                 # new questions for every gateway round, so none is in the gateway's estimate cache; then the same again
@@ -140,12 +153,19 @@ def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
                          for q in questions(n, seed=1000 * concurrency + round_ + 1)]
                 for side, url, sent in (("direct", direct_url, bodies), ("gateway", gateway_url, fresh),
                                         ("cached", gateway_url, fresh), ("proxy", gateway_url, own)):
+                    before = time.process_time(), cpu_seconds(gateway.pid), cpu_seconds(up.pid)
                     latencies, failures = asyncio.run(load(url, sent, concurrency))
+                    after = time.process_time(), cpu_seconds(gateway.pid), cpu_seconds(up.pid)
+                    for name, b, a in zip(("client", "gateway", "upstream"), before, after):
+                        cpu[side][name] += a - b
                     sides[side] += latencies
                     failed += failures
             row = {f"{side}_{name}_ms": 1000 * quantile(values, q) for side, values in sides.items()
                    for name, q in (("p50", .5), ("p99", .99))}
             row["failed"] = failed
+            for side in sides:  # CPU milliseconds per request of each process: what the hop costs, whatever the queueing
+                for name, seconds in cpu[side].items():
+                    row[f"{side}_cpu_{name}_ms"] = 1000 * seconds / len(sides[side])
             for name in ("p50", "p99"):
                 for side in ("gateway", "cached", "proxy"):
                     row[f"{side}_added_{name}_ms"] = row[f"{side}_{name}_ms"] - row[f"direct_{name}_ms"]

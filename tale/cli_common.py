@@ -120,7 +120,7 @@ class BudgetSourceSpec(click.ParamType):
             kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
         except ValueError as error:
             self.fail(str(error), param, ctx)
-        if kind in ("oracle", "matched", "bert", "onnx", "constant", "tfidf", "probe") and arg and not Path(arg).is_dir():
+        if kind in ("oracle", "matched", "replay", "bert", "onnx", "constant", "tfidf", "probe") and arg and not Path(arg).is_dir():
             self.fail(f"{arg}: no such directory", param, ctx)
         return spec
 

@@ -15,7 +15,8 @@ from tale.cli_common import BUDGET_SOURCE, DATASET, backend_options, setup
 
 SOURCE_HELP = ("oracle:RECORDS_DIR (searched budgets), llm[:MODEL] (zero-shot; no MODEL: the reasoner itself), "
                "bert:DIR, onnx:DIR, constant:DIR, tfidf:DIR (saved estimators; append @FACTOR to scale their budgets, "
-               "e.g. onnx:DIR@1.41) or fixed:N")
+               "e.g. onnx:DIR@1.41), fixed:N, matched:RUN_DIR (a constant at that evaluation run's mean budget) or "
+               "replay:RUN_DIR (each question's budget in that run)")
 
 
 def _shared_options(command):

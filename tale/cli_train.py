@@ -48,12 +48,14 @@ def _paper(field: str) -> str:
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('learning_rate')}).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Per device. Default: the paper's ({_paper('per_device_train_batch_size')}).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimizer steps (overrides --epochs).")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None,
+              help="Train on N of the examples (pairs for dpo), drawn at random with --seed: a CPU budget [default: all].")
 @click.option("--max-length", type=click.IntRange(min=16), default=1024, show_default=True, help="Tokens per example, prompt and completion together.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @torch_threads("trains the model")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, internalized, hindsight, slack, pairs, over,
-                   precompute_ref, epochs, learning_rate, batch_size, max_steps, max_length, seed, threads, verbose):
+                   precompute_ref, epochs, learning_rate, batch_size, max_steps, max_examples, max_length, seed, threads, verbose):
     """Post-train a reasoner (TALE-PT) with SFT or DPO on searched budgets, and save a plain model.
 
     sft trains on the correct output under each question's searched budget (loss on the completion
@@ -74,7 +76,7 @@ def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, intern
         raise click.UsageError("--pairs and --over choose DPO pairs; sft takes neither")
     mode = "internalized" if internalized else "hindsight" if hindsight else "budget"
     config = PostTrainConfig(model=model, prompt_mode=mode, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, slack=slack,
-                             pairs=pairs, over=over)
+                             pairs=pairs, over=over, max_examples=max_examples)
     overrides = {"num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
                  "max_steps": max_steps, **({"precompute_ref_log_probs": precompute_ref} if method == "dpo" else {})}
     args = trainer_args(method, max_length=max_length, seed=seed,

@@ -7,8 +7,9 @@ state of the question): saved, or fitted on the given training examples.
 
 A budget source gives each question of an evaluation its budget and says what that cost
 (``Assignment``): ``fixed:N``, ``matched:RUN_DIR`` (a constant at the mean budget of another evaluation run),
-``oracle:RECORDS_DIR`` (the searched budget of the question's record) or any estimator name above; ``llm``
-with no model asks the reasoner itself, as TALE-EP does.
+``replay:RUN_DIR`` (each question's budget in another evaluation run), ``oracle:RECORDS_DIR`` (the searched
+budget of the question's record) or any estimator name above; ``llm`` with no model asks the reasoner
+itself, as TALE-EP does.
 
 A trained estimator's name may end in ``@FACTOR`` (``onnx:DIR@1.41``, ``tfidf@1.41``): its budgets
 times FACTOR (``predictor.Aimed``); 1.41 aims a point estimate at the log-centre of [b*, 2b*].
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 ESTIMATORS = ("bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR], probe[:DIR] (each but llm optionally @FACTOR, "
               "or %ALPHA with a calibrated DIR)")
 AIMABLE = ("bert", "onnx", "constant", "tfidf", "probe")  # estimators whose budgets @FACTOR may scale
-SOURCES = f"oracle:RECORDS_DIR, fixed:N, matched:RUN_DIR, {ESTIMATORS}"
+SOURCES = f"oracle:RECORDS_DIR, fixed:N, matched:RUN_DIR, replay:RUN_DIR, {ESTIMATORS}"
 
 BackendFor = Callable[[str], Backend]  # model name -> backend, so one model loads once
 Fallback = Literal["no-budget", "default-budget"]
@@ -184,6 +185,25 @@ def matched_budget(run_dir: Path) -> FixedBudget:
     return FixedBudget(max(1, round(mean(budgets))))
 
 
+class ReplayedBudget:
+    """The budget each question had in another evaluation run, by problem id: another reasoner (or setting)
+    under exactly the same budgets, paired question by question, with no estimator to rebuild. A question
+    that run did not budget gets none (the vanilla prompt, a ``no-budget`` fallback). What the estimates
+    cost was counted in that run, not here."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from tale.evaluate import load_rows
+
+        self.name = f"replay:{run_dir}"
+        self.budgets = {row.id: row.budget for row in load_rows(run_dir) if row.budget}
+        if not self.budgets:
+            raise ValueError(f"{run_dir}: no budgeted evaluation rows to replay (replay:RUN_DIR takes a tale evaluate run)")
+
+    def assign(self, problems: Sequence[Problem]) -> list[Assignment]:
+        return [Assignment(b) if (b := self.budgets.get(p.id)) else Assignment(None, fallback="no-budget")
+                for p in problems]
+
+
 class OracleBudget:
     """The searched budget of each question's record, matched by problem id.
 
@@ -262,6 +282,8 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
         return OracleBudget.load(Path(arg))
     if kind == "matched":
         return matched_budget(Path(arg))
+    if kind == "replay":
+        return ReplayedBudget(Path(arg))
     if kind == "llm" and not arg:
         return EstimatorBudget(build_estimator("llm:self", backend_for=lambda _: reasoner, llm_default=llm_default), spec)
     try:
@@ -275,9 +297,9 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
 def check_source(spec: str) -> str:
     """``spec`` if it names a budget source (nothing is loaded), else ``ValueError``."""
     kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
-    if kind not in ("fixed", "oracle", "matched", "llm", "bert", "onnx", "constant", "tfidf", "probe"):
+    if kind not in ("fixed", "oracle", "matched", "replay", "llm", "bert", "onnx", "constant", "tfidf", "probe"):
         raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}")
-    if kind in ("fixed", "oracle", "matched", "bert", "onnx", "constant", "tfidf", "probe") and not arg:
+    if kind in ("fixed", "oracle", "matched", "replay", "bert", "onnx", "constant", "tfidf", "probe") and not arg:
         raise ValueError(f"budget source {kind} needs an argument: '{kind}:{'N' if kind == 'fixed' else 'DIR'}'")
     if kind == "fixed" and not (arg.isdigit() and int(arg) >= 1):
         raise ValueError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import anyio
-import httpx
+import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -58,33 +58,39 @@ async def chat_completions(request: Request) -> Response:
 async def forward(gateway: Gateway, request: Request, body: dict[str, Any], budget: int | None,
                   info: dict[str, Any]) -> Response:
     headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED_HEADERS}
+    headers["Content-Type"] = "application/json"
     extra = {BUDGET_HEADER: str(budget)} if budget is not None else {}
-    upstream = gateway.client.build_request("POST", "/chat/completions", json=body, headers=headers)
     started = time.perf_counter()
     try:
-        response = await gateway.client.send(upstream, stream=True)
-    except httpx.TimeoutException:
+        response = await gateway.client.post(gateway.chat_url, data=json.dumps(body).encode(), headers=headers)
+    except asyncio.TimeoutError:
         return upstream_failure(gateway, 504, "timeout", f"the upstream did not answer within {gateway.config.timeout_s:g} s")
-    except httpx.TransportError as error:
+    except aiohttp.ClientError as error:
         return upstream_failure(gateway, 502, "unreachable", f"the upstream is unreachable ({type(error).__name__})")
     gateway.metrics.upstream_seconds.observe(time.perf_counter() - started)
-    if response.status_code >= 400:
-        text = (await response.aread()).decode("utf-8", "replace")[:2000]
-        await response.aclose()
+    if response.status >= 400:
+        try:
+            text = (await response.read()).decode("utf-8", "replace")[:2000]
+        except (asyncio.TimeoutError, aiohttp.ClientError):
+            text = ""
+        finally:
+            response.release()
         retry = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else {}
-        failure = upstream_failure(gateway, response.status_code, str(response.status_code),
-                                   f"the upstream returned HTTP {response.status_code}", upstream_body=text)
+        failure = upstream_failure(gateway, response.status, str(response.status),
+                                   f"the upstream returned HTTP {response.status}", upstream_body=text)
         failure.headers.update({**retry, **extra})
         return failure
     if body.get("stream"):
-        return StreamingResponse(relay(gateway, response), status_code=response.status_code, headers=extra,
+        return StreamingResponse(relay(gateway, response), status_code=response.status, headers=extra,
                                  media_type=response.headers.get("content-type", "text/event-stream"))
     try:
-        data = await response.aread()
-    except httpx.TimeoutException:
+        data = await response.read()
+    except asyncio.TimeoutError:
         return upstream_failure(gateway, 504, "timeout", "the upstream's response stalled")
+    except aiohttp.ClientError:
+        return upstream_failure(gateway, 502, "unreachable", "the upstream closed the connection mid-response")
     finally:
-        await response.aclose()
+        response.release()
     try:
         payload = json.loads(data)
     except ValueError:
@@ -92,7 +98,7 @@ async def forward(gateway: Gateway, request: Request, body: dict[str, Any], budg
     if info and isinstance(payload, dict):
         payload["tale"] = info
     gateway.metrics.requests.labels("chat", "ok" if info else "passthrough").inc()
-    return JSONResponse(payload, status_code=response.status_code, headers=extra)
+    return JSONResponse(payload, status_code=response.status, headers=extra)
 
 
 def upstream_failure(gateway: Gateway, status: int, label: str, message: str, **extra: Any) -> JSONResponse:
@@ -104,25 +110,27 @@ def upstream_failure(gateway: Gateway, status: int, label: str, message: str, **
     return error_response(status, message, "upstream_error", **extra)
 
 
-async def relay(gateway: Gateway, response: httpx.Response):
-    """The upstream's stream, chunk by chunk; closing it (the client left) closes the upstream request."""
+async def relay(gateway: Gateway, response: aiohttp.ClientResponse):
+    """The upstream's stream, chunk by chunk; closing it (the client left) closes the upstream connection."""
     outcome = "client_disconnect"
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             yield chunk
         outcome = "ok"
-    except httpx.TimeoutException:
+    except asyncio.TimeoutError:
         outcome = "upstream_error"
         gateway.metrics.upstream_errors.labels("timeout").inc()
         yield b'data: {"error": {"message": "the upstream stream stalled", "type": "upstream_error"}}\n\n'
-    except httpx.TransportError:
+    except aiohttp.ClientError:
         outcome = "upstream_error"
         gateway.metrics.upstream_errors.labels("unreachable").inc()
         yield b'data: {"error": {"message": "the upstream closed the stream", "type": "upstream_error"}}\n\n'
     finally:
         gateway.metrics.requests.labels("chat_stream", outcome).inc()
-        with anyio.CancelScope(shield=True):  # a disconnect cancels this task: still close the upstream request
-            await response.aclose()
+        if outcome == "ok":
+            response.release()  # the connection goes back to the pool
+        else:
+            response.close()  # a client that left, or a broken stream: the upstream sees its connection close
 
 
 async def budgets(request: Request) -> Response:
@@ -217,7 +225,7 @@ def load_gateway(predictor: Path, config: GatewayConfig, threads: int = 1, preci
 
     if (Path(predictor) / LINEAR_FILE).is_file():
         linear = LinearEstimator.load(predictor)
-        return Gateway(config, linear.predict_float, linear.budget_range, linear.calibration, str(predictor))
+        return Gateway(config, linear.predict_float, linear.budget_range, linear.calibration, str(predictor), inline=True)
     from export.runtime import OnnxEstimator, RuntimeConfig
 
     estimator = OnnxEstimator.load(predictor, RuntimeConfig(precision=precision, threads=threads))

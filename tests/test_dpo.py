@@ -70,3 +70,18 @@ def test_dpo_precomputes_the_reference_once_and_trains_the_adapter(tiny_lm_dir: 
     assert {"ref_chosen_logps", "ref_rejected_logps"} <= set(trainer.train_dataset.column_names)  # computed once
     after = dict(trainer.model.named_parameters())
     assert any(not before[k].equal(after[k]) for k in before)  # the adapter moved in 2 steps
+
+
+def test_max_examples_draws_a_seeded_subset_and_counts_it() -> None:
+    from reasoner.post_train.train import draw_examples
+
+    both = build_dpo_dataset(adherence_records(), "hindsight", 1.25, pairs="both")
+    ids = set(both.dataset["id"])
+    drawn = draw_examples(both, 2, seed=3)
+    assert len(drawn.dataset) == 2 and set(drawn.dataset["id"]) <= ids
+    assert drawn.counts.examples == 2 and drawn.counts.kept == both.counts.kept and "(2 examples)" in drawn.counts.describe()
+    assert drawn.dataset["id"] == draw_examples(both, 2, seed=3).dataset["id"]  # the seed decides which
+    assert {tuple(draw_examples(both, 2, seed=s).dataset["id"]) for s in range(8)} != {tuple(drawn.dataset["id"])}
+    assert draw_examples(both, 4, seed=3) is both and draw_examples(both, None, seed=3) is both
+    with pytest.raises(ValueError, match="max_examples"):
+        PostTrainConfig(max_examples=0)

@@ -417,3 +417,31 @@ def test_matched_is_a_constant_at_another_runs_mean_budget(tmp_path: Path) -> No
     evaluate(vanilla, FakeBackend(problems, half_budget_script), None, problems=problems)
     with pytest.raises(ValueError, match="no budgeted evaluation rows"):
         build_source(f"matched:{vanilla.run_dir}", reasoner=None, backend_for=None)
+
+
+def test_replay_gives_each_question_its_budget_in_another_run(tmp_path: Path) -> None:
+    from tale.estimators import Assignment, ReplayedBudget
+
+    class Varied:  # budgets 10, 20 and 31 for three questions
+        name = "varied"
+
+        def assign(self, problems):
+            return [Assignment(b) for b in (10, 20, 31)[: len(problems)]]
+
+    problems = make_problems(4)
+    config = EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path, method="budget", budget_source="fixed:1", max_new_tokens=64)
+    evaluate(config, FakeBackend(problems, half_budget_script), Varied(), problems=problems[:3])
+    replay = build_source(f"replay:{config.run_dir}", reasoner=None, backend_for=None)
+    assert isinstance(replay, ReplayedBudget)
+    # by problem id, in any order; the fourth question was not in that run: no budget
+    assigned = replay.assign([problems[3], problems[2], problems[0], problems[1]])
+    assert [a.budget for a in assigned] == [None, 31, 10, 20] and assigned[0].fallback == "no-budget"
+    replayed = replace(config, out=tmp_path / "again", budget_source=f"replay:{config.run_dir}")
+    evaluate(replayed, FakeBackend(problems, half_budget_script), replay, problems=problems[:3])
+    from tale.evaluate import load_rows
+
+    assert [r.budget for r in load_rows(replayed.run_dir)] == [r.budget for r in load_rows(config.run_dir)]
+    vanilla = replace(config, method="vanilla", budget_source=None)
+    evaluate(vanilla, FakeBackend(problems, half_budget_script), None, problems=problems)
+    with pytest.raises(ValueError, match="no budgeted evaluation rows to replay"):
+        build_source(f"replay:{vanilla.run_dir}", reasoner=None, backend_for=None)

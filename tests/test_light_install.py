@@ -20,16 +20,18 @@ QUESTIONS = ["What is 6 * 7?", "Natalia sold clips to 48 of her friends in April
 
 
 def extra_requirements(wheel: Path, extra: str) -> list[str]:
-    """The requirements a wheel's metadata lists for ``extra``, without their markers."""
+    """The requirements a wheel's metadata lists for ``extra`` on this platform, without their markers."""
+    from packaging.requirements import Requirement
+
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         lines = archive.read(metadata).decode().splitlines()
     wanted = []
     for line in lines:
-        if line.startswith("Requires-Dist:") and ";" in line:
-            requirement, marker = (part.strip() for part in line.removeprefix("Requires-Dist:").split(";", 1))
-            if marker.replace("'", '"') == f'extra == "{extra}"':
-                wanted.append(requirement)
+        if line.startswith("Requires-Dist:"):
+            requirement = Requirement(line.removeprefix("Requires-Dist:").strip())
+            if requirement.marker and "extra" in str(requirement.marker) and requirement.marker.evaluate({"extra": extra}):
+                wanted.append(f"{requirement.name}{requirement.specifier}")
     return wanted
 
 
@@ -45,7 +47,8 @@ def test_light_install_from_the_wheel_estimates_without_torch(onnx_dir: Path, tm
     [wheel] = (tmp_path / "dist").glob("tale_toolkit-*.whl")
     light = extra_requirements(wheel, "light")
     assert {r.split(">")[0].split("=")[0] for r in light} == {"onnxruntime", "tokenizers", "numpy", "click", "starlette",
-                                                             "uvicorn", "httpx", "prometheus-client"}
+                                                             "uvicorn", "aiohttp", "uvloop", "httptools",
+                                                             "prometheus-client"}
     venv = tmp_path / "light"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]

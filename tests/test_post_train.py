@@ -274,16 +274,19 @@ def test_dpo_full_uses_a_loaded_reference_and_changes_weights(tiny_lm_dir: Path,
 
 
 def test_dpo_lora_merges_into_the_targets_only(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    config = PostTrainConfig(model=str(tiny_lm_dir), prompt_mode="internalized")
+    config = PostTrainConfig(model=str(tiny_lm_dir), prompt_mode="internalized", max_examples=1)
     args = tiny_args("dpo", output_dir=str(tmp_path / "scratch"))
     assert make_trainer("dpo", build_dpo_dataset(TRAIN).dataset, config, args).ref_model is None
+    assert len(build_dpo_dataset(TRAIN).dataset) > 1
     out = tmp_path / "dpo-lora"
     post_train("dpo", TRAIN, out, config, tiny_args("dpo"))
     before, after = weights(tiny_lm_dir), weights(out)
     assert not before[Q_PROJ].equal(after[Q_PROJ])  # the merged adapter
     assert before[K_PROJ].equal(after[K_PROJ]) and before[MLP].equal(after[MLP])  # not LoRA targets
     assert not (out / "adapter_config.json").exists()
-    assert json.loads((out / RUN_CONFIG).read_text())["config"]["prompt_mode"] == "internalized"
+    run = json.loads((out / RUN_CONFIG).read_text())
+    assert run["config"]["prompt_mode"] == "internalized" and run["config"]["max_examples"] == 1
+    assert run["counts"]["examples"] == 1  # trained on the one drawn pair
 
 
 def write_records(directory: Path, records: list[BudgetRecord]) -> Path:

@@ -11,7 +11,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -69,6 +69,7 @@ class PostTrainConfig:
     slack: float = 1.0  # hindsight and adherence pairs: the prompt states ceil(slack x the answer's tokens)
     pairs: PairRule = "vanilla"  # DPO: vanilla (the paper's), adherence (a correct answer far over the stated budget), both
     over: float = 2.0  # adherence pairs: the rejected answer has more than this many times the stated budget
+    max_examples: int | None = None  # train on this many of the examples, drawn at random (the trainer's seed): a CPU budget
 
     def __post_init__(self) -> None:
         if not (self.slack >= 1.0 and self.slack < float("inf")):
@@ -79,6 +80,8 @@ class PostTrainConfig:
             raise ValueError(f"pairs must be one of {PAIR_RULES}, got {self.pairs!r}")
         if not self.over > 1:
             raise ValueError(f"over must be above 1, got {self.over!r}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples must be at least 1, got {self.max_examples!r}")
         if self.prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}")
         if self.dtype not in DTYPES:
@@ -140,6 +143,16 @@ def build_training_set(method: Method, records: Iterable[Record], mode: PromptMo
     if method == "sft":
         return build_sft_dataset(records, mode, slack)
     return build_dpo_dataset(records, mode, slack, pairs, over)
+
+
+def draw_examples(training_set: TrainingSet, n: int | None, seed: int) -> TrainingSet:
+    """``n`` of the training rows drawn at random with ``seed`` (all of them when there are no more);
+    the counts say how many are kept. DPO precomputes the reference for these only."""
+    if n is None or len(training_set.dataset) <= n:
+        return training_set
+    logger.info("training on %d of the %d examples, drawn with seed %d", n, len(training_set.dataset), seed)
+    return replace(training_set, dataset=training_set.dataset.shuffle(seed=seed).select(range(n)),
+                   counts=replace(training_set.counts, examples=n))
 
 
 def _torch_dtype(name: str):
@@ -287,6 +300,7 @@ def post_train(
     if training_set.counts.kept == 0:
         raise ValueError(f"no {method} training examples: {training_set.counts.describe()}")
     args = args if args is not None else trainer_args(method)
+    training_set = draw_examples(training_set, config.max_examples, args.seed)
     if torch.cuda.is_available() and args.use_cpu:
         logger.warning("a GPU is present but the trainer settings say use_cpu=True; training on the CPU")
     scratch, output_dir = args.save_strategy == "no", args.output_dir
