@@ -60,6 +60,7 @@ class AblationConfig:
     seed: int | None = None
     max_new_tokens: int = MAX_NEW_TOKENS
     temperature: float = 0.0
+    sampling_seed: int = 0  # with temperature > 0: part of each run's identity
     llm_default: int | None = None
     chunk: int = 8
     prices: Prices | None = None
@@ -77,7 +78,7 @@ class AblationConfig:
         """Model by model, data set by data set; vanilla first, so later runs find their baseline."""
         order = sorted(self.methods, key=("vanilla", "direct", "budget").index)
         shared = dict(out=self.out, backend=self.backend, split=self.split, limit=self.limit, seed=self.seed,
-                      max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                      max_new_tokens=self.max_new_tokens, temperature=self.temperature, sampling_seed=self.sampling_seed,
                       llm_default=self.llm_default, chunk=self.chunk, prices=self.prices)
         configs = []
         for model in self.models:

@@ -85,8 +85,8 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
     try:
         config = EvalConfig(dataset=dataset, out=out, method=method, budget_source=budget_source, model=model,
                             backend=engine.identity, split=split, limit=limit, seed=seed, max_new_tokens=max_new_tokens,
-                            temperature=engine.temperature, llm_default=llm_default, chunk=engine.batch_size,
-                            prices=_prices(price_in, price_out))
+                            temperature=engine.temperature, sampling_seed=engine.sampling_seed, llm_default=llm_default,
+                            chunk=engine.batch_size, prices=_prices(price_in, price_out))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     backend_for = engine.cached()
@@ -151,8 +151,8 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_t
     try:
         config = AblationConfig(datasets=datasets, out=out, models=tuple(model), methods=chosen,
                                 budget_sources=budget_sources, backend=engine.identity, split=split, limit=limit, seed=seed,
-                                max_new_tokens=max_new_tokens, temperature=engine.temperature, llm_default=llm_default,
-                                chunk=engine.batch_size, prices=_prices(price_in, price_out))
+                                max_new_tokens=max_new_tokens, temperature=engine.temperature, sampling_seed=engine.sampling_seed,
+                                llm_default=llm_default, chunk=engine.batch_size, prices=_prices(price_in, price_out))
         configs = config.configs()
     except ValueError as error:
         raise click.UsageError(str(error)) from None

@@ -69,6 +69,7 @@ class EvalConfig:
     seed: int | None = None  # shuffle before limit; None keeps file order
     max_new_tokens: int = MAX_NEW_TOKENS  # per answer
     temperature: float = 0.0  # recorded: it changes answers, so a resume must match it
+    sampling_seed: int = 0  # the backend's sampling seed; part of the identity only when sampling (temperature > 0)
     llm_default: int | None = None  # zero-shot estimator's budget for a reply with none (None: its config's)
     chunk: int = 8  # questions estimated and answered per call, and written before the next
     prices: Prices | None = None  # for the expense; None leaves it out
@@ -90,7 +91,8 @@ class EvalConfig:
         return {"dataset": self.dataset, "split": self.split, "seed": self.seed, "model": self.model,
                 "backend": self.backend, "method": self.method, "budget_source": self.budget_source,
                 "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                "llm_default": self.llm_default, "prompt_version": PROMPT_VERSION}
+                "llm_default": self.llm_default, "prompt_version": PROMPT_VERSION,
+                **({"sampling_seed": self.sampling_seed} if self.temperature > 0 else {})}
 
     @property
     def label(self) -> str:

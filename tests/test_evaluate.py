@@ -445,3 +445,17 @@ def test_replay_gives_each_question_its_budget_in_another_run(tmp_path: Path) ->
     evaluate(vanilla, FakeBackend(problems, half_budget_script), None, problems=problems)
     with pytest.raises(ValueError, match="no budgeted evaluation rows to replay"):
         build_source(f"replay:{vanilla.run_dir}", reasoner=None, backend_for=None)
+
+
+def test_the_sampling_seed_is_part_of_a_sampled_runs_identity(tmp_path: Path) -> None:
+    greedy = EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path, max_new_tokens=64)
+    assert replace(greedy, sampling_seed=5).run_dir == greedy.run_dir  # greedy: the seed changes nothing
+    assert "sampling_seed" not in greedy.identity()  # so greedy runs keep the names they had
+    sampled = replace(greedy, method="budget", budget_source="fixed:12", temperature=0.7)
+    assert replace(sampled, sampling_seed=1).identity() != sampled.identity()
+    problems = make_problems(2)
+    evaluate(sampled, FakeBackend(problems, half_budget_script), build_source("fixed:12", reasoner=None, backend_for=None),
+             problems=problems)
+    with pytest.raises(RunMismatchError, match="sampling_seed"):  # another sample is not a resume of this one
+        evaluate(replace(sampled, sampling_seed=1), FakeBackend(problems, half_budget_script),
+                 build_source("fixed:12", reasoner=None, backend_for=None), problems=problems)
