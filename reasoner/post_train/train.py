@@ -309,7 +309,7 @@ def post_train(
             args.output_dir = tmp
         try:
             trainer = make_trainer(method, training_set.dataset, config, args)
-            logger.info("%s on %d examples (%s prompts), %s", method, training_set.counts.kept,
+            logger.info("%s on %d examples (%s prompts), %s", method, len(training_set.dataset),
                         config.prompt_mode, "LoRA" if config.lora else "full")
             metrics = trainer.train().metrics
             save_merged(trainer, out)
