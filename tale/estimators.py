@@ -185,7 +185,18 @@ def matched_budget(run_dir: Path) -> FixedBudget:
     return FixedBudget(max(1, round(mean(budgets))))
 
 
-class ReplayedBudget:
+class BudgetsById:
+    """Budgets looked up by problem id (``self.budgets``); a question without one is asked with the
+    vanilla prompt and counted as a ``no-budget`` fallback."""
+
+    budgets: dict[str, int]
+
+    def assign(self, problems: Sequence[Problem]) -> list[Assignment]:
+        return [Assignment(b) if (b := self.budgets.get(p.id)) else Assignment(None, fallback="no-budget")
+                for p in problems]
+
+
+class ReplayedBudget(BudgetsById):
     """The budget each question had in another evaluation run, by problem id: another reasoner (or setting)
     under exactly the same budgets, paired question by question, with no estimator to rebuild. A question
     that run did not budget gets none (the vanilla prompt, a ``no-budget`` fallback). What the estimates
@@ -199,12 +210,8 @@ class ReplayedBudget:
         if not self.budgets:
             raise ValueError(f"{run_dir}: no budgeted evaluation rows to replay (replay:RUN_DIR takes a tale evaluate run)")
 
-    def assign(self, problems: Sequence[Problem]) -> list[Assignment]:
-        return [Assignment(b) if (b := self.budgets.get(p.id)) else Assignment(None, fallback="no-budget")
-                for p in problems]
 
-
-class OracleBudget:
+class OracleBudget(BudgetsById):
     """The searched budget of each question's record, matched by problem id.
 
     A question with no feasible record (its vanilla answer was wrong under the searching model, or it
@@ -223,9 +230,6 @@ class OracleBudget:
 
         return cls(load_records(Path(directory)), name=f"oracle:{directory}")
 
-    def assign(self, problems: Sequence[Problem]) -> list[Assignment]:
-        return [Assignment(b) if (b := self.budgets.get(p.id)) else Assignment(None, fallback="no-budget")
-                for p in problems]
 
 
 class EstimatorBudget:

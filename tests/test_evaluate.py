@@ -399,15 +399,18 @@ def test_evaluate_command_on_choice_problems(tiny_lm_dir: Path, tmp_path: Path) 
     assert unknown.exit_code == 2 and "unknown budget source" in unknown.output
 
 
+class Varied:
+    """A budget source giving three questions budgets 10, 20 and 31."""
+
+    name = "varied"
+
+    def assign(self, problems):
+        from tale.estimators import Assignment
+
+        return [Assignment(b) for b in (10, 20, 31)[: len(problems)]]
+
+
 def test_matched_is_a_constant_at_another_runs_mean_budget(tmp_path: Path) -> None:
-    from tale.estimators import Assignment
-
-    class Varied:  # budgets 10, 20 and 31 for three questions
-        name = "varied"
-
-        def assign(self, problems):
-            return [Assignment(b) for b in (10, 20, 31)[: len(problems)]]
-
     problems = make_problems(3)
     config = EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path, method="budget", budget_source="fixed:1", max_new_tokens=64)
     evaluate(config, FakeBackend(problems, half_budget_script), Varied(), problems=problems)
@@ -420,13 +423,7 @@ def test_matched_is_a_constant_at_another_runs_mean_budget(tmp_path: Path) -> No
 
 
 def test_replay_gives_each_question_its_budget_in_another_run(tmp_path: Path) -> None:
-    from tale.estimators import Assignment, ReplayedBudget
-
-    class Varied:  # budgets 10, 20 and 31 for three questions
-        name = "varied"
-
-        def assign(self, problems):
-            return [Assignment(b) for b in (10, 20, 31)[: len(problems)]]
+    from tale.estimators import ReplayedBudget
 
     problems = make_problems(4)
     config = EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path, method="budget", budget_source="fixed:1", max_new_tokens=64)
