@@ -44,6 +44,9 @@ def _paper(field: str) -> str:
               help="dpo adherence pairs: how far over the stated budget the rejected answer is.")
 @click.option("--precompute-ref/--no-precompute-ref", default=True, show_default=True,
               help="dpo: compute the reference log-probabilities once before training (each step then runs the policy only).")
+@click.option("--sft-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="dpo: add the chosen answers' negative log-likelihood times this weight to the DPO loss (RPO), "
+                   "so the chosen answers stay likely [default: DPO alone].")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('num_train_epochs')}).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Default: the paper's ({_paper('learning_rate')}).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Per device. Default: the paper's ({_paper('per_device_train_batch_size')}).")
@@ -55,7 +58,7 @@ def _paper(field: str) -> str:
 @torch_threads("trains the model")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, internalized, hindsight, slack, pairs, over,
-                   precompute_ref, epochs, learning_rate, batch_size, max_steps, max_examples, max_length, seed, threads, verbose):
+                   precompute_ref, sft_weight, epochs, learning_rate, batch_size, max_steps, max_examples, max_length, seed, threads, verbose):
     """Post-train a reasoner (TALE-PT) with SFT or DPO on searched budgets, and save a plain model.
 
     sft trains on the correct output under each question's searched budget (loss on the completion
@@ -66,7 +69,7 @@ def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, intern
     """
     setup(verbose, threads)
     from data_builder.records import load_records
-    from reasoner.post_train import post_train, trainer_args
+    from reasoner.post_train import post_train, rpo_loss, trainer_args
 
     if internalized and hindsight:
         raise click.UsageError("--internalized and --hindsight exclude each other: hindsight prompts state a budget")
@@ -74,11 +77,14 @@ def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, intern
         raise click.UsageError("--slack applies to --hindsight prompts and dpo --pairs adherence only")
     if method == "sft" and (pairs != DEFAULTS.pairs or over != DEFAULTS.over):
         raise click.UsageError("--pairs and --over choose DPO pairs; sft takes neither")
+    if method == "sft" and sft_weight is not None:
+        raise click.UsageError("--sft-weight weighs an NLL term beside the DPO loss; sft is that term alone")
     mode = "internalized" if internalized else "hindsight" if hindsight else "budget"
     config = PostTrainConfig(model=model, prompt_mode=mode, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, slack=slack,
                              pairs=pairs, over=over, max_examples=max_examples)
     overrides = {"num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
-                 "max_steps": max_steps, **({"precompute_ref_log_probs": precompute_ref} if method == "dpo" else {})}
+                 "max_steps": max_steps, **({"precompute_ref_log_probs": precompute_ref} if method == "dpo" else {}),
+                 **(rpo_loss(sft_weight) if sft_weight is not None else {})}
     args = trainer_args(method, max_length=max_length, seed=seed,
                         **{k: v for k, v in overrides.items() if v is not None})
     rows = [r for directory in records for r in load_records(directory)]

@@ -8,7 +8,7 @@ import pytest
 from test_post_train import CASES, LONG, SHORT, record, rounds, tiny_args
 
 from data_builder.record import BudgetRecord
-from reasoner.post_train import PostTrainConfig, SkipReason, build_adherence_pairs, build_dpo_dataset, make_trainer
+from reasoner.post_train import PostTrainConfig, SkipReason, build_adherence_pairs, build_dpo_dataset, make_trainer, rpo_loss
 
 EQUATIONS = "48/2=24\n48+24=72\nAnswer: [[72]]"
 WORKED = "Natalia sold 48/2 = 24 clips in May. Altogether she sold 48+24 = 72 clips. Answer: [[72]]"
@@ -85,3 +85,20 @@ def test_max_examples_draws_a_seeded_subset_and_counts_it() -> None:
     assert draw_examples(both, 4, seed=3) is both and draw_examples(both, None, seed=3) is both
     with pytest.raises(ValueError, match="max_examples"):
         PostTrainConfig(max_examples=0)
+
+
+def test_sft_weight_adds_the_chosen_answers_nll_to_the_dpo_loss(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """RPO: the same 2 steps on the same pairs, with and without the NLL term; the first logged loss is
+    DPO's plus the weight times the chosen answers' NLL (positive), so it is larger, by more for a larger weight."""
+    config = PostTrainConfig(model=str(tiny_lm_dir), prompt_mode="hindsight", pairs="both", slack=1.25)
+    dataset = build_dpo_dataset(adherence_records(), "hindsight", 1.25, pairs="both").dataset
+    first_loss = {}
+    for weight in (None, 1.0, 4.0):
+        extra = rpo_loss(weight) if weight else {}
+        trainer = make_trainer("dpo", dataset, config, tiny_args("dpo", output_dir=str(tmp_path / f"w{weight}"), seed=7, **extra))
+        trainer.train()
+        first_loss[weight] = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
+    assert tiny_args("dpo", **rpo_loss(0.5)).loss_weights == [1.0, 0.5]
+    assert first_loss[None] < first_loss[1.0] < first_loss[4.0]
+    with pytest.raises(ValueError, match="sft_weight"):
+        rpo_loss(0)

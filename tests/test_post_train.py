@@ -346,6 +346,8 @@ def test_cli_help_and_errors(tiny_lm_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "exclude each other" in result.output
     result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"), "--slack", "1.25"])
     assert result.exit_code == 2 and "--slack applies to --hindsight prompts and dpo --pairs adherence only" in result.output
+    result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"), "--sft-weight", "1"])
+    assert result.exit_code == 2 and "--sft-weight weighs an NLL term beside the DPO loss" in result.output
 
 
 def test_rebuild_from_the_committed_files_gives_the_trained_weights(tiny_lm_dir: Path, tmp_path: Path) -> None:

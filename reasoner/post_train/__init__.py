@@ -64,6 +64,7 @@ from reasoner.post_train.train import (
     make_trainer,
     post_train,
     rebuild_merged,
+    rpo_loss,
     save_merged,
     trainer_args,
 )
@@ -72,6 +73,6 @@ __all__ = [
     "ADAPTER_DIR", "METHODS", "PAIR_RULES", "PAPER_ARGS", "PROMPT_MODES", "RUN_CONFIG", "Counts", "Method", "PairRule",
     "PostTrainConfig", "PromptMode",
     "SkipReason", "TrainResult", "TrainingSet", "build_adherence_pairs", "build_dpo_dataset", "build_sft_dataset", "build_training_set",
-    "chosen_tokens", "correct_answers", "dpo_skip_reason", "make_trainer", "post_train", "rebuild_merged", "records_fingerprint", "save_merged",
+    "chosen_tokens", "correct_answers", "dpo_skip_reason", "make_trainer", "post_train", "rebuild_merged", "records_fingerprint", "rpo_loss", "save_merged",
     "sft_skip_reason", "trainer_args", "training_prompt",
 ]

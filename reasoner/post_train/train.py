@@ -138,6 +138,15 @@ def trainer_args(method: Method, **overrides: Any) -> SFTConfig | DPOConfig:
     return cls(**settings)
 
 
+def rpo_loss(sft_weight: float) -> dict[str, Any]:
+    """DPOConfig fields for DPO plus ``sft_weight`` times the chosen answers' negative log-likelihood
+    (RPO, Pang et al. 2024; trl's ``rpo_alpha`` before it became a second loss type): the preference
+    term alone can make short answers likelier by making every answer less likely, correct ones too."""
+    if not sft_weight > 0:
+        raise ValueError(f"sft_weight must be above 0, got {sft_weight!r}")
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(sft_weight)]}
+
+
 def build_training_set(method: Method, records: Iterable[Record], mode: PromptMode = "budget",
                        slack: float = 1.0, pairs: PairRule = "vanilla", over: float = 2.0) -> TrainingSet:
     if method == "sft":
