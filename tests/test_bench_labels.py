@@ -41,3 +41,20 @@ def test_estimator_study_saving_and_tests(tmp_path: Path) -> None:
     assert result["saving_95ci"][0] <= 0.25 <= result["saving_95ci"][1]
     worse = compare([5, 20, 30, 40], [40, 40, 40, 40], targets, draws=200)
     assert worse["covered_only_by_baseline"] == 1 and worse["covered_only_here"] == 0
+
+
+def test_length_profile_counts_answers_at_the_limit_and_short_ones(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [(384, True), (381, False), (379, True), (120, True), (40, False), (200, False)]
+    (run / "rows.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "correct": c, "output_tokens": t, "prompt_tokens": 9,
+                                                        "method": "vanilla"}) + "\n" for i, (t, c) in enumerate(rows)))
+    out = tmp_path / "profile.json"
+    script = str(REPO / "bench" / "length_profile.py")
+    subprocess.run([sys.executable, script, f"--run={run}", f"--out={out}"], check=True, capture_output=True, cwd=REPO)
+    (result,) = json.loads(out.read_text())["runs"]
+    assert result["n"] == 6 and result["accuracy"] == 0.5 and result["mean_tokens"] == 250.7
+    assert (result["at_least_380"], result["at_least_380_right"]) == (2, 1)
+    assert (result["at_most_120"], result["at_most_120_right"]) == (2, 1)
+    bad = subprocess.run([sys.executable, script, f"--run={run}", "--training=ppo:x:3"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "sft|dpo:RECORDS_DIR:N" in bad.stderr and "Traceback" not in bad.stderr
