@@ -55,7 +55,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--dataset", type=DATASET, required=True,
-              help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
+              help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:path/to/gsm8k/test.jsonl.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N problems (after shuffling, with --seed).")
 @click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit.")
 @click.option("--split", default="test", show_default=True, help="Split, for hub data sets.")
@@ -69,7 +69,7 @@ def main() -> None:
 def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_tokens, out, model, engine, threads, verbose):
     """Ask a reasoner math questions and grade the answers.
 
-    Example: tale generate --dataset gsm8k:../shared/data/gsm8k/test.jsonl --limit 8
+    Example: tale generate --dataset gsm8k:path/to/gsm8k/test.jsonl --limit 8
     """
     if budget is not None and direct:
         raise click.UsageError("--budget and --direct exclude each other")
@@ -100,7 +100,7 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 
 @main.command()
 @click.option("--dataset", type=DATASET, required=True,
-              help="KIND[:PATH], as for generate; e.g. gsm8k:../shared/data/gsm8k/train.jsonl.")
+              help="KIND[:PATH], as for generate; e.g. gsm8k:path/to/gsm8k/train.jsonl.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Records directory (resumes if it exists).")
 @click.option("--search", "mode", type=click.Choice([*SEARCH_MODES, "reference", "equations"]), default=SEARCH.mode, show_default=True,
               help=("halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; "
@@ -128,7 +128,7 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
           model, engine, threads, verbose):
     """Search token budgets and record (question, budget, reasoning, answer) with the full trace.
 
-    Example: tale build --dataset gsm8k:../shared/data/gsm8k/train.jsonl --limit 16 --out runs/records
+    Example: tale build --dataset gsm8k:path/to/gsm8k/train.jsonl --limit 16 --out runs/records
     """
     setup(verbose, threads)
     from tqdm import tqdm

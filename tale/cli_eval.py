@@ -55,7 +55,7 @@ def _progress(bar):
 
 @click.command("evaluate")
 @click.option("--dataset", type=DATASET, required=True,
-              help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:../shared/data/gsm8k/test.jsonl.")
+              help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:path/to/gsm8k/test.jsonl.")
 @click.option("--method", type=click.Choice(["direct", "vanilla", "budget"]), default=None,
               help="[default: budget with --budget-source, else vanilla]")
 @click.option("--budget-source", type=BUDGET_SOURCE, default=None, help=SOURCE_HELP)
@@ -71,7 +71,7 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
              price_out, model, engine, threads, verbose):
     """Evaluate one method on one data set: accuracy, output tokens, estimation cost, expense.
 
-    Example: tale evaluate --dataset gsm8k:../shared/data/gsm8k/test.jsonl --limit 50 --budget-source fixed:64 --price-in 0.15 --price-out 0.6
+    Example: tale evaluate --dataset gsm8k:path/to/gsm8k/test.jsonl --limit 50 --budget-source fixed:64 --price-in 0.15 --price-out 0.6
     """
     setup(verbose, threads)
     from tqdm import tqdm
@@ -130,7 +130,7 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_t
            model, engine, threads, verbose):
     """Evaluate a grid: data sets x models x methods and budget sources, into one table and plot.
 
-    Example: tale ablate --dataset gsm8k:../shared/data/gsm8k/test.jsonl --dataset mathbench:../shared/data/mathbench/middle
+    Example: tale ablate --dataset gsm8k:path/to/gsm8k/test.jsonl --dataset mathbench:path/to/mathbench/middle
     --budget-source oracle:runs/records --budget-source bert:runs/predictor --budget-source llm --limit 50 --price-in 0.15 --price-out 0.6
     """
     setup(verbose, threads)

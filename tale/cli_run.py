@@ -82,7 +82,7 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
     (48 searched and 32 evaluated arithmetic problems) take a few minutes on 2 CPU cores with the ort backend
     (docs/results/main-job.md).
 
-    Example: tale run --dataset gsm8k:../shared/data/gsm8k/train.jsonl --eval-dataset gsm8k:../shared/data/gsm8k/test.jsonl
+    Example: tale run --dataset gsm8k:path/to/gsm8k/train.jsonl --eval-dataset gsm8k:path/to/gsm8k/test.jsonl
     --questions 64 --eval-questions 50
     """
     setup(verbose, threads)
