@@ -7,7 +7,6 @@ output directory is refused rather than mixed in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import statistics
@@ -73,7 +72,7 @@ class BuildConfig:
 
 def in_shard(problem_id: str, shard: Shard) -> bool:
     """A deterministic slice by id hash, so shards do not depend on order or on --limit."""
-    return int(hashlib.sha256(problem_id.encode()).hexdigest()[:12], 16) % shard.count == shard.index
+    return shard.holds(problem_id)
 
 
 def build_records(

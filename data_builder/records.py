@@ -4,6 +4,7 @@ where it stopped."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,6 +36,13 @@ class Shard:
         except ValueError:
             raise ValueError(f"shard must look like I/N (e.g. 0/4), got {text!r}") from None
         return cls(index, count)
+
+    def holds(self, problem_id: str) -> bool:
+        """A deterministic slice by id hash, so shards do not depend on order or on --limit."""
+        return int(hashlib.sha256(problem_id.encode()).hexdigest()[:12], 16) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
 
     def stem(self) -> str:
         return f"{self.index:05d}-of-{self.count:05d}"

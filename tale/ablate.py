@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from data_builder.sources import Problem, load_problems
+from data_builder.sources import Problem
 from reasoner.backends import MAX_NEW_TOKENS
 from reasoner.prompts import Method
 from tale.estimators import BackendFor, BudgetSource, build_source
@@ -58,6 +58,7 @@ class AblationConfig:
     split: str = "test"
     limit: int | None = None
     seed: int | None = None
+    shard: str | None = None  # "I/N": every run takes this id-hash slice of its data set (as tale build --shard)
     max_new_tokens: int = MAX_NEW_TOKENS
     temperature: float = 0.0
     sampling_seed: int = 0  # with temperature > 0: part of each run's identity
@@ -77,7 +78,7 @@ class AblationConfig:
     def configs(self) -> list[EvalConfig]:
         """Model by model, data set by data set; vanilla first, so later runs find their baseline."""
         order = sorted(self.methods, key=("vanilla", "direct", "budget").index)
-        shared = dict(out=self.out, backend=self.backend, split=self.split, limit=self.limit, seed=self.seed,
+        shared = dict(out=self.out, backend=self.backend, split=self.split, limit=self.limit, seed=self.seed, shard=self.shard,
                       max_new_tokens=self.max_new_tokens, temperature=self.temperature, sampling_seed=self.sampling_seed,
                       llm_default=self.llm_default, chunk=self.chunk, prices=self.prices)
         configs = []
@@ -114,8 +115,8 @@ def ablate(
     sources: dict[tuple[str, str], BudgetSource] = {}
     for run in config.configs():
         backend = backend_for(run.model)
-        if run.dataset not in problems:
-            problems[run.dataset] = list(load_problems(run.dataset, limit=run.limit, seed=run.seed, split=run.split))
+        if run.data not in problems:
+            problems[run.data] = run.problems()
         source = None
         if run.budget_source is not None:
             key = (run.budget_source, run.model if run.budget_source == "llm" else "")
@@ -125,7 +126,7 @@ def ablate(
             source = sources[key]
         if on_run:
             on_run(run)
-        evaluate(run, backend, source, problems=problems[run.dataset], on_row=on_row)
+        evaluate(run, backend, source, problems=problems[run.data], on_row=on_row)
     return write_report(config.out, config.prices)
 
 
@@ -162,7 +163,7 @@ def row_labels(results: Sequence[EvalResult]) -> dict[Path, str]:
     oracle runs of one model answer the same data set, every oracle run keeps its records' name instead."""
     labels = {r.run_dir: row_label(r.config) for r in results}
     oracle = [r for r in results if (r.config.budget_source or "").startswith("oracle:")]
-    cells = [(short_label(r.config.model), r.config.dataset) for r in oracle]
+    cells = [(short_label(r.config.model), r.config.data) for r in oracle]
     if len(cells) == len(set(cells)):
         labels.update({r.run_dir: "TALE-EP (oracle)" for r in oracle})
     return labels
@@ -171,7 +172,7 @@ def row_labels(results: Sequence[EvalResult]) -> dict[Path, str]:
 def _ordered(results: Sequence[EvalResult]) -> list[EvalResult]:
     rank = {"direct": 0, "vanilla": 1, "budget": 2}
     return sorted(results, key=lambda r: (r.config.model, rank[r.config.method], r.config.budget_source or "",
-                                          r.config.dataset))
+                                          r.config.data))
 
 
 def _cell(result: EvalResult | None) -> str:
@@ -188,11 +189,11 @@ def _pct(value: float | None) -> str:
 
 def markdown_report(results: Sequence[EvalResult], prices: Prices | None) -> str:
     """The Table 3 shaped table, with an average column where a row has every data set, and the details."""
-    datasets = list(dict.fromkeys(r.config.dataset for r in results))
+    datasets = list(dict.fromkeys(r.config.data for r in results))
     labels = row_labels(results)
     rows: dict[tuple[str, str], dict[str, EvalResult]] = {}
     for r in results:
-        rows.setdefault((short_label(r.config.model), labels[r.run_dir]), {})[r.config.dataset] = r
+        rows.setdefault((short_label(r.config.model), labels[r.run_dir]), {})[r.config.data] = r
     price = ("expense in 1e-5 $ per sample at ${:g} / ${:g} per million input / output tokens, estimation "
              "included".format(prices.input_per_million, prices.output_per_million) if prices
              else "expense n/a: give --price-in and --price-out")
@@ -214,7 +215,7 @@ def markdown_report(results: Sequence[EvalResult], prices: Prices | None) -> str
         done = f"{s.n}" if r.complete else f"{s.n} of {r.questions}"
         reduction = "" if s.token_reduction is None else f"{_pct(s.token_reduction)} / {_pct(s.total_token_reduction)}"
         lines.append(
-            f"| {dataset_label(r.config.dataset)} | {short_label(r.config.model)} | {labels[r.run_dir]} | {done} "
+            f"| {dataset_label(r.config.data)} | {short_label(r.config.model)} | {labels[r.run_dir]} | {done} "
             f"| {s.accuracy:.2%} | {s.mean_output_tokens:.1f} | {s.estimator_tokens:.1f} | {s.total_tokens / n:.1f} "
             f"| {reduction} | {_pct(s.budget_adherence)} | {s.no_budget_fallbacks} | {s.default_budgets} "
             f"| {'' if s.expense is None else f'{s.expense:.6f}'} | {s.wall_seconds:.2f} |")
@@ -243,14 +244,14 @@ def accuracy_figure(results: Sequence[EvalResult]) -> Figure:
     from matplotlib.lines import Line2D
 
     ordered = _ordered(results)
-    datasets = list(dict.fromkeys(r.config.dataset for r in ordered))
+    datasets = list(dict.fromkeys(r.config.data for r in ordered))
     names = row_labels(ordered)
     labels = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(dict.fromkeys(names[r.run_dir] for r in ordered))}
     models = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(short_label(r.config.model) for r in ordered))}
     figure = Figure(figsize=(4.5 * max(len(datasets), 1) + 4, 4.5), dpi=100, layout="constrained")
     panels = figure.subplots(1, max(len(datasets), 1), squeeze=False, sharey=True)[0]
     for axes, dataset in zip(panels, datasets):
-        for r in (r for r in ordered if r.config.dataset == dataset):
+        for r in (r for r in ordered if r.config.data == dataset):
             color, done = models[short_label(r.config.model)], r.complete
             axes.scatter([r.summary.mean_output_tokens], [100 * r.summary.accuracy], marker=labels[names[r.run_dir]],
                          facecolors=color if done else "none", edgecolors="black" if done else color,

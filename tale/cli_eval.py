@@ -11,7 +11,7 @@ import click
 
 from predictor.llm import LLMEstimatorConfig
 from reasoner.backends import MAX_NEW_TOKENS
-from tale.cli_common import BUDGET_SOURCE, DATASET, backend_options, setup
+from tale.cli_common import BUDGET_SOURCE, DATASET, SHARD, backend_options, setup
 
 SOURCE_HELP = ("oracle:RECORDS_DIR (searched budgets), llm[:MODEL] (zero-shot; no MODEL: the reasoner itself), "
                "bert:DIR, onnx:DIR, constant:DIR, tfidf:DIR (saved estimators; append @FACTOR to scale their budgets, "
@@ -24,6 +24,9 @@ def _shared_options(command):
     for option in reversed([
         click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N problems (after shuffling, with --seed)."),
         click.option("--seed", type=int, default=None, help="Shuffle the problems with this seed before --limit."),
+        click.option("--shard", type=SHARD, default=None,
+                     help=("I/N: only the problems in slice I of N by id hash (after --limit), the slice `tale build --shard I/N` "
+                           "takes: e.g. search budgets on 0/2 and evaluate on 1/2 of a data set with no training split.")),
         click.option("--split", default="test", show_default=True, help="Split, for hub data sets."),
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=MAX_NEW_TOKENS, show_default=True),
         click.option("--llm-default", type=click.IntRange(min=1), default=None,
@@ -67,7 +70,7 @@ def _progress(bar):
                     "and table.md, summary.json, accuracy_vs_tokens.png over all of them."))
 @_shared_options
 @backend_options
-def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, max_new_tokens, llm_default, price_in,
+def evaluate(dataset, method, budget_source, baseline, out, limit, seed, shard, split, max_new_tokens, llm_default, price_in,
              price_out, model, engine, threads, verbose):
     """Evaluate one method on one data set: accuracy, output tokens, estimation cost, expense.
 
@@ -84,7 +87,8 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
     method = method or ("budget" if budget_source else "vanilla")
     try:
         config = EvalConfig(dataset=dataset, out=out, method=method, budget_source=budget_source, model=model,
-                            backend=engine.identity, split=split, limit=limit, seed=seed, max_new_tokens=max_new_tokens,
+                            backend=engine.identity, split=split, limit=limit, seed=seed, shard=shard and str(shard),
+                            max_new_tokens=max_new_tokens,
                             temperature=engine.temperature, sampling_seed=engine.sampling_seed, llm_default=llm_default,
                             chunk=engine.batch_size, prices=_prices(price_in, price_out))
     except ValueError as error:
@@ -126,7 +130,7 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, split, 
               help="Evaluation directory: runs/NAME/ per configuration (resumes), table.md, summary.json, accuracy_vs_tokens.png.")
 @_shared_options
 @backend_options(multiple_models=True)
-def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_tokens, llm_default, price_in, price_out,
+def ablate(datasets, budget_sources, methods, out, limit, seed, shard, split, max_new_tokens, llm_default, price_in, price_out,
            model, engine, threads, verbose):
     """Evaluate a grid: data sets x models x methods and budget sources, into one table and plot.
 
@@ -151,6 +155,7 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, split, max_new_t
     try:
         config = AblationConfig(datasets=datasets, out=out, models=tuple(model), methods=chosen,
                                 budget_sources=budget_sources, backend=engine.identity, split=split, limit=limit, seed=seed,
+                                shard=shard and str(shard),
                                 max_new_tokens=max_new_tokens, temperature=engine.temperature, sampling_seed=engine.sampling_seed,
                                 llm_default=llm_default, chunk=engine.batch_size, prices=_prices(price_in, price_out))
         configs = config.configs()

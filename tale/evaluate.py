@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from data_builder.records import JsonlWriter, read_objects, write_meta
+from data_builder.records import JsonlWriter, Shard, read_objects, write_meta
 from data_builder.run_dir import check_identity
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import MAX_NEW_TOKENS, Backend
@@ -67,6 +67,7 @@ class EvalConfig:
     split: str = "test"  # for hub data sets
     limit: int | None = None  # the first N problems (after shuffling with seed)
     seed: int | None = None  # shuffle before limit; None keeps file order
+    shard: str | None = None  # "I/N": the id-hash slice `tale build --shard` takes (after limit); None: all
     max_new_tokens: int = MAX_NEW_TOKENS  # per answer
     temperature: float = 0.0  # recorded: it changes answers, so a resume must match it
     sampling_seed: int = 0  # the backend's sampling seed; part of the identity only when sampling (temperature > 0)
@@ -83,6 +84,9 @@ class EvalConfig:
             object.__setattr__(self, "budget_source", check_source(self.budget_source))
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.shard is not None:  # normalized, and 0/1 (everything) is no shard, so such runs keep their names
+            shard = Shard.parse(str(self.shard))
+            object.__setattr__(self, "shard", None if shard.count == 1 else str(shard))
         if self.max_new_tokens < 1 or self.chunk < 1:
             raise ValueError(f"max_new_tokens and chunk must be >= 1, got {self.max_new_tokens}, {self.chunk}")
 
@@ -92,11 +96,25 @@ class EvalConfig:
                 "backend": self.backend, "method": self.method, "budget_source": self.budget_source,
                 "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
                 "llm_default": self.llm_default, "prompt_version": PROMPT_VERSION,
-                **({"sampling_seed": self.sampling_seed} if self.temperature > 0 else {})}
+                **({"sampling_seed": self.sampling_seed} if self.temperature > 0 else {}),
+                **({"shard": self.shard} if self.shard else {})}
 
     @property
     def label(self) -> str:
         return self.budget_source or self.method
+
+    @property
+    def data(self) -> str:
+        """The data set spec, with the shard when the run takes one: what a report's columns group by."""
+        return self.dataset if self.shard is None else f"{self.dataset}#{self.shard}"
+
+    def problems(self) -> list[Problem]:
+        """The configuration's problems: the first ``limit`` after shuffling with ``seed``, then its shard."""
+        problems = load_problems(self.dataset, limit=self.limit, seed=self.seed, split=self.split)
+        if self.shard is None:
+            return list(problems)
+        shard = Shard.parse(self.shard)
+        return [p for p in problems if shard.holds(p.id)]
 
     @property
     def run_dir(self) -> Path:
@@ -228,7 +246,7 @@ def evaluate(
     reduction; without it a vanilla run of the same data set and model in ``config.out`` is used.
     """
     if problems is None:
-        problems = load_problems(config.dataset, limit=config.limit, seed=config.seed, split=config.split)
+        problems = config.problems()
     if config.method == "budget" and source is None:
         assert config.budget_source is not None
         source = build_source(config.budget_source, reasoner=backend, backend_for=_only(backend, config.model),
@@ -305,8 +323,8 @@ def run_dirs(out: Path) -> list[Path]:
 
 
 def find_baseline(out: Path, identity: dict[str, Any]) -> Path | None:
-    """The vanilla run in ``out`` with the same data set, split, seed, model and backend, if any."""
-    keys = ("dataset", "split", "seed", "model", "backend")
+    """The vanilla run in ``out`` with the same data set, split, seed, shard, model and backend, if any."""
+    keys = ("dataset", "split", "seed", "shard", "model", "backend")
     for run_dir in run_dirs(out):
         theirs = read_meta(run_dir)["identity"]
         if theirs.get("method") == "vanilla" and all(theirs.get(k) == identity.get(k) for k in keys):
@@ -343,7 +361,10 @@ _GENERIC_STEMS = re.compile(r"test|train|validation|dev|(cloze|single_choice)_(e
 def dataset_label(spec: str) -> str:
     """A short name for a data set spec: ``gsm8k:../data/gsm8k/test.jsonl`` is ``gsm8k:test``,
     ``jsonl:../my/problems.jsonl`` is ``jsonl:problems``, ``mathbench:../data/mathbench/middle`` is
-    ``mathbench:middle``."""
+    ``mathbench:middle``; a shard (``EvalConfig.data``) is kept: ``mathbench:middle#1/2``."""
+    spec, hash_, shard = spec.rpartition("#") if "#" in spec else (spec, "", "")
+    if hash_:
+        return f"{dataset_label(spec)}#{shard}"
     kind, _, target = spec.partition(":")
     if not target:
         return kind
@@ -367,9 +388,12 @@ def _slug(text: str, width: int = 40) -> str:
 
 def run_name(identity: dict[str, Any]) -> str:
     """``<data set>__<model>__<method or source>__<hash>``: readable, and unique per data set, split,
-    seed, model, method and source. Other settings are not in the name: changing them is refused."""
+    seed, shard, model, method and source. Other settings are not in the name: changing them is refused."""
     what = {k: identity.get(k) for k in ("dataset", "split", "seed", "model", "method", "budget_source")}
+    if identity.get("shard"):  # only then, so runs without a shard keep the names they had
+        what["shard"] = identity["shard"]
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
     label = identity.get("budget_source") or identity["method"]
-    return "__".join([_slug(dataset_label(identity["dataset"])), _slug(short_label(identity["model"])),
+    data = identity["dataset"] + (f"#{identity['shard']}" if identity.get("shard") else "")
+    return "__".join([_slug(dataset_label(data)), _slug(short_label(identity["model"])),
                       _slug(short_label(label)), digest])

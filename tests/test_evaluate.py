@@ -456,3 +456,48 @@ def test_the_sampling_seed_is_part_of_a_sampled_runs_identity(tmp_path: Path) ->
     with pytest.raises(RunMismatchError, match="sampling_seed"):  # another sample is not a resume of this one
         evaluate(replace(sampled, sampling_seed=1), FakeBackend(problems, half_budget_script),
                  build_source("fixed:12", reasoner=None, backend_for=None), problems=problems)
+
+
+def test_a_shard_takes_the_slice_the_build_takes_and_names_its_run(tmp_path: Path) -> None:
+    from data_builder.build import in_shard
+
+    questions = [(f"How many pears are in crate {i}?", str(i)) for i in range(40)]
+    spec = write_jsonl(tmp_path / "t.jsonl", questions)
+    whole = EvalConfig(dataset=spec, out=tmp_path / "eval", method="budget", budget_source="fixed:12", max_new_tokens=64)
+    halves = [replace(whole, shard=f"{i}/2") for i in range(2)]
+    every = whole.problems()
+    for i, half in enumerate(halves):  # the id-hash slice of tale build --shard I/2, in file order
+        assert [p.id for p in half.problems()] == [p.id for p in every if in_shard(p.id, Shard(i, 2))]
+    assert 0 < len(halves[0].problems()) < 40
+    assert sorted(p.id for h in halves for p in h.problems()) == sorted(p.id for p in every)
+    assert "shard" not in whole.identity() and replace(whole, shard="0/1").run_dir == whole.run_dir  # old names kept
+    assert halves[1].identity()["shard"] == "1/2" and len({whole.run_dir, *(h.run_dir for h in halves)}) == 3
+    assert "-1-2__" in halves[1].run_dir.name and halves[1].data == f"{spec}#1/2"
+    assert dataset_label(halves[1].data) == "jsonl:t#1/2"
+    with pytest.raises(ValueError, match="shard must be I/N"):
+        replace(whole, shard="2/2")
+
+    fixed = build_source("fixed:12", reasoner=None, backend_for=None)
+    for half in halves:
+        evaluate(half, FakeBackend(every, half_budget_script), fixed)
+    assert {r.id for r in load_rows(halves[1].run_dir)} == {p.id for p in halves[1].problems()}
+    assert collect(halves[1].run_dir).config.shard == "1/2"  # rebuilt from the run's meta
+    vanilla = replace(halves[1], method="vanilla", budget_source=None)
+    evaluate(vanilla, FakeBackend(every, half_budget_script), None)
+    assert collect(halves[1].run_dir).summary.token_reduction is not None  # its baseline: the same shard's vanilla run
+    assert collect(halves[0].run_dir).summary.token_reduction is None  # not the other shard's
+    header = next(line for line in markdown_report([collect(d) for d in run_dirs(whole.out)], None).splitlines()
+                  if line.startswith("| method |"))
+    assert "| jsonl:t#0/2 | jsonl:t#1/2 | average |" in header
+
+
+def test_evaluate_command_takes_a_shard_and_refuses_a_bad_one(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    spec = write_jsonl(tmp_path / "t.jsonl", [(f"What is {i} + 1?", str(i + 1)) for i in range(6)])
+    out = tmp_path / "eval"
+    result = invoke(evaluate_command, "--dataset", spec, "--shard", "1/2", "--model", tiny_lm_dir, *HF, "--out", out)
+    assert result.exit_code == 0, result.output
+    (run,) = (out / "runs").iterdir()
+    wanted = [p.id for p in load_problems(spec) if Shard(1, 2).holds(p.id)]
+    assert [r.id for r in load_rows(run)] == wanted and f"{len(wanted)} questions, vanilla" in result.output
+    bad = CliRunner().invoke(evaluate_command, ["--dataset", spec, "--shard", "2/2", "--out", str(out)])
+    assert bad.exit_code == 2 and "--shard" in bad.output and "Traceback" not in bad.output
