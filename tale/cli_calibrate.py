@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from predictor.data import ExampleConfig
-from tale.cli_common import setup
+from tale.cli_common import EXCLUDE, excluded_ids, setup
 
 
 @click.command("calibrate")
@@ -23,9 +23,10 @@ from tale.cli_common import setup
 @click.option("--risk", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
               help="The smallest risk the calibration must serve: refused with fewer records than it needs.")
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad records instead of stopping.")
+@EXCLUDE
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def calibrate(directory: Path, records: tuple[Path, ...], held_out: float, fraction: float, use_all: bool,
-              risk: float, skip_bad: bool, verbose: bool) -> None:
+              risk: float, skip_bad: bool, exclude: tuple[Path, ...], verbose: bool) -> None:
     """Calibrate an estimator's budgets so that a chosen risk holds: afterwards DIR%ALPHA (e.g.
     onnx:DIR%0.1) gives budgets that suffice for at least 1 - ALPHA of new questions.
 
@@ -35,7 +36,7 @@ def calibrate(directory: Path, records: tuple[Path, ...], held_out: float, fract
     from predictor.calibrate import CALIBRATION_FILE, REPORTED_ALPHAS, fit, rank
     from predictor.data import fingerprint, load_examples, three_way_split
 
-    examples = load_examples(list(records), ExampleConfig(skip_bad=skip_bad))
+    examples = load_examples(list(records), ExampleConfig(skip_bad=skip_bad, exclude_ids=excluded_ids(exclude)))
     chosen = [e for e in examples if e.feasible] if use_all else three_way_split(examples, held_out, fraction)[1]
     onnx = (directory / "tale_onnx.json").is_file()
     if onnx:

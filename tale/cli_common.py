@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
@@ -261,3 +262,14 @@ def backend_options(command=None, *, multiple_models: bool = False, model_option
     ):
         bundled = option(bundled)
     return bundled
+
+
+EXCLUDE = click.option("--exclude", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
+                       help=("Records directory whose problem ids are left out of every split (repeat for several), "
+                             "e.g. the questions the reasoner was post-trained on."))
+
+
+def excluded_ids(directories) -> frozenset[str]:
+    from data_builder.records import load_records
+
+    return frozenset(r.id for d in directories for r in load_records(d))

@@ -9,19 +9,10 @@ import click
 from predictor.bert import BertRegressorConfig
 from predictor.calibrate import REPORTED_ALPHAS
 from predictor.data import ExampleConfig
-from tale.cli_common import RISKS, EngineOptions, backend_options, setup, torch_threads
+from tale.cli_common import EXCLUDE, RISKS, EngineOptions, backend_options, excluded_ids, setup, torch_threads
 
 RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
 BERT, EXAMPLES = BertRegressorConfig(), ExampleConfig()  # the options' defaults
-EXCLUDE = click.option("--exclude", type=RECORDS, multiple=True,
-                       help=("Records directory whose problem ids are left out of every split (repeat for several), "
-                             "e.g. the questions the reasoner was post-trained on."))
-
-
-def excluded_ids(directories) -> frozenset[str]:
-    from data_builder.records import load_records
-
-    return frozenset(r.id for d in directories for r in load_records(d))
 
 
 @click.command("train-predictor")

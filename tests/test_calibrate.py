@@ -284,3 +284,30 @@ def test_eval_predictor_reports_coverage_at_each_risk_on_the_test_split(tmp_path
     by = {(r["estimator"], r["alpha"]): r for r in rows}
     assert by[("tfidf", 0.1)]["mean_budget"] < by[("constant", 0.1)]["mean_budget"]
     assert "needs 999 calibration records" in (tmp_path / "eval" / "coverage.md").read_text()
+
+
+def test_calibrate_leaves_out_the_excluded_ids_as_eval_predictor_does(tmp_path: Path) -> None:
+    """A baseline that eval-predictor fitted with --exclude, calibrated afterwards with the same --exclude,
+    is calibrated on the very records eval-predictor calibrated it on: same count, same conformal factor."""
+    from click.testing import CliRunner
+    from test_cli_predict import write_records
+
+    from predictor.data import ExampleConfig, load_examples, three_way_split
+    from tale.cli import main
+
+    records, excluded = write_records(tmp_path / "records", n=300), write_records(tmp_path / "excluded", n=60)
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval-predictor", "--records", str(records), "--exclude", str(excluded), "--out",
+                                  str(tmp_path / "eval"), "--estimators", "constant", "--calibration", "0.25", "--risks", "0.1"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "eval" / "coverage.json").read_text())
+    left = {e.id for e in load_examples(excluded, ExampleConfig())}
+    wanted = [e for e in three_way_split(load_examples(records, ExampleConfig()), 0.2, 0.25)[1] if e.id not in left]
+    args = ["calibrate", "--predictor", str(tmp_path / "eval" / "constant"), "--records", str(records), "--fraction", "0.25"]
+    result = runner.invoke(main, [*args, "--exclude", str(excluded)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    calibration = Calibration.load(tmp_path / "eval" / "constant")
+    assert calibration.n == len(wanted) == row["n_calibration"] and math.isclose(calibration.factor(0.1), row["factor"], rel_tol=1e-3)
+    result = runner.invoke(main, args, catch_exceptions=False)  # without --exclude the excluded ids calibrate too
+    assert result.exit_code == 0 and Calibration.load(tmp_path / "eval" / "constant").n > len(wanted)
