@@ -1,6 +1,7 @@
 """Paired comparison of two evaluation runs on the same questions, and what the SFT records hold.
 
     python bench/paired_runs.py --run A_RUN_DIR --against B_RUN_DIR [--records DIR] [--exclude RUN_DIR] [--out FILE.json]
+    python bench/paired_runs.py --run A1 --against B1 --run A2 --against B2 ...   # pairs pooled (one per data set)
 
 - Questions A answers correctly and B does not (gained), the reverse (lost), and a two-sided exact
   sign test on those discordant pairs; how many of A's answers are shorter and longer than B's, and how
@@ -8,6 +9,8 @@
   the ratio of A's mean output tokens to B's and, where both runs had budgets, of their mean budgets (for
   one model under budgets scaled by a factor, a model that reads the number writes about that much more).
 - Both runs' accuracy and mean output tokens, and the share of A's budgeted answers within their budget.
+- With several ``--run``/``--against`` pairs (the n-th run against the n-th against, e.g. one pair per
+  data set): every number over the questions of all pairs together, so one sign test covers them all.
 - With ``--exclude``: only the questions that run directory does not hold (after growing two runs with a
   larger ``--limit``, the new questions alone, apart from the ones a choice was made on).
 - On the questions where A was given a budget: A's accuracy and mean output tokens, B's on the same
@@ -45,6 +48,11 @@ def tried(record: BudgetRecord) -> bool:
     return any(step.budget == record.budget and step.correct for step in record.trace)
 
 
+def named(dirs: tuple[Path, ...]) -> str | list[str]:
+    """One directory as its path, several as a list (the JSON of a single pair stays as it was)."""
+    return str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs]
+
+
 def oracle_breakdown(a: dict[str, EvalRow], feasible: dict[str, BudgetRecord]) -> dict:
     """The run's questions that had a feasible record, split by whether beta* was tried in the search; on
     the tried ones, how many of the run's answers repeat the search's answer word for word."""
@@ -60,25 +68,36 @@ def oracle_breakdown(a: dict[str, EvalRow], feasible: dict[str, BudgetRecord]) -
 
 
 @click.command()
-@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--against", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--run", "run_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, multiple=True,
+              help="Repeat, each with its --against, to pool several pairs.")
+@click.option("--against", "against_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              multiple=True)
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
 @click.option("--exclude", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Leave out the questions this run directory holds.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also save the numbers here (JSON).")
-def main(run_dir: Path, against: Path, records: Path | None, exclude: Path | None, out: Path | None) -> None:
-    a, b = rows(run_dir), rows(against)
-    if set(a) != set(b):
-        raise click.ClickException(f"{run_dir} and {against} hold different questions")
+def main(run_dirs: tuple[Path, ...], against_dirs: tuple[Path, ...], records: Path | None, exclude: Path | None,
+         out: Path | None) -> None:
+    if len(run_dirs) != len(against_dirs):
+        raise click.UsageError(f"give one --against for each --run ({len(run_dirs)} against {len(against_dirs)})")
+    a: dict[str, EvalRow] = {}
+    b: dict[str, EvalRow] = {}
+    for run_dir, against in zip(run_dirs, against_dirs):
+        ra, rb = rows(run_dir), rows(against)
+        if set(ra) != set(rb):
+            raise click.ClickException(f"{run_dir} and {against} hold different questions")
+        if set(ra) & set(a):
+            raise click.ClickException(f"{run_dir} holds questions of an earlier --run")
+        a, b = a | ra, b | rb
     left_out = set(rows(exclude)) if exclude else set()
     if left_out:
         a, b = ({k: r for k, r in run.items() if k not in left_out} for run in (a, b))
         if not a:
-            raise click.ClickException(f"{exclude} holds every question of {run_dir}")
+            raise click.ClickException(f"{exclude} holds every question of {', '.join(map(str, run_dirs))}")
     gained = sum(a[k].correct and not b[k].correct for k in a)
     lost = sum(b[k].correct and not a[k].correct for k in a)
     budgeted = [k for k in a if a[k].budget]
-    result = {"run": str(run_dir), "against": str(against), "n": len(a),
+    result = {"run": named(run_dirs), "against": named(against_dirs), "n": len(a),
               **({"excluded": str(exclude), "excluded_n": len(left_out)} if exclude else {}),
               "run_accuracy": round(mean(r.correct for r in a.values()), 4),
               "against_accuracy": round(mean(r.correct for r in b.values()), 4),

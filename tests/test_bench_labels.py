@@ -58,3 +58,31 @@ def test_length_profile_counts_answers_at_the_limit_and_short_ones(tmp_path: Pat
     assert (result["at_most_120"], result["at_most_120_right"]) == (2, 1)
     bad = subprocess.run([sys.executable, script, f"--run={run}", "--training=ppo:x:3"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "sft|dpo:RECORDS_DIR:N" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _run_dir(path: Path, rows: list[tuple[str, bool, int]]) -> Path:
+    path.mkdir(parents=True)
+    lines = [json.dumps({"id": i, "correct": c, "output_tokens": t, "prompt_tokens": 10, "method": "vanilla"}) for i, c, t in rows]
+    (path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_paired_runs_pools_one_pair_per_data_set_into_one_sign_test(tmp_path: Path) -> None:
+    # data set x: the run gains q1 and q2; data set y: it gains q3 and loses q4; pooled 3 gained, 1 lost
+    ax = _run_dir(tmp_path / "ax", [("x1", True, 10), ("x2", True, 20)])
+    bx = _run_dir(tmp_path / "bx", [("x1", False, 30), ("x2", False, 40)])
+    ay = _run_dir(tmp_path / "ay", [("y3", True, 50), ("y4", False, 50)])
+    by = _run_dir(tmp_path / "by", [("y3", False, 50), ("y4", True, 70)])
+    out = tmp_path / "pooled.json"
+    script = [sys.executable, str(REPO / "bench" / "paired_runs.py")]
+    subprocess.run([*script, "--run", ax, "--against", bx, "--run", ay, "--against", by, "--out", out], check=True,
+                   capture_output=True, cwd=REPO)
+    pooled = json.loads(out.read_text())
+    assert pooled["n"] == 4 and (pooled["gained"], pooled["lost"]) == (3, 1) and pooled["sign_test_p"] == 0.625
+    assert pooled["run_tokens"] == 32.5 and pooled["against_tokens"] == 47.5 and pooled["run"] == [str(ax), str(ay)]
+    subprocess.run([*script, "--run", ax, "--against", bx, "--out", out], check=True, capture_output=True, cwd=REPO)
+    assert json.loads(out.read_text())["run"] == str(ax) and json.loads(out.read_text())["n"] == 2  # one pair, as before
+    unpaired = subprocess.run([*script, "--run", ax, "--against", bx, "--run", ay], capture_output=True, text=True, cwd=REPO)
+    assert unpaired.returncode == 2 and "one --against for each --run" in unpaired.stderr
+    twice = subprocess.run([*script, "--run", ax, "--against", bx, "--run", ax, "--against", bx], capture_output=True, text=True, cwd=REPO)
+    assert twice.returncode == 1 and "questions of an earlier --run" in twice.stderr
