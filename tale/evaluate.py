@@ -106,7 +106,7 @@ class EvalConfig:
     @property
     def data(self) -> str:
         """The data set spec, with the shard when the run takes one: what a report's columns group by."""
-        return self.dataset if self.shard is None else f"{self.dataset}#{self.shard}"
+        return data_spec(self.dataset, self.shard)
 
     def problems(self) -> list[Problem]:
         """The configuration's problems: the first ``limit`` after shuffling with ``seed``, then its shard."""
@@ -358,6 +358,11 @@ def collect(run_dir: Path, *, prices: Prices | None = None, config: EvalConfig |
 _GENERIC_STEMS = re.compile(r"test|train|validation|dev|(cloze|single_choice)_(en|cn)")
 
 
+def data_spec(dataset: str, shard: str | None) -> str:
+    """A data set spec with its shard, ``DATASET#I/N``, or the spec alone when the run takes every problem."""
+    return dataset if not shard else f"{dataset}#{shard}"
+
+
 def dataset_label(spec: str) -> str:
     """A short name for a data set spec: ``gsm8k:../data/gsm8k/test.jsonl`` is ``gsm8k:test``,
     ``jsonl:../my/problems.jsonl`` is ``jsonl:problems``, ``mathbench:../data/mathbench/middle`` is
@@ -394,6 +399,5 @@ def run_name(identity: dict[str, Any]) -> str:
         what["shard"] = identity["shard"]
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
     label = identity.get("budget_source") or identity["method"]
-    data = identity["dataset"] + (f"#{identity['shard']}" if identity.get("shard") else "")
-    return "__".join([_slug(dataset_label(data)), _slug(short_label(identity["model"])),
+    return "__".join([_slug(dataset_label(data_spec(identity["dataset"], identity.get("shard")))), _slug(short_label(identity["model"])),
                       _slug(short_label(label)), digest])
