@@ -48,6 +48,11 @@ def tried(record: BudgetRecord) -> bool:
     return any(step.budget == record.budget and step.correct for step in record.trace)
 
 
+def significant(p: float) -> float:
+    """A p-value to 3 significant figures: rounding to 3 decimals would print p = 3e-5 as 0.0."""
+    return float(f"{p:.3g}")
+
+
 def named(dirs: tuple[Path, ...]) -> str | list[str]:
     """One directory as its path, several as a list (the JSON of a single pair stays as it was)."""
     return str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs]
@@ -104,7 +109,7 @@ def main(run_dirs: tuple[Path, ...], against_dirs: tuple[Path, ...], records: Pa
               "run_tokens": round(mean(r.output_tokens for r in a.values()), 1),
               "against_tokens": round(mean(r.output_tokens for r in b.values()), 1),
               "gained": gained, "lost": lost,
-              "sign_test_p": round(sign_test(gained, lost), 3),
+              "sign_test_p": significant(sign_test(gained, lost)),
               "shorter": sum(a[k].output_tokens < b[k].output_tokens for k in a),
               "longer": sum(a[k].output_tokens > b[k].output_tokens for k in a),
               "same_text": sum(a[k].text == b[k].text for k in a),

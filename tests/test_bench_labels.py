@@ -86,3 +86,13 @@ def test_paired_runs_pools_one_pair_per_data_set_into_one_sign_test(tmp_path: Pa
     assert unpaired.returncode == 2 and "one --against for each --run" in unpaired.stderr
     twice = subprocess.run([*script, "--run", ax, "--against", bx, "--run", ax, "--against", bx], capture_output=True, text=True, cwd=REPO)
     assert twice.returncode == 1 and "questions of an earlier --run" in twice.stderr
+
+
+def test_paired_runs_keeps_a_small_p_value_nonzero(tmp_path: Path) -> None:
+    # 20 questions the run gains and none it loses: p = 2 / 2**20, about 1.9e-6, which 3 decimals would make 0.0
+    a = _run_dir(tmp_path / "a", [(f"q{i}", True, 10) for i in range(20)])
+    b = _run_dir(tmp_path / "b", [(f"q{i}", False, 10) for i in range(20)])
+    out = tmp_path / "p.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "paired_runs.py"), "--run", a, "--against", b, "--out", out],
+                   check=True, capture_output=True, cwd=REPO)
+    assert json.loads(out.read_text())["sign_test_p"] == 1.91e-06
