@@ -6,9 +6,9 @@
 Each --records directory is one search of the same questions (sampled searches with other seeds, the
 greedy search beside them). For every ordered pair of searches (A, B), over the questions feasible in
 both, it reports the Spearman correlation of their budgets and the in-range rate of A's budget taken as
-an estimate of B's (``B <= A <= 2 B``, ``predictor.metrics.in_range``): no estimator that sees only the
-question can be expected to predict a fresh search better than another search of the same question does.
-It also reports how often both agree on feasibility.
+an estimate of B's (``B <= A <= 2 B``, ``predictor.metrics.in_range``) with its 95% Wilson interval, beside
+the in-range rate of the best constant in hindsight on the same labels (``label_ceiling.best_constant``, the
+question-blind reference on the same questions). It also reports how often both agree on feasibility.
 
 With three or more sampled searches it scores the multi-sample label the same way, leave one out: the
 low median of the other searches (``data_builder.labels.median_label``) against the left-out search,
@@ -25,6 +25,8 @@ import statistics
 from pathlib import Path
 
 import click
+from label_ceiling import best_constant
+from scipy.stats import binomtest
 
 from data_builder.labels import median_label
 from data_builder.records import load_records
@@ -38,9 +40,14 @@ def agreement(estimates: dict[str, int], labels: dict[str, int]) -> dict:
         return {"n": 0}
     a, b = [estimates[i] for i in ids], [labels[i] for i in ids]
     spearman = _spearman(a, b)
-    return {"n": len(ids), "in_range": round(sum(in_range(x, y) for x, y in zip(a, b)) / len(ids), 3),
+    hits = sum(in_range(x, y) for x, y in zip(a, b))
+    interval = binomtest(hits, len(ids)).proportion_ci(method="wilson")
+    constant, constant_rate = best_constant(b)
+    return {"n": len(ids), "in_range": round(hits / len(ids), 3),
+            "in_range_95ci": [round(interval.low, 3), round(interval.high, 3)],
             "under": round(sum(x < y for x, y in zip(a, b)) / len(ids), 3),
-            "spearman": None if spearman is None else round(spearman, 3)}
+            "spearman": None if spearman is None else round(spearman, 3),
+            "best_constant": constant, "best_constant_in_range": round(constant_rate, 3)}
 
 
 def mean_of(rows: list[dict], key: str) -> float | None:
@@ -68,7 +75,7 @@ def main(directories: tuple[Path, ...], out: Path | None) -> None:
     result = {"questions": len(common), "searches": names,
               "feasible_share": [round(len(b) / len(common), 3) for b in budgets],
               "mean_budget": [round(statistics.fmean(b.values()), 1) if b else None for b in budgets],
-              "pairs": pairs, "one_search_against_another": {k: mean_of(pairs, k) for k in ("in_range", "under", "spearman")}}
+              "pairs": pairs, "one_search_against_another": {k: mean_of(pairs, k) for k in ("in_range", "under", "spearman", "best_constant_in_range")}}
     sampled = [k for k, d in enumerate(directories) if "seed-" in d.name]
     if len(sampled) >= 3:
         single, median = [], []

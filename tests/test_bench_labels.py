@@ -26,6 +26,10 @@ def test_label_noise_scores_one_search_against_another_and_the_median_leave_one_
     pair = next(p for p in result["pairs"] if p["estimate"].endswith("seed-0") and p["label"].endswith("seed-1"))
     # q0..q2 feasible in both: 15<=10? no; 100<=40? no; 100<=100<=200 yes
     assert pair["n"] == 3 and pair["in_range"] == 0.333 and pair["under"] == 0.667 and pair["feasibility_agreement"] == 0.75
+    low, high = pair["in_range_95ci"]
+    assert 0.0 < low < 0.333 < high < 1.0  # Wilson: never the degenerate [0.333, 0.333] of a normal approximation
+    # seed-1's labels there are 15, 100, 100: the constant 100 is in range of two of them, no constant of all three
+    assert pair["best_constant"] == 100 and pair["best_constant_in_range"] == 0.667
     loo = result["leave_one_out"]
     assert set(loo) == {"sampled_searches", "one_search", "median_of_2"} and loo["one_search"]["n"] is not None
 
