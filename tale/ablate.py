@@ -234,6 +234,15 @@ def _average(cells: dict[str, EvalResult], datasets: Sequence[str]) -> str:
 
 
 MARKERS = "osD^v<>pP*Xhd"
+LEGEND_WIDTH = 48  # characters of a legend label; longer ones keep their head and tail (a run name's hash)
+
+
+def legend_label(label: str, width: int = LEGEND_WIDTH) -> str:
+    """``label`` cut to ``width`` characters in the middle, so a legend beside the panels stays narrow."""
+    if len(label) <= width:
+        return label
+    head = (width - 1) // 2
+    return f"{label[:head]}…{label[-(width - 1 - head):]}"
 
 
 def accuracy_figure(results: Sequence[EvalResult]) -> Figure:
@@ -261,8 +270,10 @@ def accuracy_figure(results: Sequence[EvalResult]) -> Figure:
         axes.set_ylim(bottom=0)
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("accuracy (%)")
-    figure.suptitle("Accuracy against output tokens" + ("" if all(r.complete for r in ordered) else " (hollow: run not finished)"))
-    method = [Line2D([], [], ls="", marker=m, color="gray", label=label) for label, m in labels.items()]
+    # over the panels, left: a centred title runs into the legends when they are wider than the panels
+    figure.suptitle("Accuracy against output tokens" + ("" if all(r.complete for r in ordered) else " (hollow: run not finished)"),
+                    x=0.01, ha="left")
+    method = [Line2D([], [], ls="", marker=m, color="gray", label=legend_label(label)) for label, m in labels.items()]
     model = [Line2D([], [], ls="", marker="o", color=c, label=name) for name, c in models.items()]
     if method:
         figure.legend(handles=method, title="method", loc="outside right upper", fontsize=7, title_fontsize=8)

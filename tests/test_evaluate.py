@@ -17,7 +17,7 @@ from data_builder.run_dir import RunMismatchError
 from data_builder.sources import Problem, load_problems, problem_id
 from reasoner.backends import Generation
 from reasoner.prompts import Prompt
-from tale.ablate import accuracy_figure, markdown_report, row_label, row_labels
+from tale.ablate import accuracy_figure, legend_label, markdown_report, row_label, row_labels
 from tale.cli_eval import ablate as ablate_command
 from tale.cli_eval import evaluate as evaluate_command
 from tale.estimators import EstimatorBudget, FixedBudget, build_source
@@ -501,3 +501,12 @@ def test_evaluate_command_takes_a_shard_and_refuses_a_bad_one(tiny_lm_dir: Path,
     assert [r.id for r in load_rows(run)] == wanted and f"{len(wanted)} questions, vanilla" in result.output
     bad = CliRunner().invoke(evaluate_command, ["--dataset", spec, "--shard", "2/2", "--out", str(out)])
     assert bad.exit_code == 2 and "--shard" in bad.output and "Traceback" not in bad.output
+
+
+def test_legend_labels_are_cut_in_the_middle_and_keep_the_run_hash() -> None:
+    assert legend_label("TALE-EP (tfidf:tfidf%0.1)") == "TALE-EP (tfidf:tfidf%0.1)"
+    long = "TALE-EP (matched:gsm8k_zero-test__reasoner-sft-lengths__llm-default__9bcda38a)"
+    other = long.replace("9bcda38a", "0f00d1e5")
+    short = legend_label(long)
+    assert len(short) == 48 and short.startswith("TALE-EP (matched:") and short.endswith("9bcda38a)") and "…" in short
+    assert legend_label(other) != short
