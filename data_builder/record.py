@@ -98,6 +98,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool | None": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
     "tuple[str, ...]": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
     "tuple[SearchRound, ...]": (lambda v: True, "a list of rounds"),  # checked round by round
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    # ladder records (data_builder.ladder): their rungs and samples are checked one by one
+    "tuple[LadderRung, ...]": (lambda v: True, "a list of rungs"),
+    "tuple[Sample, ...]": (lambda v: True, "a list of samples"),
     "Kind": _one_of(get_args(Kind)),
     "Language": _one_of(get_args(Language)),
 }

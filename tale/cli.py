@@ -9,11 +9,14 @@ from pathlib import Path
 import click
 
 from data_builder.build import BuildConfig
+from data_builder.ladder import LadderBuildConfig, LadderConfig, rung_name
 from data_builder.search import SEARCH_MODES, SearchConfig
 from reasoner.backends import MAX_NEW_TOKENS
 from tale.cli_common import DATASET, POSITIVE_INTS, SHARD, backend_options, setup
 
 SEARCH = SearchConfig()  # the options' defaults
+LADDER = LadderConfig()
+LADDER_BUILD = LadderBuildConfig(dataset="", out=Path("."))
 
 
 class _Group(click.Group):
@@ -102,8 +105,9 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 @click.option("--dataset", type=DATASET, required=True,
               help="KIND[:PATH], as for generate; e.g. gsm8k:path/to/gsm8k/train.jsonl.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Records directory (resumes if it exists).")
-@click.option("--search", "mode", type=click.Choice([*SEARCH_MODES, "reference", "equations"]), default=SEARCH.mode, show_default=True,
+@click.option("--search", "mode", type=click.Choice([*SEARCH_MODES, "ladder", "reference", "equations"]), default=SEARCH.mode, show_default=True,
               help=("halving: the paper's search; elastic: also require fewer tokens each round; bisect: a tighter true bisection; "
+                    "ladder: no search, every question at every --ladder rung, --samples answers each (an observed success curve); "
                     "reference: no search, the data set's worked solutions (gsm8k) with their length in --model's tokens as the budget, "
                     "a teacher for train-reasoner; equations: the same, but only the solutions' calculator equations "
                     "(less than half as long)."))
@@ -116,20 +120,34 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 @click.option("--tolerance", type=click.IntRange(min=1), default=SEARCH.tolerance, show_default=True,
               help="bisect: stop when the bounds are this close.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=SEARCH.max_new_tokens, show_default=True)
-@click.option("--pool", type=click.IntRange(min=1), default=BuildConfig.pool, show_default=True,
-              help="Questions in flight; each round is one batched call over them.")
-@click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--pool", type=click.IntRange(min=1), default=None,
+              help=f"Questions in flight; each round is one batched call over them [default: {BuildConfig.pool}; ladder: {LADDER_BUILD.pool}].")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
               help=("K > 1: search each question K times with sampling (needs --temperature above 0; seeds --sampling-seed, "
-                    "+1, ...), each search in OUT/samples/seed-S, and write the median-of-K label to OUT (data_builder/labels.py)."))
+                    "+1, ...), each search in OUT/samples/seed-S, and write the median-of-K label to OUT (data_builder/labels.py). "
+                    f"With --search ladder: answers per rung [default: 1; ladder: {LADDER.samples}]."))
+@click.option("--ladder", "ladder_text", default=",".join(map(rung_name, LADDER.rungs)), show_default=True,
+              help="--search ladder: the rungs, increasing; direct (or 0) answers without reasoning, vanilla (last) is plain CoT.")
+@click.option("--reuse", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
+              help="--search ladder: search-record directories of the same reasoner and settings whose vanilla answers count as vanilla samples.")
 @click.option("--push-to-hub", default=None,
               help="Also push the records to this hub data set repo (needs network and a token).")
 @backend_options
-def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tolerance, max_new_tokens, pool, samples, push_to_hub,
-          model, engine, threads, verbose):
+def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tolerance, max_new_tokens, pool, samples, ladder_text, reuse,
+          push_to_hub, model, engine, threads, verbose):
     """Search token budgets and record (question, budget, reasoning, answer) with the full trace.
 
     Example: tale build --dataset gsm8k:path/to/gsm8k/train.jsonl --limit 16 --out runs/records
+
+    Success curves: tale build --search ladder --temperature 0.7 --dataset gsm8k:path/to/gsm8k/train.jsonl --limit 16 --out runs/ladder
     """
+    if mode == "ladder":
+        return _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool, samples, ladder_text, reuse, model, engine,
+                             threads, verbose)
+    if reuse:
+        raise click.UsageError("--reuse applies to --search ladder only")
+    samples = samples or 1
+    pool = pool or BuildConfig.pool
     setup(verbose, threads)
     from tqdm import tqdm
 
@@ -198,6 +216,42 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
 
         datasets.load_dataset("json", data_files=[str(p) for p in sorted(out.glob("records-*.jsonl"))], split="train").push_to_hub(push_to_hub)
         click.echo(f"pushed to {push_to_hub}")
+
+
+def _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool, samples, ladder_text, reuse, model, engine, threads,
+                  verbose):
+    from data_builder.ladder import LadderError, parse_ladder
+
+    try:
+        config = LadderBuildConfig(
+            dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split, shard=shard,
+            pool=pool or LADDER_BUILD.pool, temperature=engine.temperature, sampling_seed=engine.sampling_seed, reuse=tuple(reuse),
+            ladder=LadderConfig(rungs=parse_ladder(ladder_text), samples=samples or LADDER.samples, max_new_tokens=max_new_tokens))
+    except LadderError as error:
+        raise click.UsageError(str(error)) from None
+    setup(verbose, threads)
+    from tqdm import tqdm
+
+    from data_builder.ladder import build_ladder, load_ladder, summarize_ladder
+
+    def backends():
+        return [(s, dataclasses.replace(engine, sampling_seed=s or 0).build(model)) for s in config.seeds]
+
+    with tqdm(desc="questions", unit="q") as bar:
+        def on_record(record):
+            bar.update(1)
+            curve = " ".join(f"{rung_name(r.budget)}:{sum(s.correct for s in r.samples)}/{len(r.samples)}" for r in record.rungs)
+            bar.write(f"{curve}  {record.id}")
+
+        def on_call(rung, sample, asked):
+            bar.set_description(f"rung {rung_name(rung)}, sample {sample}, {asked} asked")
+
+        path = build_ladder(config, backends, on_record=on_record, on_call=on_call)
+    records = load_ladder(out)
+    click.echo(f"\n{path}: {len(records)} questions in {out}")
+    for row in summarize_ladder(records):
+        click.echo(f"{row['rung']:>8}: accuracy {row['accuracy']:6.1%} over {row['samples']} samples, "
+                   f"mean output tokens {row['mean_output_tokens']:.1f}")
 
 
 @main.command()

@@ -16,11 +16,12 @@ from data_builder.sources import Problem, problem_id
 from reasoner.backends import Generation
 from reasoner.prompts import Prompt
 
-# Answer script of one question: budget (None = vanilla) -> (output tokens, correct).
+# Answer script of one question: budget (None = vanilla, 0 = the direct prompt) -> (output tokens, correct).
 Script = Callable[[int | None], tuple[int, bool]]
 
 _BUDGET = re.compile(r"use less than (\d+) tokens")
 _QUESTION = re.compile(r"^Q: (.*)$", re.MULTILINE)
+_DIRECT = "Answer the question directly"
 
 
 class ScriptedBackend:
@@ -39,7 +40,7 @@ class ScriptedBackend:
         for prompt in prompts:
             question = _QUESTION.search(prompt.user).group(1)
             match = _BUDGET.search(prompt.user)
-            budget = int(match.group(1)) if match else None
+            budget = int(match.group(1)) if match else 0 if _DIRECT in prompt.user else None
             problem, script = self._by_question[question]
             tokens, correct = script(budget)
             answer = problem.gold if correct else problem.gold + "1"

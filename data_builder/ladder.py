@@ -1,0 +1,417 @@
+"""Ladder labels: every question asked at a fixed ladder of budgets, K samples per rung, so each
+record holds an observed success curve (docs/method.md, "Success curves").
+
+A halving search records one noisy argmin per question; a ladder records the outcome at every rung:
+rung 0 is the direct prompt (answer without reasoning), positive rungs are TALE-EP's budget-aware
+prompt at that budget, and the top rung ``None`` is vanilla chain of thought. Questions are taken
+``pool`` at a time; each rung's prompts (one budget, so similar answer lengths: little padding waste
+in ort's static batches) go to the backend in one batched call per sample, and a chunk's records are
+written once all its rungs are asked, so a killed build loses at most one chunk.
+
+Sample ``k`` decodes with its own backend, seeded ``sampling_seed + k``; the seed is recorded with
+each answer. Vanilla answers that existing search records hold for the same reasoner and settings
+can be reused as vanilla samples (``reusable_vanilla``); they keep their own seed and origin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_builder.record import BudgetRecord, RecordError, _checked
+from data_builder.records import JsonlWriter, Shard, json_lines, load_records, problem_fields, record_files, write_meta
+from data_builder.rows import short
+from data_builder.run_dir import RunMismatchError, check_identity
+from data_builder.sources import Problem, load_problems
+from reasoner.backends import MAX_NEW_TOKENS, Backend
+from reasoner.grading import grade
+from reasoner.prompts import PROMPT_VERSION, Kind, Language, reasoning_prompt
+
+logger = logging.getLogger(__name__)
+
+LADDER_FORMAT = 1  # the layout of LadderRecord; a change of a field's name, type or meaning takes the next number
+DIRECT = 0  # the rung that asks for the answer without reasoning
+VANILLA = None  # the rung that asks for chain of thought with no budget
+Rung = int | None
+DEFAULT_LADDER: tuple[Rung, ...] = (DIRECT, 32, 64, 128, 256, VANILLA)
+
+
+class LadderError(ValueError):
+    """A ladder a user wrote that cannot be used (empty, not increasing, unknown rung)."""
+
+
+def rung_name(rung: Rung) -> str:
+    return "vanilla" if rung is VANILLA else "direct" if rung == DIRECT else str(rung)
+
+
+def parse_ladder(text: str) -> tuple[Rung, ...]:
+    """``direct,32,64,128,256,vanilla`` (``0`` also means direct) -> the rungs; refuses an empty
+    ladder, a rung that is not a non-negative integer, and rungs that do not strictly increase
+    (``vanilla`` can only be last)."""
+    parts = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise LadderError(f"--ladder needs at least one rung, got {text!r}")
+    rungs: list[Rung] = []
+    for part in parts:
+        if part == "vanilla":
+            rungs.append(VANILLA)
+        elif part == "direct":
+            rungs.append(DIRECT)
+        elif part.isdigit():
+            rungs.append(int(part))
+        else:
+            raise LadderError(f"--ladder: rung {part!r} is not direct, vanilla or a non-negative integer budget")
+    check_ladder(tuple(rungs))
+    return tuple(rungs)
+
+
+def check_ladder(rungs: Sequence[Rung]) -> None:
+    if not rungs:
+        raise LadderError("--ladder needs at least one rung")
+    if VANILLA in rungs[:-1]:
+        raise LadderError("--ladder: vanilla is the top rung, it can only come last")
+    budgets = [r for r in rungs if r is not VANILLA]
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in budgets):
+        raise LadderError(f"--ladder: budgets must be non-negative integers, got {list(rungs)}")
+    if any(a >= b for a, b in zip(budgets, budgets[1:])):
+        raise LadderError(f"--ladder: rungs must strictly increase, got {', '.join(map(rung_name, rungs))}")
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    """What every question is asked."""
+
+    rungs: tuple[Rung, ...] = DEFAULT_LADDER  # 0: direct; N: "use less than N tokens"; None: vanilla CoT (last)
+    samples: int = 2  # answers per rung, each from its own sampling seed (needs temperature > 0 when above 1)
+    max_new_tokens: int = MAX_NEW_TOKENS  # generation cap of every call
+
+    def __post_init__(self) -> None:
+        check_ladder(self.rungs)
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise LadderError(f"--samples must be a positive integer, got {self.samples!r}")
+        if self.max_new_tokens < 1:
+            raise LadderError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One answer at one rung."""
+
+    seed: int | None  # the sampling seed of the backend that wrote it (None: greedy)
+    correct: bool
+    output_tokens: int
+    prompt_tokens: int
+    predicted: str | None
+    finish_reason: str  # stop or length
+    text: str
+    origin: str | None = None  # None: asked by this build; else the records directory it was reused from
+
+
+@dataclass(frozen=True)
+class LadderRung:
+    """A rung's budget (0 direct, None vanilla) and its samples."""
+
+    budget: int | None
+    samples: tuple[Sample, ...]
+
+    @property
+    def success(self) -> float:
+        return sum(s.correct for s in self.samples) / len(self.samples)
+
+    @property
+    def mean_tokens(self) -> float:
+        return sum(s.output_tokens for s in self.samples) / len(self.samples)
+
+
+@dataclass(frozen=True)
+class LadderRecord:
+    """One line of a ``ladder-*.jsonl`` file: a problem and its observed success curve."""
+
+    id: str
+    source: str
+    question: str
+    gold: str
+    kind: Kind
+    options: tuple[str, ...]
+    language: Language
+    rungs: tuple[LadderRung, ...]  # in ladder order, direct first where asked
+    model: str
+    backend: str  # the engine's identity: hf, openai or ort:PRECISION
+    prompt_version: str
+    temperature: float
+    max_new_tokens: int
+
+    def rung(self, budget: Rung) -> LadderRung:
+        for rung in self.rungs:
+            if rung.budget == budget:
+                return rung
+        raise KeyError(f"{self.id} was not asked at rung {rung_name(budget)}")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["options"] = list(self.options)
+        data["rungs"] = [{"budget": r.budget, "samples": [asdict(s) for s in r.samples]} for r in self.rungs]
+        return data
+
+    @classmethod
+    def from_json(cls, obj: Any, path: str = "<ladder>", line: int | None = None) -> LadderRecord:
+        """The record of a JSON object, every field checked; ``RecordError`` names ``path:line`` and the first bad field."""
+
+        def bad(name: str | None, reason: str) -> RecordError:
+            return RecordError(str(path), line, name, reason)
+
+        values = _checked(obj, _LADDER_FIELDS, "", bad)
+        rungs = values["rungs"]
+        if not isinstance(rungs, list) or not rungs:
+            raise bad("rungs", f"expected a non-empty list of rungs, got {short(rungs)}")
+        parsed = []
+        for i, rung in enumerate(rungs):
+            raw = _checked(rung, _RUNG_FIELDS, f"rungs[{i}].", bad)
+            if not isinstance(raw["samples"], list) or not raw["samples"]:
+                raise bad(f"rungs[{i}].samples", f"expected a non-empty list of samples, got {short(raw['samples'])}")
+            samples = tuple(Sample(**_checked(s, _SAMPLE_FIELDS, f"rungs[{i}].samples[{j}].", bad))
+                            for j, s in enumerate(raw["samples"]))
+            parsed.append(LadderRung(raw["budget"], samples))
+        try:
+            check_ladder([r.budget for r in parsed])
+        except LadderError as error:
+            raise bad("rungs", str(error)) from None
+        values["rungs"] = tuple(parsed)
+        values["options"] = tuple(values["options"])
+        return cls(**values)
+
+
+_LADDER_FIELDS = tuple(f for f in LadderRecord.__dataclass_fields__.values())
+_RUNG_FIELDS = tuple(LadderRung.__dataclass_fields__.values())
+_SAMPLE_FIELDS = tuple(Sample.__dataclass_fields__.values())
+
+
+# --- the build ---------------------------------------------------------------------------------
+
+
+def ladder_prompt(problem: Problem, rung: Rung):
+    method = "vanilla" if rung is VANILLA else "direct" if rung == DIRECT else "budget"
+    return reasoning_prompt(problem.question, kind=problem.kind, options=problem.options, language=problem.language,
+                            method=method, budget=rung if method == "budget" else None)
+
+
+def ask_ladder(
+    problems: Iterable[Problem],
+    backends: Sequence[tuple[int | None, Backend]],
+    config: LadderConfig,
+    *,
+    pool: int = 64,
+    reuse: Mapping[str, Sequence[Sample]] | None = None,
+    on_call: Callable[[Rung, int, int], None] | None = None,
+) -> Iterator[tuple[Problem, tuple[LadderRung, ...]]]:
+    """Each problem's rungs, ``pool`` problems at a time, each chunk yielded once all its rungs are asked.
+
+    ``backends`` holds one (seed, backend) per sample. ``reuse`` maps a problem id to vanilla samples
+    already written elsewhere; they fill the vanilla rung first and only the rest are asked.
+    ``on_call(rung, sample, n_prompts)`` is called before each batched call, for progress display.
+    """
+    if pool < 1:
+        raise ValueError(f"pool must be >= 1, got {pool}")
+    if len(backends) != config.samples:
+        raise ValueError(f"{config.samples} samples need {config.samples} backends, got {len(backends)}")
+    reuse = reuse or {}
+    queue = iter(problems)
+    while chunk := [p for _, p in zip(range(pool), queue)]:
+        answers: dict[tuple[int, Rung], list[Sample]] = {}
+        for rung in config.rungs:
+            for i, p in enumerate(chunk):
+                kept = list(reuse.get(p.id, ()))[: config.samples] if rung is VANILLA else []
+                answers[i, rung] = kept
+            for k, (seed, backend) in enumerate(backends):
+                asked = [i for i in range(len(chunk)) if len(answers[i, rung]) <= k]
+                if not asked:
+                    continue
+                if on_call:
+                    on_call(rung, k, len(asked))
+                generations = backend.generate([ladder_prompt(chunk[i], rung) for i in asked], config.max_new_tokens)
+                for i, g in zip(asked, generations, strict=True):
+                    graded = grade(g.text, chunk[i].gold, chunk[i].kind)
+                    answers[i, rung].append(Sample(seed, graded.correct, g.output_tokens, g.prompt_tokens, graded.predicted,
+                                                   g.finish_reason, g.text))
+        for i, p in enumerate(chunk):
+            yield p, tuple(LadderRung(rung, tuple(answers[i, rung])) for rung in config.rungs)
+
+
+@dataclass(frozen=True)
+class LadderBuildConfig:
+    """One ladder-label run (``tale build --search ladder``)."""
+
+    dataset: str  # KIND[:PATH], as for load_problems
+    out: Path  # the ladder directory
+    model: str = "default"
+    backend: str = "ort:int4-b128"  # the engine's identity, as records name it (EngineOptions.identity)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
+    limit: int | None = None  # problems before sharding; a larger limit later grows the run (with the same seed)
+    seed: int | None = None  # shuffle before limit; None keeps file order
+    split: str = "train"  # for hub data sets
+    shard: Shard = field(default_factory=Shard)
+    pool: int = 64  # questions per chunk: every rung of a chunk is asked before its records are written
+    temperature: float = 0.7  # sampling temperature; 0 (greedy) allows one sample only
+    sampling_seed: int = 0  # sample k decodes with seed sampling_seed + k
+    reuse: tuple[Path, ...] = ()  # search-record directories whose vanilla answers count as vanilla samples
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise LadderError(f"temperature must be >= 0, got {self.temperature}")
+        if self.temperature == 0 and self.ladder.samples > 1:
+            raise LadderError(f"--samples {self.ladder.samples} needs --temperature above 0 (for example 0.7): greedy samples "
+                              "of one prompt are all the same; or ask --samples 1")
+
+    @property
+    def seeds(self) -> tuple[int | None, ...]:
+        if self.temperature == 0:
+            return (None,)
+        return tuple(self.sampling_seed + k for k in range(self.ladder.samples))
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the records already written (not ``limit``: it may grow)."""
+        return {
+            "dataset": self.dataset, "split": self.split, "seed": self.seed, "model": self.model, "backend": self.backend,
+            "temperature": self.temperature, "sampling_seed": self.sampling_seed, "prompt_version": PROMPT_VERSION,
+            "search": "ladder", "ladder": [rung_name(r) for r in self.ladder.rungs], "samples": self.ladder.samples,
+            "max_new_tokens": self.ladder.max_new_tokens, "shard": asdict(self.shard),
+        }
+
+
+def ladder_path(out: Path, shard: Shard) -> Path:
+    return out / f"ladder-{shard.stem()}.jsonl"
+
+
+def ladder_meta_path(out: Path, shard: Shard) -> Path:
+    return out / f"ladder-meta-{shard.stem()}.json"
+
+
+def read_ladder(path: Path) -> Iterator[LadderRecord]:
+    """The records of one ladder file; the first bad line raises ``RecordError`` naming file, line and field."""
+    meta = path.with_name(path.name.replace("ladder-", "ladder-meta-", 1).removesuffix(".jsonl") + ".json")
+    if meta.exists():
+        found = json.loads(meta.read_text()).get("ladder_format")
+        if found != LADDER_FORMAT:
+            raise RecordError(str(meta), None, "ladder_format", f"{found!r} is not supported: this version reads {LADDER_FORMAT}")
+    for number, line in json_lines(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise RecordError(str(path), number, None, f"not valid JSON ({error.msg})") from None
+        yield LadderRecord.from_json(obj, str(path), number)
+
+
+def load_ladder(directory: Path) -> list[LadderRecord]:
+    """Every ladder record of every shard in ``directory``."""
+    files = sorted(Path(directory).glob("ladder-[0-9]*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no ladder-*.jsonl files in {directory} (made by tale build --search ladder)")
+    return [r for path in files for r in read_ladder(path)]
+
+
+# The identity fields that make a search's vanilla answer a vanilla sample of this ladder.
+_REUSE_KEYS = ("model", "backend", "temperature", "prompt_version")
+
+
+def reusable_vanilla(directories: Sequence[Path], config: LadderBuildConfig) -> dict[str, list[Sample]]:
+    """Problem id -> vanilla samples from search records made by the same reasoner with the same
+    settings (model, backend, temperature, prompt version, generation cap); a directory of another
+    run is refused, naming what differs."""
+    want = config.identity()
+    found: dict[str, list[Sample]] = {}
+    for directory in directories:
+        for path in record_files(Path(directory)):
+            meta = path.with_name(path.name.replace("records-", "meta-", 1).removesuffix(".jsonl") + ".json")
+            identity = json.loads(meta.read_text()).get("identity", {}) if meta.exists() else {}
+            recorded = {k: identity.get(k, 0.0 if k == "temperature" else None) for k in _REUSE_KEYS}
+            recorded["max_new_tokens"] = (identity.get("search") or {}).get("max_new_tokens") if isinstance(identity.get("search"), dict) else None
+            differs = [k for k in (*_REUSE_KEYS, "max_new_tokens") if recorded[k] != want[k]]
+            if differs:
+                raise RunMismatchError(f"{directory}: its answers cannot be reused as this ladder's vanilla samples "
+                                       f"(differs in {', '.join(f'{k}: {recorded[k]!r} vs {want[k]!r}' for k in differs)})")
+            seed = identity.get("sampling_seed") if config.temperature > 0 else None
+        for record in load_records(Path(directory)):
+            if record.vanilla_text is None or record.vanilla_correct is None or record.vanilla_tokens is None:
+                continue
+            vanilla = record.trace[0]
+            found.setdefault(record.id, []).append(Sample(
+                seed, vanilla.correct, vanilla.output_tokens, vanilla.prompt_tokens, vanilla.predicted,
+                "length" if vanilla.output_tokens >= config.ladder.max_new_tokens else "stop", record.vanilla_text, str(directory)))
+    return found
+
+
+def build_ladder(
+    config: LadderBuildConfig,
+    backends: Sequence[tuple[int | None, Backend]] | Callable[[], Sequence[tuple[int | None, Backend]]],
+    problems: Sequence[Problem] | None = None,
+    *,
+    on_record: Callable[[LadderRecord], None] | None = None,
+    on_call: Callable[[Rung, int, int], None] | None = None,
+) -> Path:
+    """Ask (or resume asking) this shard's problems at every rung; returns the ladder file.
+
+    ``backends`` may be a function, called only when some problem is left to ask."""
+    if problems is None:
+        problems = load_problems(config.dataset, limit=config.limit, seed=config.seed, split=config.split)
+    mine = [p for p in problems if config.shard.holds(p.id)]
+    config.out.mkdir(parents=True, exist_ok=True)
+    meta = ladder_meta_path(config.out, config.shard)
+    check_identity(meta, config.identity())
+    reuse = reusable_vanilla(config.reuse, config) if config.reuse else {}
+    write_meta(meta, {"identity": config.identity(), "ladder_format": LADDER_FORMAT, "limit": config.limit, "pool": config.pool,
+                      "problems": len(mine), "reuse": [str(p) for p in config.reuse]})
+    path = ladder_path(config.out, config.shard)
+    run = {"model": config.model, "backend": config.backend, "prompt_version": PROMPT_VERSION,
+           "temperature": config.temperature, "max_new_tokens": config.ladder.max_new_tokens}
+    with JsonlWriter(path, ids=lambda p: (r.id for r in read_ladder(p))) as writer:
+        todo = [p for p in mine if p.id not in writer.done]
+        logger.info("%d problems in shard %s, %d already done", len(mine), config.shard.stem(), len(mine) - len(todo))
+        if not todo:
+            return path
+        asked = backends() if callable(backends) else backends
+        if [seed for seed, _ in asked] != list(config.seeds):
+            raise ValueError(f"the backends' seeds {[s for s, _ in asked]} are not the run's {list(config.seeds)}")
+        ladder = config.ladder if config.temperature > 0 else LadderConfig(config.ladder.rungs, 1, config.ladder.max_new_tokens)
+        for problem, rungs in ask_ladder(todo, asked, ladder, pool=config.pool, reuse=reuse, on_call=on_call):
+            record = LadderRecord(**problem_fields(problem), rungs=rungs, **run)
+            writer.append(record.to_json())
+            if on_record:
+                on_record(record)
+    return path
+
+
+# --- curve observations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One answer as a point of a question's success curve."""
+
+    budget: int | None  # 0 direct, None vanilla
+    correct: bool
+    output_tokens: int
+
+
+def observations(record: LadderRecord | BudgetRecord) -> list[Observation]:
+    """Every answer a record holds as a curve point: all samples of a ladder record; a search record's
+    rounds (its vanilla round at the top rung, each budget round at its budget)."""
+    if isinstance(record, LadderRecord):
+        return [Observation(r.budget, s.correct, s.output_tokens) for r in record.rungs for s in r.samples]
+    return [Observation(step.budget, step.correct, step.output_tokens) for step in record.trace]
+
+
+def summarize_ladder(records: Sequence[LadderRecord]) -> list[dict[str, Any]]:
+    """Per rung: questions, samples, accuracy over samples and mean output tokens (the marginal curve)."""
+    if not records:
+        return []
+    rows = []
+    for budget in [r.budget for r in records[0].rungs]:
+        samples = [s for rec in records for s in rec.rung(budget).samples]
+        rows.append({"rung": rung_name(budget), "questions": len(records), "samples": len(samples),
+                     "accuracy": sum(s.correct for s in samples) / len(samples),
+                     "mean_output_tokens": sum(s.output_tokens for s in samples) / len(samples)})
+    return rows

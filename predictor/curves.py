@@ -1,0 +1,306 @@
+"""Success curves: per question, P(correct | rung) and the expected output tokens at each rung of a ladder.
+
+A ladder record (``data_builder.ladder``) observes each question's curve with K samples per rung; a curve
+estimator predicts it from the question alone. Two live here:
+
+- ``MarginalCurves``: the question-blind curve, every question's the same (what any constant budget sees);
+- ``TfidfCurves``: per rung, a logistic regression of correctness and a ridge regression of log output
+  tokens on the question's TF-IDF plus a few counts (words, numbers, largest number's digits).
+
+Every predicted success curve is made non-decreasing in the budget by isotonic regression (a larger budget
+can always be used like a smaller one), so a policy never buys a rung that is predicted to do worse for
+more tokens. Both save to a directory whose ``tale_predictor.json`` says ``"estimator": "curves-..."``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from data_builder.ladder import LadderRecord, Rung, rung_name
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "tale_predictor.json"
+PIPELINE_FILE = "curves.joblib"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One question's predicted (or observed) curve over a ladder's rungs, in ladder order."""
+
+    rungs: tuple[Rung, ...]  # 0: direct; N: budget N; None: vanilla
+    success: tuple[float, ...]  # P(correct) at each rung, non-decreasing for a predicted curve
+    tokens: tuple[float, ...]  # expected output tokens at each rung
+
+
+class CurveEstimator(Protocol):
+    rungs: tuple[Rung, ...]
+
+    def curves(self, questions: Sequence[str]) -> list[Curve]: ...
+
+
+@dataclass(frozen=True)
+class CurveData:
+    """Ladder records as arrays: per question and rung, the success share and mean output tokens."""
+
+    ids: tuple[str, ...]
+    questions: tuple[str, ...]
+    rungs: tuple[Rung, ...]
+    success: Any  # numpy (n, R): share of correct samples
+    tokens: Any  # numpy (n, R): mean output tokens
+    samples: Any  # numpy (n, R): samples per rung
+
+    @classmethod
+    def of(cls, records: Sequence[LadderRecord]) -> CurveData:
+        import numpy as np
+
+        if not records:
+            raise ValueError("no ladder records")
+        rungs = tuple(r.budget for r in records[0].rungs)
+        for record in records:
+            if tuple(r.budget for r in record.rungs) != rungs:
+                raise ValueError(f"{record.id} was asked on another ladder ({', '.join(rung_name(r.budget) for r in record.rungs)}) "
+                                 f"than the first record ({', '.join(map(rung_name, rungs))})")
+        return cls(
+            ids=tuple(r.id for r in records), questions=tuple(r.question for r in records), rungs=rungs,
+            success=np.array([[rung.success for rung in r.rungs] for r in records], dtype=float),
+            tokens=np.array([[rung.mean_tokens for rung in r.rungs] for r in records], dtype=float),
+            samples=np.array([[len(rung.samples) for rung in r.rungs] for r in records], dtype=float),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: Any) -> CurveData:
+        return CurveData(tuple(self.ids[i] for i in index), tuple(self.questions[i] for i in index), self.rungs,
+                         self.success[index], self.tokens[index], self.samples[index])
+
+    def observed(self) -> list[Curve]:
+        """Each question's observed curve (not made monotone: what happened)."""
+        return [Curve(self.rungs, tuple(s), tuple(t)) for s, t in zip(self.success.tolist(), self.tokens.tolist())]
+
+
+def monotone(success: Sequence[float]) -> list[float]:
+    """The closest non-decreasing sequence (isotonic regression, equal weights)."""
+    from sklearn.isotonic import isotonic_regression
+
+    return [float(v) for v in isotonic_regression(list(success), increasing=True)]
+
+
+def _write_meta(directory: Path, meta: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _rungs_json(rungs: Sequence[Rung]) -> list[str]:
+    return [rung_name(r) for r in rungs]
+
+
+def _rungs_from(names: Sequence[str]) -> tuple[Rung, ...]:
+    from data_builder.ladder import parse_ladder
+
+    return parse_ladder(",".join(names))
+
+
+class MarginalCurves:
+    """Satisfies ``CurveEstimator``: the training set's mean curve for every question."""
+
+    kind = "curves-marginal"
+
+    def __init__(self, rungs: Sequence[Rung], success: Sequence[float], tokens: Sequence[float], n_train: int = 0) -> None:
+        self.rungs = tuple(rungs)
+        self.curve = Curve(self.rungs, tuple(monotone(success)), tuple(float(t) for t in tokens))
+        self.n_train = n_train
+
+    @classmethod
+    def fit(cls, data: CurveData) -> MarginalCurves:
+        return cls(data.rungs, data.success.mean(axis=0).tolist(), data.tokens.mean(axis=0).tolist(), len(data))
+
+    def curves(self, questions: Sequence[str]) -> list[Curve]:
+        return [self.curve] * len(questions)
+
+    def save(self, directory: Path) -> None:
+        _write_meta(Path(directory), {"estimator": self.kind, "rungs": _rungs_json(self.rungs), "success": list(self.curve.success),
+                                      "tokens": list(self.curve.tokens), "n_train": self.n_train})
+
+    @classmethod
+    def load(cls, directory: Path) -> MarginalCurves:
+        meta = json.loads((Path(directory) / META_FILE).read_text())
+        return cls(_rungs_from(meta["rungs"]), meta["success"], meta["tokens"], meta["n_train"])
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def question_counts(questions: Sequence[str]) -> Any:
+    """Columns: ln(1 + words), ln(1 + numbers), ln(1 + digits of the largest number), has options (A. ...).
+    Module level, so a pickled pipeline finds it by name."""
+    import numpy as np
+
+    rows = []
+    for q in questions:
+        numbers = _NUMBER.findall(q)
+        digits = max((len(re.sub(r"\D", "", n)) for n in numbers), default=0)
+        rows.append([math.log1p(len(q.split())), math.log1p(len(numbers)), math.log1p(digits), float(bool(re.search(r"\bA\. ", q)))])
+    return np.array(rows)
+
+
+@dataclass(frozen=True)
+class TfidfCurvesConfig:
+    """Settings of the TF-IDF curve estimator."""
+
+    c: float = 1.0  # inverse L2 strength of each rung's logistic regression
+    alpha: float = 1.0  # L2 strength of each rung's ridge regression of log tokens
+    ngram_max: int = 2  # word n-grams of 1..ngram_max words
+    min_df: int = 2  # drop terms found in fewer training questions than this
+
+    def __post_init__(self) -> None:
+        if not (self.c > 0 and self.alpha > 0):
+            raise ValueError(f"c and alpha must be > 0, got {self.c}, {self.alpha}")
+        if self.ngram_max < 1 or self.min_df < 1:
+            raise ValueError(f"ngram_max and min_df must be >= 1, got {self.ngram_max}, {self.min_df}")
+
+
+class TfidfCurves:
+    """Satisfies ``CurveEstimator``: per rung, logistic P(correct) and ridge log-tokens on TF-IDF + counts.
+
+    Each sample is one training row (a question with 1 of 2 samples right gives a positive and a negative
+    row), so K samples weigh as K observations. A rung where every training sample agrees predicts that share.
+    Saves with joblib, which is a pickle: load only directories you made or trust."""
+
+    kind = "curves-tfidf"
+
+    def __init__(self, rungs: Sequence[Rung], features: Any, classifiers: list[Any], regressors: list[Any],
+                 config: TfidfCurvesConfig, n_train: int = 0) -> None:
+        self.rungs = tuple(rungs)
+        self.features, self.classifiers, self.regressors = features, classifiers, regressors
+        self.config = config
+        self.n_train = n_train
+
+    @classmethod
+    def fit(cls, data: CurveData, config: TfidfCurvesConfig = TfidfCurvesConfig()) -> TfidfCurves:
+        import numpy as np
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.pipeline import FeatureUnion, Pipeline
+        from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+        if len(data) < 2:
+            raise ValueError(f"a TF-IDF curve estimator needs at least 2 training questions, got {len(data)}")
+        counts = Pipeline([("counts", FunctionTransformer(question_counts)), ("scale", StandardScaler())])
+        features = FeatureUnion([("tfidf", TfidfVectorizer(ngram_range=(1, config.ngram_max), min_df=min(config.min_df, len(data)),
+                                                           sublinear_tf=True)), ("counts", counts)])
+        x = features.fit_transform(list(data.questions))
+        classifiers, regressors = [], []
+        for r in range(len(data.rungs)):
+            k = data.samples[:, r]
+            right = np.rint(data.success[:, r] * k)
+            share = right.sum() / k.sum()
+            if share in (0.0, 1.0):
+                classifiers.append(float(share))
+            else:  # a row per outcome, weighted by how many samples had it
+                from scipy.sparse import vstack
+
+                rows = vstack([x, x])
+                labels = np.r_[np.ones(len(data)), np.zeros(len(data))]
+                weights = np.r_[right, k - right]
+                keep = weights > 0
+                classifiers.append(LogisticRegression(C=config.c, max_iter=2000).fit(rows[keep], labels[keep], sample_weight=weights[keep]))
+            regressors.append(Ridge(alpha=config.alpha).fit(x, np.log1p(data.tokens[:, r])))
+        return cls(data.rungs, features, classifiers, regressors, config, len(data))
+
+    def curves(self, questions: Sequence[str]) -> list[Curve]:
+        import numpy as np
+
+        if not questions:
+            return []
+        x = self.features.transform(list(questions))
+        success = np.column_stack([np.full(len(questions), c) if isinstance(c, float) else c.predict_proba(x)[:, 1]
+                                   for c in self.classifiers])
+        tokens = np.column_stack([np.expm1(r.predict(x)).clip(min=1.0) for r in self.regressors])
+        return [Curve(self.rungs, tuple(monotone(s)), tuple(float(t) for t in row)) for s, row in zip(success.tolist(), tokens.tolist())]
+
+    def save(self, directory: Path) -> None:
+        import joblib
+        import sklearn
+
+        directory = Path(directory)
+        _write_meta(directory, {"estimator": self.kind, "rungs": _rungs_json(self.rungs), "pipeline": PIPELINE_FILE,
+                                "config": asdict(self.config), "n_train": self.n_train, "sklearn": sklearn.__version__})
+        joblib.dump({"features": self.features, "classifiers": self.classifiers, "regressors": self.regressors}, directory / PIPELINE_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> TfidfCurves:
+        """Unpickles ``curves.joblib``: only for directories you trust."""
+        import joblib
+
+        meta = json.loads((Path(directory) / META_FILE).read_text())
+        parts = joblib.load(Path(directory) / meta["pipeline"])
+        return cls(_rungs_from(meta["rungs"]), parts["features"], parts["classifiers"], parts["regressors"],
+                   TfidfCurvesConfig(**meta["config"]), meta["n_train"])
+
+
+CURVE_KINDS = {MarginalCurves.kind: MarginalCurves, TfidfCurves.kind: TfidfCurves}
+
+
+def load_curves(directory: Path) -> CurveEstimator:
+    """The curve estimator saved in ``directory``."""
+    path = Path(directory) / META_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{directory}: no {META_FILE} (a curve estimator is saved by tale train-curves)")
+    kind = json.loads(path.read_text()).get("estimator")
+    if kind not in CURVE_KINDS:
+        raise ValueError(f"{path}: {kind!r} is not a curve estimator ({', '.join(CURVE_KINDS)})")
+    return CURVE_KINDS[kind].load(directory)
+
+
+# --- calibration of the predicted probabilities --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How well predicted P(correct) matches the observed samples, per rung and over all."""
+
+    brier: float  # mean squared error of p against each sample's 0/1 outcome
+    ece: float  # expected calibration error over ``bins`` equal-width bins, weighted by samples
+    base_rate_brier: float  # the Brier score of each rung's held-out base rate: what knowing only the rung achieves
+    bins: list[dict[str, float]] = field(default_factory=list)  # mean p, observed rate and samples per bin
+    per_rung: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def calibration(predicted: Sequence[Curve], data: CurveData, bins: int = 10) -> Calibration:
+    """Brier score and ECE of predicted success against every held-out sample (each sample a 0/1 outcome)."""
+    import numpy as np
+
+    p = np.array([c.success for c in predicted], dtype=float)
+    k = data.samples
+    right = np.rint(data.success * k)
+    # Brier over samples: a question-rung with r of k right contributes r (1-p)^2 + (k-r) p^2.
+    brier = float(((right * (1 - p) ** 2 + (k - right) * p ** 2).sum()) / k.sum())
+    rate = right.sum(axis=0) / k.sum(axis=0)
+    base = float(((right * (1 - rate) ** 2 + (k - right) * rate ** 2).sum()) / k.sum())
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        n = k[mask].sum()
+        if n == 0:
+            continue
+        mean_p = float((p[mask] * k[mask]).sum() / n)
+        observed = float(right[mask].sum() / n)
+        ece += n / k.sum() * abs(mean_p - observed)
+        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "mean_p": mean_p, "observed": observed, "samples": float(n)})
+    per_rung = {}
+    for r, rung in enumerate(data.rungs):
+        kr, rr, pr = k[:, r], right[:, r], p[:, r]
+        per_rung[rung_name(rung)] = {"brier": float((rr * (1 - pr) ** 2 + (kr - rr) * pr ** 2).sum() / kr.sum()),
+                                     "mean_p": float((pr * kr).sum() / kr.sum()), "observed": float(rr.sum() / kr.sum())}
+    return Calibration(brier, float(ece), base, rows, per_rung)

@@ -1,0 +1,137 @@
+"""Success curves: estimators, policies on hand-made curves, and the offline frontier against hand computation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_builder.ladder import LadderRecord, LadderRung, Sample
+from predictor.curves import CurveData, MarginalCurves, TfidfCurves, calibration, load_curves, monotone
+from predictor.frontier import accuracy_at, compare_to_constants, frontier_points, tokens_at, upper_hull
+from predictor.policies import Curve, Policy, allocate_curves, by_price, by_target
+
+RUNGS = (0, 64, None)
+
+
+def record(i: int, question: str, outcomes: list[list[tuple[bool, int]]]) -> LadderRecord:
+    rungs = tuple(LadderRung(b, tuple(Sample(k, c, t, 10, None, "stop", "") for k, (c, t) in enumerate(samples)))
+                  for b, samples in zip(RUNGS, outcomes))
+    return LadderRecord(id=f"q{i}", source="test", question=question, gold="1", kind="cloze", options=(), language="en",
+                        rungs=rungs, model="m", backend="b", prompt_version="v", temperature=0.7, max_new_tokens=384)
+
+
+def test_monotone_pools_adjacent_violators() -> None:
+    assert monotone([0.5, 0.1, 0.9]) == pytest.approx([0.3, 0.3, 0.9])
+    assert monotone([0.0, 0.5, 1.0]) == [0.0, 0.5, 1.0]
+
+
+def test_curve_data_and_the_marginal_curve(tmp_path: Path) -> None:
+    records = [
+        record(0, "easy", [[(True, 4), (True, 6)], [(True, 40), (True, 40)], [(True, 200), (True, 200)]]),
+        record(1, "hard", [[(False, 4), (False, 4)], [(True, 60), (False, 60)], [(False, 300), (True, 300)]]),
+    ]
+    data = CurveData.of(records)
+    assert data.success.tolist() == [[1, 1, 1], [0, 0.5, 0.5]]
+    assert data.tokens.tolist() == [[5, 40, 200], [4, 60, 300]]
+    marginal = MarginalCurves.fit(data)
+    assert marginal.curve.success == (0.5, 0.75, 0.75) and marginal.curve.tokens == (4.5, 50, 250)
+    marginal.save(tmp_path / "m")
+    again = load_curves(tmp_path / "m")
+    assert again.curves(["x", "y"]) == [marginal.curve] * 2 and again.rungs == RUNGS
+
+
+def test_tfidf_curves_learn_which_questions_are_easy(tmp_path: Path) -> None:
+    easy = [record(i, f"what is {i} plus one", [[(True, 5)] * 2, [(True, 30)] * 2, [(True, 150)] * 2]) for i in range(20)]
+    hard = [record(20 + i, f"a train leaves the station at {i} and a second train follows {i} hours later; when do they meet",
+                   [[(False, 5)] * 2, [(False, 60)] * 2, [(True, 300), (False, 320)]]) for i in range(20)]
+    data = CurveData.of(easy + hard)
+    model = TfidfCurves.fit(data)
+    model.save(tmp_path / "t")
+    model = load_curves(tmp_path / "t")
+    [e, h] = model.curves(["what is 99 plus one", "a train leaves the station at 7 and a second train follows 2 hours later; when do they meet"])
+    assert e.success[0] > 0.6 > h.success[0]
+    assert all(a <= b for a, b in zip(h.success, h.success[1:]))  # monotone
+    assert e.tokens[2] < h.tokens[2]
+    # The ladder's success on held-out samples: better calibrated than the rung base rates on these questions.
+    held = calibration(model.curves(list(data.questions)), data)
+    base = calibration(MarginalCurves.fit(data).curves(list(data.questions)), data)
+    assert held.brier < base.brier
+    assert base.brier == pytest.approx(base.base_rate_brier)
+
+
+def test_calibration_on_hand_made_numbers() -> None:
+    data = CurveData.of([record(0, "q", [[(True, 1), (False, 1)], [(True, 1), (True, 1)], [(True, 1), (True, 1)]])])
+    curve = Curve(RUNGS, (0.5, 1.0, 1.0), (1, 1, 1))
+    result = calibration([curve], data, bins=2)
+    # Brier: direct rung 0.25 on each of 2 samples, the others 0: 0.5 / 6.
+    assert result.brier == pytest.approx(0.5 / 6)
+    # Bins: p = 0.5 (2 samples, 1 right) lies in [0.5, 1]; p = 1 (4 samples, all right) too: mean p 5/6, observed 5/6.
+    assert result.ece == pytest.approx(0.0)
+    assert result.per_rung["direct"] == {"brier": 0.25, "mean_p": 0.5, "observed": 0.5}
+
+
+def curve(success, tokens):
+    return Curve(RUNGS, tuple(success), tuple(tokens))
+
+
+def test_price_policy_on_hand_made_curves() -> None:
+    c = curve([0.3, 0.6, 0.7], [5, 50, 250])
+    assert by_price(c, 0.0) == 2  # free tokens: the most accurate rung
+    assert by_price(c, 0.001) == 1  # 0.6 - 0.05 = 0.55 > 0.7 - 0.25 and > 0.3 - 0.005
+    assert by_price(c, 0.01) == 0  # 0.3 - 0.05 = 0.25 > 0.6 - 0.5
+    assert by_price(curve([0.5, 0.5, 0.5], [5, 50, 250]), 0.0) == 0  # a tie goes to the cheaper rung
+
+
+def test_target_policy_on_hand_made_curves() -> None:
+    c = curve([0.3, 0.6, 0.8], [5, 50, 250])
+    assert by_target(c, 1.0) == 2
+    assert by_target(c, 0.75) == 1  # 0.6 >= 0.75 * 0.8
+    assert by_target(c, 0.3) == 0
+    assert by_target(curve([0.0, 0.0, 0.0], [5, 50, 250]), 0.9) == 0  # nothing helps: the cheapest rung
+
+
+def test_total_policy_buys_the_best_gain_per_token_first() -> None:
+    a = curve([0.1, 0.9, 0.95], [5, 50, 250])  # +0.8 for 45 tokens
+    b = curve([0.1, 0.2, 0.8], [5, 50, 250])  # hull from direct skips 64: +0.7 for 245 tokens
+    assert allocate_curves([a, b], 10) == [0, 0]
+    assert allocate_curves([a, b], 60) == [1, 0]  # 50 + 5
+    assert allocate_curves([a, b], 300) == [1, 2]  # 50 + 250
+    assert allocate_curves([a, b], 1000) == [2, 2]
+    assert Policy("total", 30).choose([a, b]) == [1, 0]  # 30 tokens per question: 60 in all
+
+
+def test_bad_policies_are_refused() -> None:
+    with pytest.raises(ValueError, match="policy must be one of"):
+        Policy("cheapest", 1)
+    with pytest.raises(ValueError, match="out of range"):
+        Policy("target", 1.5)
+
+
+def test_hull_and_interpolation_by_hand() -> None:
+    hull = upper_hull([5, 50, 250, 100], [0.2, 0.5, 0.6, 0.4])  # (100, 0.4) lies below the hull
+    assert hull == [(5, 0.2), (50, 0.5), (250, 0.6)]
+    assert accuracy_at(hull, 150) == pytest.approx(0.55)
+    assert accuracy_at(hull, 1) == 0.2 and accuracy_at(hull, 999) == 0.6
+    assert tokens_at(hull, 0.35) == pytest.approx(27.5)
+    assert tokens_at(hull, 0.7) is None
+
+
+def test_the_offline_frontier_equals_a_hand_computation() -> None:
+    # Four questions. Rungs: direct, 64, vanilla. Easy questions are right everywhere; hard only at vanilla.
+    easy = [[(True, 4)] * 2, [(True, 40)] * 2, [(True, 200)] * 2]
+    hard = [[(False, 4)] * 2, [(False, 60)] * 2, [(True, 300)] * 2]
+    data = CurveData.of([record(0, "a", easy), record(1, "b", easy), record(2, "c", hard), record(3, "d", hard)])
+    points = frontier_points(data, {"oracle": [[0, 0, 2, 2]]})
+    # Constants: direct 50% at 4 tokens, 64: 50% at 50, vanilla 100% at 250.
+    assert [(p["accuracy"], p["tokens"]) for p in points["constant"]] == [(0.5, 4), (0.5, 50), (1.0, 250)]
+    assert points["oracle"] == [{"accuracy": 1.0, "tokens": 152}]  # (4 + 4 + 300 + 300) / 4
+    result = compare_to_constants(data, [0, 0, 2, 2], [[0, 0, 0, 0], [0, 0, 2, 2]], resamples=50)
+    # The constants' hull at 152 tokens: 0.5 + 0.5 * (152 - 4) / (250 - 4).
+    assert result["gain"]["value"] == pytest.approx(1 - (0.5 + 0.5 * 148 / 246))
+    # The best constant (vanilla, 100% at 250); the sweep reaches 100% at 152 tokens: 39.2% fewer.
+    assert result["saving"]["value"] == pytest.approx(1 - 152 / 250)
+    assert result["best_constant_tokens"] == 250 and result["accuracy"] == 1.0
+    assert result["gain"]["low"] <= result["gain"]["value"] <= result["gain"]["high"]
+    assert np.isfinite(result["saving"]["low"])
