@@ -205,13 +205,16 @@ def ask_ladder(
     config: LadderConfig,
     *,
     pool: int = 64,
+    batch: int | None = None,
     reuse: Mapping[str, Sequence[Sample]] | None = None,
     on_call: Callable[[Rung, int, int], None] | None = None,
 ) -> Iterator[tuple[Problem, tuple[LadderRung, ...]]]:
     """Each problem's rungs, ``pool`` problems at a time, each chunk yielded once all its rungs are asked.
 
     ``backends`` holds one (seed, backend) per sample. ``reuse`` maps a problem id to vanilla samples
-    already written elsewhere; they fill the vanilla rung first and only the rest are asked.
+    already written elsewhere; they fill the vanilla rung first and only the rest are asked. With ``batch``
+    each rung's prompts go to the backend ``batch`` at a time, ordered by expected answer length (the
+    question's answers at this rung so far, else at the rung below): for static-batch engines (ort).
     ``on_call(rung, sample, n_prompts)`` is called before each batched call, for progress display.
     """
     if pool < 1:
@@ -232,13 +235,32 @@ def ask_ladder(
                     continue
                 if on_call:
                     on_call(rung, k, len(asked))
-                generations = backend.generate([ladder_prompt(chunk[i], rung) for i in asked], config.max_new_tokens)
-                for i, g in zip(asked, generations, strict=True):
-                    graded = grade(g.text, chunk[i].gold, chunk[i].kind)
-                    answers[i, rung].append(Sample(seed, graded.correct, g.output_tokens, g.prompt_tokens, graded.predicted,
-                                                   g.finish_reason, g.text))
+                for group in _groups(asked, lambda i: _expected_length(answers, i, rung, config.rungs), batch):
+                    generations = backend.generate([ladder_prompt(chunk[i], rung) for i in group], config.max_new_tokens)
+                    for i, g in zip(group, generations, strict=True):
+                        graded = grade(g.text, chunk[i].gold, chunk[i].kind)
+                        answers[i, rung].append(Sample(seed, graded.correct, g.output_tokens, g.prompt_tokens, graded.predicted,
+                                                       g.finish_reason, g.text))
         for i, p in enumerate(chunk):
             yield p, tuple(LadderRung(rung, tuple(answers[i, rung])) for rung in config.rungs)
+
+
+def _expected_length(answers: Mapping[tuple[int, Rung], Sequence[Sample]], i: int, rung: Rung, rungs: Sequence[Rung]) -> float:
+    """How long question ``i``'s next answer at ``rung`` will likely be: its answers at this rung so far,
+    else at the rung below, else nothing known (0)."""
+    for known in (answers.get((i, rung)), answers.get((i, rungs[rungs.index(rung) - 1])) if rungs.index(rung) else None):
+        if known:
+            return sum(s.output_tokens for s in known) / len(known)
+    return 0.0
+
+
+def _groups(asked: list[int], expected: Callable[[int], float], batch: int | None) -> list[list[int]]:
+    """The backend calls for ``asked``: one call, or calls of ``batch`` questions of similar expected answer
+    length (a static batch runs until its longest row ends, so mixing short and long answers wastes it)."""
+    if batch is None or batch >= len(asked):
+        return [asked]
+    order = sorted(asked, key=expected)
+    return [order[start : start + batch] for start in range(0, len(order), batch)]
 
 
 @dataclass(frozen=True)
@@ -255,6 +277,7 @@ class LadderBuildConfig:
     split: str = "train"  # for hub data sets
     shard: Shard = field(default_factory=Shard)
     pool: int = 64  # questions per chunk: every rung of a chunk is asked before its records are written
+    batch: int | None = None  # backend calls of this many prompts of similar expected length (ort's static batches); None: one call
     temperature: float = 0.7  # sampling temperature; 0 (greedy) allows one sample only
     sampling_seed: int = 0  # sample k decodes with seed sampling_seed + k
     reuse: tuple[Path, ...] = ()  # search-record directories whose vanilla answers count as vanilla samples
@@ -376,7 +399,8 @@ def build_ladder(
         if [seed for seed, _ in asked] != list(config.seeds):
             raise ValueError(f"the backends' seeds {[s for s, _ in asked]} are not the run's {list(config.seeds)}")
         ladder = config.ladder if config.temperature > 0 else LadderConfig(config.ladder.rungs, 1, config.ladder.max_new_tokens)
-        for problem, rungs in ask_ladder(todo, asked, ladder, pool=config.pool, reuse=reuse, on_call=on_call):
+        for problem, rungs in ask_ladder(todo, asked, ladder, pool=config.pool, batch=config.batch, reuse=reuse,
+                                            on_call=on_call):
             record = LadderRecord(**problem_fields(problem), rungs=rungs, **run)
             writer.append(record.to_json())
             if on_record:

@@ -225,7 +225,8 @@ def _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool,
     try:
         config = LadderBuildConfig(
             dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split, shard=shard,
-            pool=pool or LADDER_BUILD.pool, temperature=engine.temperature, sampling_seed=engine.sampling_seed, reuse=tuple(reuse),
+            pool=pool or LADDER_BUILD.pool, batch=None if engine.kind == "openai" else engine.batch_size, temperature=engine.temperature,
+            sampling_seed=engine.sampling_seed, reuse=tuple(reuse),
             ladder=LadderConfig(rungs=parse_ladder(ladder_text), samples=samples or LADDER.samples, max_new_tokens=max_new_tokens))
     except LadderError as error:
         raise click.UsageError(str(error)) from None
@@ -304,6 +305,7 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, engine, th
 
 def _register() -> None:
     from tale.cli_calibrate import calibrate
+    from tale.cli_curves import frontier, train_curves
     from tale.cli_eval import ablate, evaluate
     from tale.cli_export import estimate, export
     from tale.cli_predict import eval_predictor, train_predictor
@@ -311,7 +313,8 @@ def _register() -> None:
     from tale.cli_serve import serve
     from tale.cli_train import rebuild_reasoner, train_reasoner
 
-    for command in (run, train_predictor, eval_predictor, calibrate, export, estimate, evaluate, ablate, train_reasoner, rebuild_reasoner, serve):
+    for command in (run, train_predictor, eval_predictor, calibrate, train_curves, frontier, export, estimate, evaluate, ablate, train_reasoner,
+                    rebuild_reasoner, serve):
         main.add_command(command)
 
 

@@ -14,6 +14,12 @@ itself, as TALE-EP does.
 A trained estimator's name may end in ``@FACTOR`` (``onnx:DIR@1.41``, ``tfidf@1.41``): its budgets
 times FACTOR (``predictor.Aimed``); 1.41 aims a point estimate at the log-centre of [b*, 2b*].
 
+A policy chooses each question's rung of a ladder from a curve estimator's predicted success curve
+(``predictor.policies``): ``price=LAMBDA:DIR`` (the rung maximising P(correct) - LAMBDA x tokens),
+``target=SHARE:DIR`` (the cheapest rung within SHARE of the vanilla rung's P) and ``total=T:DIR`` (T
+expected tokens per question, spent greedily over each batch of questions). A rung of 0 is the direct
+prompt, the top rung vanilla CoT.
+
 A calibrated estimator's name may end in ``%ALPHA`` instead (``onnx:DIR%0.1``, ``bert:DIR%0.05``): its
 budgets at risk ALPHA (``predictor.calibrate.Calibrated``), which suffice for at least 1 - ALPHA of new
 questions; the calibration is the directory's ``tale_calibration.json`` (``tale calibrate``).
@@ -39,7 +45,8 @@ logger = logging.getLogger(__name__)
 ESTIMATORS = ("bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR], probe[:DIR] (each but llm optionally @FACTOR, "
               "or %ALPHA with a calibrated DIR)")
 AIMABLE = ("bert", "onnx", "constant", "tfidf", "probe")  # estimators whose budgets @FACTOR may scale
-SOURCES = f"oracle:RECORDS_DIR, fixed:N, matched:RUN_DIR, replay:RUN_DIR, {ESTIMATORS}"
+POLICIES = "price=LAMBDA:CURVES_DIR, target=SHARE:CURVES_DIR, total=MEAN_TOKENS:CURVES_DIR"
+SOURCES = f"oracle:RECORDS_DIR, fixed:N, matched:RUN_DIR, replay:RUN_DIR, {POLICIES}, {ESTIMATORS}"
 
 BackendFor = Callable[[str], Backend]  # model name -> backend, so one model loads once
 Fallback = Literal["no-budget", "default-budget"]
@@ -272,8 +279,49 @@ class EstimatorBudget:
         return self._by_language[language]
 
 
+class PolicyBudget:
+    """Each question's rung from a curve estimator's predicted curve and a policy: 0 asks the direct prompt,
+    the top rung (None) vanilla CoT, any other rung its budget. Timed like an estimator; free of tokens."""
+
+    def __init__(self, curves: Any, policy: Any, name: str) -> None:
+        self.curves, self.policy, self.name = curves, policy, name
+
+    def assign(self, problems: Sequence[Problem]) -> list[Assignment]:
+        if not problems:
+            return []
+        start = time.perf_counter()
+        predicted = self.curves.curves([p.question for p in problems])
+        chosen = self.policy.choose(predicted)
+        share = (time.perf_counter() - start) / len(problems)
+        return [Assignment(curve.rungs[i], seconds=share) for curve, i in zip(predicted, chosen)]
+
+
+def split_policy(spec: str) -> tuple[Any, str] | None:
+    """``"price=0.002:DIR"`` -> (``Policy("price", 0.002)``, ``"DIR"``); None for a spec that names no policy."""
+    from predictor.policies import POLICY_KINDS, Policy
+
+    head, _, arg = spec.strip().partition(":")
+    kind, eq, value = head.partition("=")
+    if kind not in POLICY_KINDS:
+        return None
+    try:
+        number = float(value) if eq else math.nan
+        policy = Policy(kind, number)  # type: ignore[arg-type]
+        if not math.isfinite(number):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{spec!r}: a policy is {POLICIES}, with a number after '=' ({kind} {'0..1' if kind == 'target' else '>= 0'})") from None
+    if not arg:
+        raise ValueError(f"{spec!r}: a policy needs a curve estimator directory after ':' (tale train-curves writes one)")
+    return policy, arg
+
+
 def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_default: int | None = None) -> BudgetSource:
     """The budget source ``spec`` names; bare ``llm`` estimates with ``reasoner`` itself."""
+    if (policy := split_policy(spec)) is not None:
+        from predictor.curves import load_curves
+
+        return PolicyBudget(load_curves(Path(policy[1])), policy[0], spec.strip())
     kind, _, arg = spec.strip().partition(":")
     if kind == "fixed":
         try:
@@ -300,6 +348,8 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
 
 def check_source(spec: str) -> str:
     """``spec`` if it names a budget source (nothing is loaded), else ``ValueError``."""
+    if split_policy(spec) is not None:
+        return spec.strip()
     kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
     if kind not in ("fixed", "oracle", "matched", "replay", "llm", "bert", "onnx", "constant", "tfidf", "probe"):
         raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}")

@@ -64,7 +64,8 @@ def answer_problems(
     """Graded answers in problem order, ``chunk`` problems per backend call so progress shows.
 
     ``budgets`` (with method ``budget``) gives each problem its own budget; a problem whose budget
-    is None is asked with the vanilla prompt, and its answer says so (method ``vanilla``).
+    is None is asked with the vanilla prompt, one whose budget is 0 with the direct prompt, and its
+    answer says so (method ``vanilla`` or ``direct``).
     """
     if budgets is not None:
         if method != "budget" or budget is not None:
@@ -72,7 +73,7 @@ def answer_problems(
         if len(budgets) != len(problems):
             raise ValueError(f"{len(budgets)} budgets for {len(problems)} problems")
     asked: list[tuple[Method, int | None]] = [
-        (method, budget) if budgets is None else ("budget", b) if b is not None else ("vanilla", None)
+        (method, budget) if budgets is None else ("budget", b) if b else ("direct", None) if b == 0 else ("vanilla", None)
         for b in (budgets if budgets is not None else [budget] * len(problems))
     ]
     for start in range(0, len(problems), chunk):

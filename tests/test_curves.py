@@ -135,3 +135,43 @@ def test_the_offline_frontier_equals_a_hand_computation() -> None:
     assert result["best_constant_tokens"] == 250 and result["accuracy"] == 1.0
     assert result["gain"]["low"] <= result["gain"]["value"] <= result["gain"]["high"]
     assert np.isfinite(result["saving"]["low"])
+
+
+def test_train_curves_and_frontier_commands_on_scripted_ladders(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from scripted import ScriptedBackend, make_problem
+
+    from data_builder.ladder import LadderBuildConfig, LadderConfig, build_ladder
+    from tale.cli import main
+
+    def build(out: Path, first: int, n: int) -> None:
+        problems = [make_problem(i) for i in range(first, first + n)]
+
+        def script(i):  # even questions are right directly, odd ones need 64 tokens or more
+            return lambda b: (4, i % 2 == 0) if b == 0 else (max(1, (b or 200) // 2), b is None or b >= 64 or i % 2 == 0)
+
+        config = LadderBuildConfig(dataset="scripted", out=out, model="s", backend="s", ladder=LadderConfig(rungs=(0, 32, 64, None)))
+        build_ladder(config, lambda: [(k, ScriptedBackend(problems, [script(i) for i in range(first, first + n)])) for k in (0, 1)],
+                     problems)
+
+    build(tmp_path / "train", 0, 40)
+    build(tmp_path / "test", 100, 20)
+    runner = CliRunner()
+    result = runner.invoke(main, ["train-curves", "--ladder", str(tmp_path / "train"), "--out", str(tmp_path / "curves")])
+    assert result.exit_code == 0, result.output
+    assert "tfidf curves on 40 questions" in result.output and "direct 50.0%" in result.output
+    result = runner.invoke(main, ["frontier", "--train", str(tmp_path / "train"), "--test", str(tmp_path / "test"),
+                                  "--out", str(tmp_path / "f"), "--resamples", "100"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "f" / "frontier.json").read_text())
+    assert (tmp_path / "f" / "frontier.png").stat().st_size > 0 and (tmp_path / "f" / "reliability.png").exists()
+    # Constants on the held-out half: direct 50%, 32 50%, 64 100%, vanilla 100%.
+    assert [p["accuracy"] for p in report["points"]["constant"]] == [0.5, 0.5, 1.0, 1.0]
+    ceiling = report["comparisons"]["ceiling (observed curves)"]
+    # Knowing each curve: even questions direct (4 tokens), odd at 64 (32 tokens): 100% at 18 tokens, 43.75% fewer than the 64 rung.
+    assert ceiling["saving"]["value"] == pytest.approx(1 - 18 / 32)
+    assert report["comparisons"]["marginal price"]["gain"]["value"] <= 1e-9  # question-blind: never above the constants
+    result = runner.invoke(main, ["train-curves", "--ladder", str(tmp_path / "nothing-here")])
+    assert result.exit_code == 2

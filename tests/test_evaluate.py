@@ -510,3 +510,36 @@ def test_legend_labels_are_cut_in_the_middle_and_keep_the_run_hash() -> None:
     short = legend_label(long)
     assert len(short) == 48 and short.startswith("TALE-EP (matched:") and short.endswith("9bcda38a)") and "…" in short
     assert legend_label(other) != short
+
+
+def test_a_curve_policy_sends_each_question_to_direct_a_budget_or_vanilla(tmp_path: Path) -> None:
+    import numpy as np
+
+    from data_builder.ladder import LadderRecord, LadderRung, Sample
+    from predictor.curves import CurveData, TfidfCurves
+
+    problems = make_problems(3)
+    texts = ["what is 42 plus 42", "what is 7 plus 7", "a long train journey with 99 stops and fares"]
+    problems = [replace(p, question=q, id=problem_id("t", q)) for p, q in zip(problems, texts)]
+    # Training curves: sums are right directly; journeys only with vanilla CoT.
+    outcomes = {"sum": [True, True, True], "journey": [False, False, True]}
+
+    def ladder(i, question, kind):
+        rungs = tuple(LadderRung(b, (Sample(0, c, t, 10, None, "stop", ""),) * 2)
+                      for b, c, t in zip((0, 64, None), outcomes[kind], (5, 40, 200)))
+        return LadderRecord(f"l{i}", "t", question, "1", "cloze", (), "en", rungs, "m", "b", "v", 0.7, 384)
+
+    train = [ladder(i, f"what is {i} plus {i}", "sum") for i in range(10)]
+    train += [ladder(10 + i, f"a long train journey with {i} stops and fares", "journey") for i in range(10)]
+    TfidfCurves.fit(CurveData.of(train)).save(tmp_path / "curves")
+    config = EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path / "eval", method="budget", model="fake",
+                        budget_source=f"price=0.001:{tmp_path / 'curves'}")
+    backend = FakeBackend(problems, half_budget_script)
+    rows = evaluate(config, backend, problems=problems).rows
+    assert [(r.method, r.budget) for r in rows] == [("direct", None), ("direct", None), ("vanilla", None)]
+    assert sum("directly" in p for p in backend.prompts) == 2 and all(r.fallback is None for r in rows)
+    assert np.isclose(rows[0].output_tokens, 5)
+    with pytest.raises(ValueError, match="a number after '='"):
+        EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path, method="budget", budget_source="price=cheap:x")
+    with pytest.raises(ValueError, match="needs a curve estimator directory"):
+        EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path, method="budget", budget_source="target=0.9")

@@ -200,3 +200,22 @@ def test_vanilla_answers_of_other_settings_are_not_reused(tmp_path: Path) -> Non
     with pytest.raises(RunMismatchError, match="temperature: 0.0 vs 0.7"):
         reusable_vanilla([greedy], LadderBuildConfig(dataset="x", out=tmp_path, model="runs/reasoner-sft-lengths",
                                                      backend="ort:int8", temperature=0.7))
+
+
+def test_batches_group_questions_of_similar_expected_length() -> None:
+    problems = [make_problem(i) for i in range(4)]
+    at_64, vanilla = [60, 10, 50, 5], [100, 400, 200, 300]
+
+    def script(n):
+        return lambda budget: (3, True) if budget == 0 else (at_64[n], True) if budget == 64 else (vanilla[n], True)
+
+    [(_, one), (_, two)] = scripted(problems, [script(n) for n in range(4)], [script(n) for n in range(4)])
+    list(ask_ladder(problems, [(0, one), (1, two)], LadderConfig(rungs=(0, 64, None), samples=2), batch=2))
+    ids = [p.id for p in problems]
+    # Rung 64, sample 0: nothing known at 64 yet, the direct answers all had 3 tokens: file order.
+    assert one.calls[2:4] == [[(ids[0], 64), (ids[1], 64)], [(ids[2], 64), (ids[3], 64)]]
+    # Sample 1 at 64, by sample 0's answers there (5, 10 | 50, 60 tokens); vanilla sample 0 by the rung below (the same).
+    assert two.calls[2:4] == [[(ids[3], 64), (ids[1], 64)], [(ids[2], 64), (ids[0], 64)]]
+    assert one.calls[4:] == [[(ids[3], None), (ids[1], None)], [(ids[2], None), (ids[0], None)]]
+    # Vanilla sample 1, by sample 0's vanilla answers (100, 200 | 300, 400 tokens).
+    assert two.calls[4:] == [[(ids[0], None), (ids[2], None)], [(ids[3], None), (ids[1], None)]]

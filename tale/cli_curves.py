@@ -1,0 +1,74 @@
+"""``tale train-curves`` and ``tale frontier``: success curves from ladder labels, and the policies they buy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tale.frontier import StudyConfig
+
+LADDERS = click.Path(exists=True, file_okay=False, path_type=Path)
+STUDY = StudyConfig(train=(Path("."),), test=(Path("."),), out=Path("."))  # the options' defaults
+CURVE_ESTIMATORS = ("tfidf", "marginal")
+
+
+@click.command("train-curves")
+@click.option("--ladder", "ladders", type=LADDERS, multiple=True, required=True,
+              help="Ladder directory from tale build --search ladder (repeat for several).")
+@click.option("--estimator", type=click.Choice(CURVE_ESTIMATORS), default="tfidf", show_default=True,
+              help="tfidf: per rung, logistic P(correct) and ridge tokens on the question's TF-IDF; marginal: one curve for all.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the curve estimator.")
+def train_curves(ladders, estimator, out):
+    """Learn P(correct | question, rung) and the expected output tokens at each rung from ladder labels.
+
+    Example: tale train-curves --ladder runs/ladder --out runs/curves, then tale evaluate --budget-source price=0.002:runs/curves
+    """
+    from data_builder.ladder import load_ladder, rung_name
+    from predictor.curves import CurveData, MarginalCurves, TfidfCurves
+
+    data = CurveData.of([r for d in ladders for r in load_ladder(d)])
+    if len(data) < 2:
+        raise click.ClickException(f"{', '.join(map(str, ladders))}: {len(data)} ladder question(s); a curve estimator needs at least 2")
+    model = (TfidfCurves if estimator == "tfidf" else MarginalCurves).fit(data)
+    model.save(out)
+    mean = data.success.mean(axis=0)
+    click.echo(f"{estimator} curves on {len(data)} questions saved to {out}; training accuracy per rung: "
+               + ", ".join(f"{rung_name(r)} {a:.1%}" for r, a in zip(data.rungs, mean)))
+
+
+@click.command("frontier")
+@click.option("--train", "train", type=LADDERS, multiple=True, required=True, help="Training ladder directory (repeat).")
+@click.option("--test", "test", type=LADDERS, multiple=True, required=True, help="Held-out ladder directory (repeat).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for frontier.json, the plots and the estimators.")
+@click.option("--validation", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=STUDY.validation, show_default=True,
+              help="Share of training questions on which each policy's setting is chosen.")
+@click.option("--resamples", type=click.IntRange(min=100), default=STUDY.resamples, show_default=True, help="Paired bootstrap resamples.")
+@click.option("--seed", type=int, default=STUDY.seed, show_default=True)
+def frontier(train, test, out, validation, resamples, seed):
+    """Score every curve policy and every constant rung on the same held-out ladder outcomes, without generating.
+
+    Example: tale frontier --train runs/ladder-train --test runs/ladder-test --out runs/frontier
+    """
+    from tale.frontier import run_study
+
+    report = run_study(StudyConfig(train=tuple(train), test=tuple(test), out=out, validation=validation, resamples=resamples, seed=seed))
+    q = report["questions"]
+    click.echo(f"{q['train']} training, {q['validation']} validation, {q['test']} held-out questions")
+    for p in report["points"]["constant"]:
+        click.echo(f"  constant {p['rung']:>8}: {p['accuracy']:6.1%} at {p['tokens']:6.1f} tokens")
+    for name, c in report["comparisons"].items():
+        g, s = c["gain"], c["saving"]
+        saving = "never reaches it" if s["value"] is None else f"{s['value']:+.1%} [{_num(s['low'])}, {_num(s['high'])}]"
+        click.echo(f"  {name:>28} ({report['chosen'].get(name, 'best in hindsight')}): {c['accuracy']:6.1%} at {c['tokens']:6.1f} tokens; "
+                   f"vs constants at equal tokens {100 * g['value']:+.1f} points [{_pts(g['low'])}, {_pts(g['high'])}]; "
+                   f"tokens saved at the best constant's accuracy {saving}")
+    click.echo(f"written to {out / 'frontier.json'} and {out / 'frontier.png'}")
+
+
+def _num(v):
+    return "-" if v is None else f"{v:+.1%}"
+
+
+def _pts(v):
+    return "-" if v is None else f"{100 * v:+.1f}"
