@@ -99,6 +99,16 @@ def join_parts(spec: EmbeddedModel, out: Path) -> Path:
     return out
 
 
+def take_lock(lock, what: str) -> None:
+    """Hold ``lock`` (an open file) exclusively; when another process holds it, say so (INFO) and wait.
+    The message is how a user, and the tests, see that a second process waited instead of building again."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        logger.info("waiting for another process building %s (lock %s)", what, lock.name)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+
 def ensure_converted(
     spec: EmbeddedModel, cache_dir: Path, convert: Callable[[Path, Path], None] | None = None
 ) -> Path:
@@ -113,7 +123,7 @@ def ensure_converted(
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / f"{spec.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        take_lock(lock, str(target))
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
         logger.info("converting %s into %s (once)", spec.source, target)

@@ -136,19 +136,26 @@ def test_summary_numbers() -> None:
 
 
 def test_real_search_on_a_tiny_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """The search on a real (tiny, random) model, with gold answers set to what its vanilla answers say,
+    so every vanilla answer is right and budget rounds run on the model too."""
     from data_builder.sources import Problem, problem_id
     from reasoner.backends.hf import HFBackend, HFConfig
+    from reasoner.grading import extract_answer
+    from reasoner.prompts import reasoning_prompt
 
-    questions = ["What is 2 + 3?", "What is 7 * 6?"]
-    problems = [Problem(problem_id("t", q), q, "5" if "+" in q else "42", source="t") for q in questions]
     backend = HFBackend(HFConfig(model=str(tiny_lm_dir), device="cpu"))
-    config = BuildConfig(dataset="t", out=tmp_path, model=str(tiny_lm_dir), search=SearchConfig(max_new_tokens=6))
+    questions = [f"What is {i} + {i + 1}?" for i in range(4)]
+    said = [extract_answer(g.text, "cloze") for g in backend.generate([reasoning_prompt(q) for q in questions], 16)]
+    problems = [Problem(problem_id("t", q), q, gold, source="t") for q, gold in zip(questions, said) if gold is not None]
+    assert problems, said  # the tiny model writes numbers: some vanilla answers have one
+    config = BuildConfig(dataset="t", out=tmp_path, model=str(tiny_lm_dir), search=SearchConfig(max_new_tokens=16))
     build_records(config, backend, problems)
     records = load_records(tmp_path)
     assert sorted(r.id for r in records) == sorted(p.id for p in problems)
     for r in records:
-        assert 1 <= r.vanilla_tokens <= 6 and r.trace[0].prompt_tokens > 20
-        assert r.feasible == r.vanilla_correct
+        assert r.vanilla_correct and r.feasible and r.trace[0].prompt_tokens > 20
+        assert r.trace[0].budget is None and r.trace[1].budget == r.vanilla_tokens // 2  # a budget round ran
+        assert r.calls >= 2 and r.budget <= r.vanilla_tokens
 
 
 # --- reference records (the data set's worked solutions) ------------------------------------------

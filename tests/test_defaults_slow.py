@@ -52,7 +52,8 @@ def test_generate_with_the_default_model_on_the_ort_engine(shared_data: Path, tm
     answers = {}
     for backend in ("ort", "hf"):
         out = tmp_path / f"{backend}.jsonl"
-        result = CliRunner().invoke(main, ["generate", "--backend", backend, "--threads", "1",
+        precision = ["--precision", "int8"] if backend == "ort" else []
+        result = CliRunner().invoke(main, ["generate", "--backend", backend, *precision, "--threads", "1",
                                            "--dataset", f"gsm8k:{shared_data / 'gsm8k' / 'test.jsonl'}",
                                            "--limit", "2", "--max-new-tokens", "32", "--out", str(out)],
                                     catch_exceptions=False)

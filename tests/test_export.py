@@ -295,4 +295,5 @@ def test_estimator_names_load_the_regressor_and_its_export(regressor_dir: Path, 
     problems = [Problem(f"q{i}", q, "1") for i, q in enumerate(questions)]
     assigned = EstimatorBudget(from_onnx, f"onnx:{onnx_dir}").assign(problems)
     assert [a.budget for a in assigned] == from_onnx.predict(questions)
-    assert all(a.prompt_tokens == 0 and a.seconds > 0 for a in assigned)
+    assert all(a.prompt_tokens == 0 for a in assigned)
+    assert len({a.seconds for a in assigned}) == 1  # one call's time, shared equally by its questions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,11 @@ def test_sampling_is_seeded(tiny_lm_dir: Path) -> None:
     config = HFConfig(model=str(tiny_lm_dir), device="cpu", sampling=SamplingConfig(temperature=1.0, seed=3))
     backend = HFBackend(config)
     first = backend.generate(PROMPTS, max_new_tokens=8)
-    assert backend.generate(PROMPTS, max_new_tokens=8) == first
+    assert backend.generate(PROMPTS, max_new_tokens=8) == first  # the same seed, the same samples
+    other_seed = HFBackend(replace(config, sampling=SamplingConfig(temperature=1.0, seed=4))).generate(PROMPTS, max_new_tokens=8)
+    greedy = HFBackend(replace(config, sampling=SamplingConfig())).generate(PROMPTS, max_new_tokens=8)
+    assert [g.text for g in other_seed] != [g.text for g in first]  # another seed, other samples
+    assert [g.text for g in greedy] != [g.text for g in first]  # sampling, not greedy decoding
 
 
 def test_bad_settings_are_refused(backend: HFBackend) -> None:

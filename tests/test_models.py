@@ -43,25 +43,43 @@ def _unreachable(gguf: Path, out: Path) -> None:
     raise AssertionError("conversion must not run")
 
 
-def _slow_convert(gguf: Path, out: Path) -> None:
+def _convert_once_the_other_waits(gguf: Path, out: Path) -> None:
+    """Converts only after the other process has said it waits on the lock (or says nobody did)."""
     import time
 
     out.mkdir()
-    with open(out.parent.parent / "conversions.log", "a") as log:
+    cache = out.parent.parent
+    with open(cache / "conversions.log", "a") as log:
         log.write(f"{gguf.stat().st_size}\n")
-    time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while "waiting for another process" not in _read(cache / "events.log"):
+            if time.monotonic() > deadline:
+                log.write("nobody waited on the lock\n")
+                break
+            time.sleep(0.05)
     (out / "config.json").write_text("{}")
 
 
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 def _convert_in_process(cache: str) -> str:
-    return str(ensure_converted(one_part_spec(), Path(cache), convert=_slow_convert))
+    import logging
+
+    handler = logging.FileHandler(Path(cache) / "events.log")
+    logging.getLogger("reasoner.models").addHandler(handler)
+    logging.getLogger("reasoner.models").setLevel(logging.INFO)
+    return str(ensure_converted(one_part_spec(), Path(cache), convert=_convert_once_the_other_waits))
 
 
 def test_concurrent_conversions_run_once_and_agree(tmp_path: Path) -> None:
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         paths = pool.map(_convert_in_process, [str(tmp_path)] * 2)
     assert paths == [str(tmp_path / "one-part")] * 2
+    # One conversion, which finished only after the other process had waited on the lock.
     assert (tmp_path / "conversions.log").read_text().splitlines() == [str(_part_file().stat().st_size)]
+    assert (tmp_path / "events.log").read_text().count("waiting for another process") == 1
     assert (tmp_path / "one-part" / "config.json").read_text() == "{}"
     # Converted once: later calls reuse the directory without converting.
     assert ensure_converted(one_part_spec(), tmp_path, convert=_unreachable) == tmp_path / "one-part"

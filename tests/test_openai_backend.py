@@ -189,13 +189,15 @@ def test_no_key_in_the_environment_sends_no_authorization(scripted, monkeypatch)
 
 
 def test_rate_limit_honours_retry_after(scripted) -> None:
-    server = scripted([(429, {"Retry-After": "0"}, "slow down"), completion()])
-    start = time.monotonic()
-    # Without Retry-After, the first retry would wait 2.5-7.5 s.
-    (generation,) = backend_for(server, backoff_s=5.0).generate([PROMPTS[0]], max_new_tokens=8)
-    assert time.monotonic() - start < 2
+    server = scripted([(429, {"Retry-After": "3"}, "slow down"), (503, {}, "busy"), completion()])
+    backend = backend_for(server, backoff_s=100.0)
+    delays: list[float] = []
+    backend._sleep = delays.append  # record the waits instead of waiting
+    (generation,) = backend.generate([PROMPTS[0]], max_new_tokens=8)
+    # Retry-After's 3 s, not the backoff (50-150 s, capped at 60); without the header, the capped backoff.
+    assert delays == [3.0, 60.0]
     assert generation.output_tokens == 7
-    assert len(server.requests) == 2
+    assert len(server.requests) == 3
 
 
 def test_concurrent_results_keep_prompt_order(scripted) -> None:

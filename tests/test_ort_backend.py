@@ -140,18 +140,20 @@ def test_a_second_process_waits_on_the_lock_and_takes_the_finished_build(lm_dir:
     cache_dir = tmp_path / "ort"
     cache_dir.mkdir()
     target = cache_dir / f"locked-fp32-{ort_build.build_key(source, 'fp32', ())}"
-    code = ("import sys; from pathlib import Path; from reasoner.backends import ort_build; "
+    code = ("import logging, sys; from pathlib import Path; from reasoner.backends import ort_build; "
+            "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
             "ort_build._run_builder = lambda *a: sys.exit('built again'); "
             f"print(ort_build.ensure_onnx(Path({str(source)!r}), 'fp32', (), Path({str(cache_dir)!r})))")
     with open(cache_dir / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         waiter = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3)
-        assert waiter.poll() is None, waiter.communicate()  # still waiting on the lock
+        # The child reaches the lock, finds it held and says so before it blocks (it never gets past it while we hold it).
+        said = next((line for line in waiter.stderr if line.startswith("waiting for another process building")), "")
+        assert str(target) in said, waiter.communicate()
         target.mkdir()
         (target / "genai_config.json").write_text("{}")  # the first process's build lands
     out, err = waiter.communicate(timeout=60)
-    assert waiter.returncode == 0, err
+    assert waiter.returncode == 0, err  # 'built again' would exit 1
     assert out.strip() == str(target)
 
 

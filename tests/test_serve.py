@@ -169,9 +169,9 @@ def test_faults_come_back_as_clear_errors(calibrated_dirs, scripted, tmp_path: P
         assert failed.json()["error"]["upstream_status"] == 500 and "scripted 500" in failed.json()["error"]["upstream_body"]
         limited = httpx.post(url, json=chat(model="status-429"), timeout=30)
         assert limited.status_code == 429 and limited.headers["Retry-After"] == "7"
-        started = time.monotonic()
+        # The gateway's own --timeout (1 s) answered, not the client's 30 s (which would raise here).
         hung = httpx.post(url, json=chat(model="hang"), timeout=30)
-        assert hung.status_code == 504 and time.monotonic() - started < 10 and "did not answer" in hung.text
+        assert hung.status_code == 504 and "did not answer within 1 s" in hung.text
         bad = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
         assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
         wrong = httpx.post(url, json={"model": "echo", "messages": [{"content": "hi"}]}, timeout=30)

@@ -78,6 +78,7 @@ class OpenAIBackend:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
         self._client = httpx.Client(headers=headers, timeout=config.timeout_s, limits=limits)
+        self._sleep = time.sleep  # the wait between attempts (tests record the delays it is asked for)
         logger.info(
             "chat completions at %s for %s (%s)",
             self.url,
@@ -142,7 +143,7 @@ class OpenAIBackend:
                 break
             delay = retry_after if retry_after is not None else self._backoff(attempt)
             logger.warning("attempt %d/%d failed, retrying in %.2f s: %s", attempt, attempts, delay, failure)
-            time.sleep(delay)
+            self._sleep(delay)
         raise BackendError(f"gave up after {attempts} attempts: {failure}")
 
     def _backoff(self, attempt: int) -> float:

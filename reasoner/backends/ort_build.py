@@ -10,7 +10,6 @@ changed source (a retrained model saved to the same path) gets a new build.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -22,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from reasoner.models import ModelUnavailableError, cache_root
+from reasoner.models import ModelUnavailableError, cache_root, take_lock
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ def ensure_onnx(
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        take_lock(lock, str(target))
         if (target / "genai_config.json").is_file():  # another process built it while we waited
             return target
         work = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=cache_dir))
