@@ -46,9 +46,19 @@ def test_default_encoder_trains_exports_and_matches_torch(tmp_path: Path) -> Non
         assert abs(a - b) <= 0.05 * b
 
 
-def test_generate_with_the_default_model_on_the_ort_engine(shared_data: Path, tmp_path: Path) -> None:
+def test_generate_with_the_default_model_on_the_ort_engine(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
     """The packaged reasoner built into an int8 onnxruntime-genai model (once, into the cache) and
     asked through the CLI: the same questions, prompts and prompt token counts as the hf backend."""
+    from reasoner.backends import ort
+
+    built = []
+
+    def recording(source, precision, *rest):  # what the engine asked the builder for
+        built.append(precision)
+        return ensure_onnx(source, precision, *rest)
+
+    ensure_onnx = ort.ensure_onnx
+    monkeypatch.setattr(ort, "ensure_onnx", recording)
     answers = {}
     for backend in ("ort", "hf"):
         out = tmp_path / f"{backend}.jsonl"
@@ -59,6 +69,7 @@ def test_generate_with_the_default_model_on_the_ort_engine(shared_data: Path, tm
                                     catch_exceptions=False)
         assert result.exit_code == 0, result.output
         answers[backend] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert built == ["int8"]  # the int8 weights, not the default int4-b128
     assert [a["gold"] for a in answers["ort"]] == ["18", "3"]
     assert [a["prompt_tokens"] for a in answers["ort"]] == [a["prompt_tokens"] for a in answers["hf"]]
     assert all(1 <= a["output_tokens"] <= 32 and a["text"] for a in answers["ort"])
