@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from reasoner.backends import BACKENDS, OPENAI_API_KEY_ENV, OPENAI_BASE_URL, SamplingConfig
+from reasoner.backends import BACKENDS, OPENAI_API_KEY_ENV, OPENAI_BASE_URL, OPENAI_TIMEOUT_S, SamplingConfig
 from reasoner.backends.hf import DTYPES, HFConfig
 from reasoner.backends.ort import ORTConfig
 from reasoner.backends.ort_build import PRESETS
@@ -172,6 +172,7 @@ class EngineOptions:
     temperature: float
     threads: int | None  # ort: its intra-op threads (default: every core); hf: torch's (set by ``setup``)
     sampling_seed: int = 0  # seeds sampling (with --temperature above 0); another seed is another sample
+    request_timeout: float = OPENAI_TIMEOUT_S  # openai: seconds per request (connect, write, each read)
 
     @property
     def identity(self) -> str:
@@ -198,7 +199,7 @@ class EngineOptions:
             return make_backend("hf", model, sampling=sampling, dtype=self.dtype, device=self.device,
                                 batch_size=self.batch_size)
         return make_backend("openai", model, sampling=sampling, base_url=self.base_url, api_key_env=self.api_key_env,
-                            concurrency=self.batch_size)
+                            concurrency=self.batch_size, timeout_s=self.request_timeout)
 
     def cached(self):
         """A model -> backend function that loads each model once."""
@@ -214,7 +215,7 @@ class EngineOptions:
 
 _ENGINE_PARAMS = {"backend_kind": "kind", "base_url": "base_url", "api_key_env": "api_key_env", "dtype": "dtype",
                   "device": "device", "precision": "precision", "batch_size": "batch_size", "temperature": "temperature",
-                  "sampling_seed": "sampling_seed"}
+                  "sampling_seed": "sampling_seed", "request_timeout": "request_timeout"}
 
 
 def backend_options(command=None, *, multiple_models: bool = False, model_option: bool = True):
@@ -246,6 +247,9 @@ def backend_options(command=None, *, multiple_models: bool = False, model_option
             click.option("--base-url", default=OPENAI_BASE_URL, show_default=True, help="openai backend: the server's base URL."),
             click.option("--api-key-env", default=OPENAI_API_KEY_ENV, show_default=True,
                          help="openai backend: the environment variable that holds the API key."),
+            click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=OPENAI_TIMEOUT_S, show_default=True,
+                         help=("openai backend: seconds a request may take (connect, write, each read); a CPU server with many "
+                               "requests in flight needs more.")),
             click.option("--dtype", type=click.Choice(DTYPES), default=HFConfig.dtype, show_default=True,
                          help=("hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time "
                                "and about 2x slower in batches; see bench/generate_throughput.py).")),

@@ -235,3 +235,27 @@ def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError) as error:
         OpenAIConfig(**{"model": "tiny", **bad})
     assert "sk-not-a-variable-name" not in str(error.value)
+
+
+def test_a_request_that_times_out_says_which_option_to_change(scripted) -> None:
+    release = threading.Event()
+
+    def too_slow(body: dict) -> Reply:
+        release.wait(10)  # answers only after the client gave up
+        return completion()
+
+    server = scripted(too_slow)
+    with pytest.raises(BackendError, match=r"no reply within 0.2 s: a slow server with 8 requests in flight needs a longer "
+                                           r"--request-timeout or a smaller --batch-size"):
+        backend_for(server, timeout_s=0.2, max_retries=0).generate([PROMPTS[0]], max_new_tokens=8)
+    release.set()
+
+
+def test_the_request_timeout_is_a_command_line_option() -> None:
+    from click.testing import CliRunner
+
+    from tale.cli import main
+
+    assert "--request-timeout" in CliRunner().invoke(main, ["evaluate", "--help"]).output
+    result = CliRunner().invoke(main, ["generate", "--dataset", "generated", "--request-timeout", "0"])
+    assert result.exit_code == 2 and "--request-timeout" in result.output

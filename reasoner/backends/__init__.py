@@ -38,6 +38,7 @@ MAX_NEW_TOKENS = 384
 # The openai backend's server and key variable (OpenAIConfig's defaults; here so the CLI needs no httpx).
 OPENAI_BASE_URL = "http://127.0.0.1:8000/v1"
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
+OPENAI_TIMEOUT_S = 120.0  # per request, for connecting, writing and each read
 
 
 @dataclass(frozen=True)

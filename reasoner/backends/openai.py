@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from reasoner.backends import OPENAI_API_KEY_ENV, OPENAI_BASE_URL, Generation, SamplingConfig
+from reasoner.backends import OPENAI_API_KEY_ENV, OPENAI_BASE_URL, OPENAI_TIMEOUT_S, Generation, SamplingConfig
 from reasoner.prompts import Prompt
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class OpenAIConfig:
     api_key_env: str = OPENAI_API_KEY_ENV  # variable holding the key; unset means no Authorization header
     concurrency: int = 8  # requests in flight at once
     max_retries: int = 4  # retries after the first attempt, on 408/429/5xx, connection errors, timeouts
-    timeout_s: float = 120.0  # per request, for connecting, writing and each read
+    timeout_s: float = OPENAI_TIMEOUT_S  # per request, for connecting, writing and each read (--request-timeout)
     backoff_s: float = 1.0  # first retry delay, doubled each retry with jitter; Retry-After wins
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
@@ -129,6 +129,9 @@ class OpenAIBackend:
                 response = self._client.post(self.url, json=body)
             except httpx.TransportError as error:  # connection refused or reset, timeouts
                 failure = f"{self.url} (model {self.config.model!r}): {type(error).__name__}: {error}"
+                if isinstance(error, httpx.TimeoutException):
+                    failure += (f" (no reply within {self.config.timeout_s:g} s: a slow server with {self.config.concurrency} requests "
+                                "in flight needs a longer --request-timeout or a smaller --batch-size)")
             else:
                 if response.is_success:
                     try:
