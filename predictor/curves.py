@@ -88,10 +88,15 @@ class CurveData:
 
 
 def monotone(success: Sequence[float]) -> list[float]:
-    """The closest non-decreasing sequence (isotonic regression, equal weights)."""
-    from sklearn.isotonic import isotonic_regression
-
-    return [float(v) for v in isotonic_regression(list(success), increasing=True)]
+    """The closest non-decreasing sequence in squared error (isotonic regression, equal weights: pool
+    adjacent violators). Standard library only, so the torch-free runtime shares it."""
+    blocks: list[list[float]] = []  # [mean, count] of each pooled run
+    for value in success:
+        blocks.append([float(value), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean, count = blocks.pop()
+            blocks[-1] = [(blocks[-1][0] * blocks[-1][1] + mean * count) / (blocks[-1][1] + count), blocks[-1][1] + count]
+    return [mean for mean, count in blocks for _ in range(int(count))]
 
 
 def _write_meta(directory: Path, meta: dict[str, Any]) -> None:
@@ -168,6 +173,41 @@ class TfidfCurvesConfig:
             raise ValueError(f"ngram_max and min_df must be >= 1, got {self.ngram_max}, {self.min_df}")
 
 
+def fit_rungs(x: Any, data: CurveData, c: float, alpha: float) -> tuple[list[Any], list[Any]]:
+    """Per rung, a logistic regression of each sample's correctness (a float where every sample agrees)
+    and a ridge regression of log(1 + mean output tokens), on the feature rows ``x``."""
+    import numpy as np
+    from scipy.sparse import issparse, vstack
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    classifiers: list[Any] = []
+    regressors: list[Any] = []
+    for r in range(len(data.rungs)):
+        k = data.samples[:, r]
+        right = np.rint(data.success[:, r] * k)
+        share = float(right.sum() / k.sum())
+        if share in (0.0, 1.0):
+            classifiers.append(share)
+        else:  # a row per outcome, weighted by how many samples had it
+            rows = vstack([x, x]) if issparse(x) else np.vstack([x, x])
+            labels = np.r_[np.ones(len(data)), np.zeros(len(data))]
+            weights = np.r_[right, k - right]
+            keep = weights > 0
+            classifiers.append(LogisticRegression(C=c, max_iter=2000).fit(rows[keep], labels[keep], sample_weight=weights[keep]))
+        regressors.append(Ridge(alpha=alpha).fit(x, np.log1p(data.tokens[:, r])))
+    return classifiers, regressors
+
+
+def predict_rungs(x: Any, classifiers: Sequence[Any], regressors: Sequence[Any], rungs: tuple[Rung, ...]) -> list[Curve]:
+    """The curves ``fit_rungs``'s models predict for feature rows ``x``, made monotone."""
+    import numpy as np
+
+    n = x.shape[0]
+    success = np.column_stack([np.full(n, c) if isinstance(c, float) else c.predict_proba(x)[:, 1] for c in classifiers])
+    tokens = np.column_stack([np.expm1(r.predict(x)).clip(min=1.0) for r in regressors])
+    return [Curve(rungs, tuple(monotone(s)), tuple(float(t) for t in row)) for s, row in zip(success.tolist(), tokens.tolist())]
+
+
 class TfidfCurves:
     """Satisfies ``CurveEstimator``: per rung, logistic P(correct) and ridge log-tokens on TF-IDF + counts.
 
@@ -186,9 +226,7 @@ class TfidfCurves:
 
     @classmethod
     def fit(cls, data: CurveData, config: TfidfCurvesConfig = TfidfCurvesConfig()) -> TfidfCurves:
-        import numpy as np
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression, Ridge
         from sklearn.pipeline import FeatureUnion, Pipeline
         from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
@@ -198,34 +236,13 @@ class TfidfCurves:
         features = FeatureUnion([("tfidf", TfidfVectorizer(ngram_range=(1, config.ngram_max), min_df=min(config.min_df, len(data)),
                                                            sublinear_tf=True)), ("counts", counts)])
         x = features.fit_transform(list(data.questions))
-        classifiers, regressors = [], []
-        for r in range(len(data.rungs)):
-            k = data.samples[:, r]
-            right = np.rint(data.success[:, r] * k)
-            share = right.sum() / k.sum()
-            if share in (0.0, 1.0):
-                classifiers.append(float(share))
-            else:  # a row per outcome, weighted by how many samples had it
-                from scipy.sparse import vstack
-
-                rows = vstack([x, x])
-                labels = np.r_[np.ones(len(data)), np.zeros(len(data))]
-                weights = np.r_[right, k - right]
-                keep = weights > 0
-                classifiers.append(LogisticRegression(C=config.c, max_iter=2000).fit(rows[keep], labels[keep], sample_weight=weights[keep]))
-            regressors.append(Ridge(alpha=config.alpha).fit(x, np.log1p(data.tokens[:, r])))
+        classifiers, regressors = fit_rungs(x, data, config.c, config.alpha)
         return cls(data.rungs, features, classifiers, regressors, config, len(data))
 
     def curves(self, questions: Sequence[str]) -> list[Curve]:
-        import numpy as np
-
         if not questions:
             return []
-        x = self.features.transform(list(questions))
-        success = np.column_stack([np.full(len(questions), c) if isinstance(c, float) else c.predict_proba(x)[:, 1]
-                                   for c in self.classifiers])
-        tokens = np.column_stack([np.expm1(r.predict(x)).clip(min=1.0) for r in self.regressors])
-        return [Curve(self.rungs, tuple(monotone(s)), tuple(float(t) for t in row)) for s, row in zip(success.tolist(), tokens.tolist())]
+        return predict_rungs(self.features.transform(list(questions)), self.classifiers, self.regressors, self.rungs)
 
     def save(self, directory: Path) -> None:
         import joblib
@@ -256,8 +273,12 @@ def load_curves(directory: Path) -> CurveEstimator:
     if not path.exists():
         raise FileNotFoundError(f"{directory}: no {META_FILE} (a curve estimator is saved by tale train-curves)")
     kind = json.loads(path.read_text()).get("estimator")
+    if kind == "curves-probe":  # predictor.probe builds on this module: imported only when needed
+        from predictor.probe import ProbeCurves
+
+        return ProbeCurves.load(directory)
     if kind not in CURVE_KINDS:
-        raise ValueError(f"{path}: {kind!r} is not a curve estimator ({', '.join(CURVE_KINDS)})")
+        raise ValueError(f"{path}: {kind!r} is not a curve estimator ({', '.join([*CURVE_KINDS, 'curves-probe'])})")
     return CURVE_KINDS[kind].load(directory)
 
 

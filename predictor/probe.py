@@ -57,6 +57,7 @@ class ReasonerFeatures:
         if not 0 <= self.layer <= layers:
             raise ValueError(f"layer must be in [0, {layers}] for {config.model}, got {self.layer}")
         self.config = config
+        self._seen: dict[str, list[float]] = {}  # question -> features: a study asks for the same questions again
 
     def prompt_ids(self, question: str) -> list[int]:
         from reasoner.prompts import reasoning_prompt
@@ -66,6 +67,12 @@ class ReasonerFeatures:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"][-self.config.max_length:]
 
     def __call__(self, questions: Sequence[str]) -> list[list[float]]:
+        new = list(dict.fromkeys(q for q in questions if q not in self._seen))
+        for question, vector in zip(new, self._compute(new)):
+            self._seen[question] = vector
+        return [self._seen[q] for q in questions]
+
+    def _compute(self, questions: Sequence[str]) -> list[list[float]]:
         import torch
 
         rows: list[list[float]] = [[] for _ in questions]
@@ -152,3 +159,84 @@ class ProbeEstimator:
                              budget_range=BudgetRange(meta["clamp_min"], meta["clamp_max"]))
         return cls(config, meta["layer"], weights["weights"], weights["mean"], weights["scale"], weights["intercept"],
                    n_train=meta["n_train"], training_fingerprint=meta["training_fingerprint"])
+
+
+class ProbeCurves:
+    """Satisfies ``predictor.curves.CurveEstimator``: per rung of a ladder, a logistic regression of correctness
+    and a ridge regression of log output tokens on the reasoner's standardized mean hidden state of the question.
+    Saves as JSON (coefficients, feature mean and scale); loading it loads the reasoner again for features."""
+
+    kind = "curves-probe"
+
+    def __init__(self, config: ProbeConfig, layer: int, rungs: Sequence[Any], mean: list[float], scale: list[float],
+                 success: list[Any], tokens: list[tuple[list[float], float]], *, n_train: int = 0,
+                 features: ReasonerFeatures | None = None) -> None:
+        self.config, self.layer, self.rungs = config, layer, tuple(rungs)
+        self.mean, self.scale = mean, scale
+        self.success = success  # per rung: a constant share, or (coefficients, intercept) of the logistic regression
+        self.tokens = tokens  # per rung: (coefficients, intercept) of the ridge regression of log(1 + tokens)
+        self.n_train = n_train
+        self._features = features
+
+    @property
+    def features(self) -> ReasonerFeatures:
+        if self._features is None:
+            self._features = ReasonerFeatures(replace(self.config, layer=self.layer))
+        return self._features
+
+    @classmethod
+    def fit(cls, data: Any, config: ProbeConfig = ProbeConfig(), *, c: float = 0.1, alpha: float = 10.0,
+            features: ReasonerFeatures | None = None, x: Any = None) -> ProbeCurves:
+        """Fit on ``data`` (``CurveData``); ``x`` (its feature rows) saves computing them again."""
+        import numpy as np
+
+        from predictor.curves import fit_rungs
+
+        features = features or ReasonerFeatures(config)
+        raw = np.asarray(features(list(data.questions)) if x is None else x, dtype=np.float64)
+        mean, scale = raw.mean(0), raw.std(0) + 1e-6
+        classifiers, regressors = fit_rungs((raw - mean) / scale, data, c, alpha)
+        success = [c_ if isinstance(c_, float) else (c_.coef_[0].tolist(), float(c_.intercept_[0])) for c_ in classifiers]
+        tokens = [(r.coef_.tolist(), float(r.intercept_)) for r in regressors]
+        return cls(config, features.layer, data.rungs, mean.tolist(), scale.tolist(), success, tokens, n_train=len(data),
+                   features=features)
+
+    def curves(self, questions: Sequence[str], x: Any = None) -> list[Any]:
+        import numpy as np
+
+        from predictor.curves import Curve, monotone
+
+        if not questions:
+            return []
+        z = (np.asarray(self.features(list(questions)) if x is None else x, dtype=np.float64) - self.mean) / self.scale
+        columns = []
+        for part in self.success:
+            if isinstance(part, float):
+                columns.append(np.full(len(questions), part))
+            else:
+                columns.append(1 / (1 + np.exp(-(z @ np.asarray(part[0]) + part[1]))))
+        success = np.column_stack(columns)
+        tokens = np.column_stack([np.expm1(z @ np.asarray(w) + b).clip(min=1.0) for w, b in self.tokens])
+        return [Curve(self.rungs, tuple(monotone(s)), tuple(float(t) for t in row)) for s, row in zip(success.tolist(), tokens.tolist())]
+
+    def save(self, directory: Path) -> None:
+        from data_builder.ladder import rung_name
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"estimator": self.kind, "model": self.config.model, "layer": self.layer, "max_length": self.config.max_length,
+                "rungs": [rung_name(r) for r in self.rungs], "n_train": self.n_train, "weights": PROBE_FILE}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        (directory / PROBE_FILE).write_text(json.dumps({"mean": self.mean, "scale": self.scale, "success": self.success,
+                                                        "tokens": self.tokens}) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> ProbeCurves:
+        from data_builder.ladder import parse_ladder
+
+        meta: dict[str, Any] = json.loads((Path(directory) / META_FILE).read_text())
+        weights = json.loads((Path(directory) / meta["weights"]).read_text())
+        config = ProbeConfig(model=meta["model"], layer=meta["layer"], max_length=meta["max_length"])
+        success = [s if isinstance(s, float) else (s[0], s[1]) for s in weights["success"]]
+        return cls(config, meta["layer"], parse_ladder(",".join(meta["rungs"])), weights["mean"], weights["scale"], success,
+                   [(w, b) for w, b in weights["tokens"]], n_train=meta["n_train"])

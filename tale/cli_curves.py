@@ -10,16 +10,19 @@ from tale.frontier import StudyConfig
 
 LADDERS = click.Path(exists=True, file_okay=False, path_type=Path)
 STUDY = StudyConfig(train=(Path("."),), test=(Path("."),), out=Path("."))  # the options' defaults
-CURVE_ESTIMATORS = ("tfidf", "marginal")
+CURVE_ESTIMATORS = ("tfidf", "marginal", "probe")
 
 
 @click.command("train-curves")
 @click.option("--ladder", "ladders", type=LADDERS, multiple=True, required=True,
               help="Ladder directory from tale build --search ladder (repeat for several).")
 @click.option("--estimator", type=click.Choice(CURVE_ESTIMATORS), default="tfidf", show_default=True,
-              help="tfidf: per rung, logistic P(correct) and ridge tokens on the question's TF-IDF; marginal: one curve for all.")
+              help=("tfidf: per rung, logistic P(correct) and ridge tokens on the question's TF-IDF; marginal: one curve for all; "
+                    "probe: the same regressions on --probe-model's hidden state of the question."))
+@click.option("--probe-model", default="default", show_default=True,
+              help="probe: the reasoner whose hidden states are read ('default', or the reasoner's directory, e.g. the one the ladder asked).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the curve estimator.")
-def train_curves(ladders, estimator, out):
+def train_curves(ladders, estimator, probe_model, out):
     """Learn P(correct | question, rung) and the expected output tokens at each rung from ladder labels.
 
     Example: tale train-curves --ladder runs/ladder --out runs/curves, then tale evaluate --budget-source price=0.002:runs/curves
@@ -30,7 +33,12 @@ def train_curves(ladders, estimator, out):
     data = CurveData.of([r for d in ladders for r in load_ladder(d)])
     if len(data) < 2:
         raise click.ClickException(f"{', '.join(map(str, ladders))}: {len(data)} ladder question(s); a curve estimator needs at least 2")
-    model = (TfidfCurves if estimator == "tfidf" else MarginalCurves).fit(data)
+    if estimator == "probe":
+        from predictor.probe import ProbeConfig, ProbeCurves
+
+        model = ProbeCurves.fit(data, ProbeConfig(model=probe_model))
+    else:
+        model = (TfidfCurves if estimator == "tfidf" else MarginalCurves).fit(data)
     model.save(out)
     mean = data.success.mean(axis=0)
     click.echo(f"{estimator} curves on {len(data)} questions saved to {out}; training accuracy per rung: "
@@ -45,14 +53,17 @@ def train_curves(ladders, estimator, out):
               help="Share of training questions on which each policy's setting is chosen.")
 @click.option("--resamples", type=click.IntRange(min=100), default=STUDY.resamples, show_default=True, help="Paired bootstrap resamples.")
 @click.option("--seed", type=int, default=STUDY.seed, show_default=True)
-def frontier(train, test, out, validation, resamples, seed):
+@click.option("--probe-model", default=STUDY.probe_model,
+              help="Also score the reasoner probe on this model's hidden states (the reasoner the ladders asked, e.g. its directory).")
+def frontier(train, test, out, validation, resamples, seed, probe_model):
     """Score every curve policy and every constant rung on the same held-out ladder outcomes, without generating.
 
     Example: tale frontier --train runs/ladder-train --test runs/ladder-test --out runs/frontier
     """
     from tale.frontier import run_study
 
-    report = run_study(StudyConfig(train=tuple(train), test=tuple(test), out=out, validation=validation, resamples=resamples, seed=seed))
+    report = run_study(StudyConfig(train=tuple(train), test=tuple(test), out=out, validation=validation, resamples=resamples, seed=seed,
+                                   probe_model=probe_model))
     q = report["questions"]
     click.echo(f"{q['train']} training, {q['validation']} validation, {q['test']} held-out questions")
     for p in report["points"]["constant"]:

@@ -39,6 +39,7 @@ class StudyConfig:
     validation: float = 0.25  # share of training questions (by id hash) on which each policy's setting is chosen
     resamples: int = 2000  # paired bootstrap resamples
     seed: int = 0
+    probe_model: str | None = None  # also the reasoner probe on this model's hidden states (its directory); None: without
 
     def __post_init__(self) -> None:
         if not 0 < self.validation < 1:
@@ -97,7 +98,17 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     if len(fit_part) < 2 or len(valid) < 2:
         raise ValueError(f"too few training questions to split for validation: {len(train_all)}")
 
-    makers = {"marginal": MarginalCurves.fit, "tfidf": TfidfCurves.fit}
+    makers: dict[str, Any] = {"marginal": MarginalCurves.fit, "tfidf": TfidfCurves.fit}
+    if config.probe_model:
+        from predictor.probe import ProbeConfig, ProbeCurves, ReasonerFeatures
+
+        probe = ProbeConfig(model=config.probe_model)
+        features = ReasonerFeatures(probe)  # one prefill per question, remembered across the fits
+
+        def fit_probe(data: CurveData) -> ProbeCurves:
+            return ProbeCurves.fit(data, probe, features=features)
+
+        makers["probe"] = fit_probe
     report: dict[str, Any] = {
         "train": [str(p) for p in config.train], "test": [str(p) for p in config.test],
         "questions": {"train": len(fit_part), "validation": len(valid), "test": len(test)},

@@ -137,7 +137,7 @@ def test_the_offline_frontier_equals_a_hand_computation() -> None:
     assert np.isfinite(result["saving"]["low"])
 
 
-def test_train_curves_and_frontier_commands_on_scripted_ladders(tmp_path: Path) -> None:
+def test_train_curves_and_frontier_commands_on_scripted_ladders(tmp_path: Path, tiny_lm_dir: Path) -> None:
     import json
 
     from click.testing import CliRunner
@@ -162,8 +162,12 @@ def test_train_curves_and_frontier_commands_on_scripted_ladders(tmp_path: Path) 
     result = runner.invoke(main, ["train-curves", "--ladder", str(tmp_path / "train"), "--out", str(tmp_path / "curves")])
     assert result.exit_code == 0, result.output
     assert "tfidf curves on 40 questions" in result.output and "direct 50.0%" in result.output
+    result = runner.invoke(main, ["train-curves", "--ladder", str(tmp_path / "train"), "--estimator", "probe",
+                                  "--probe-model", str(tiny_lm_dir), "--out", str(tmp_path / "probe")])
+    assert result.exit_code == 0, result.output
+    assert load_curves(tmp_path / "probe").rungs == (0, 32, 64, None)
     result = runner.invoke(main, ["frontier", "--train", str(tmp_path / "train"), "--test", str(tmp_path / "test"),
-                                  "--out", str(tmp_path / "f"), "--resamples", "100"])
+                                  "--out", str(tmp_path / "f"), "--resamples", "100", "--probe-model", str(tiny_lm_dir)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "f" / "frontier.json").read_text())
     assert (tmp_path / "f" / "frontier.png").stat().st_size > 0 and (tmp_path / "f" / "reliability.png").exists()
@@ -173,5 +177,42 @@ def test_train_curves_and_frontier_commands_on_scripted_ladders(tmp_path: Path) 
     # Knowing each curve: even questions direct (4 tokens), odd at 64 (32 tokens): 100% at 18 tokens, 43.75% fewer than the 64 rung.
     assert ceiling["saving"]["value"] == pytest.approx(1 - 18 / 32)
     assert report["comparisons"]["marginal price"]["gain"]["value"] <= 1e-9  # question-blind: never above the constants
+    assert {"tfidf price", "tfidf target", "tfidf total", "probe price"} <= set(report["comparisons"])
+    assert (tmp_path / "f" / "estimators" / "probe" / "probe.json").exists()
     result = runner.invoke(main, ["train-curves", "--ladder", str(tmp_path / "nothing-here")])
     assert result.exit_code == 2
+
+
+def test_monotone_equals_scikit_learns_isotonic_regression() -> None:
+    from sklearn.isotonic import isotonic_regression
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        values = rng.random(rng.integers(1, 8)).tolist()
+        assert monotone(values) == pytest.approx(isotonic_regression(values).tolist(), abs=1e-12)
+
+
+def test_probe_curves_read_the_reasoner_and_round_trip_as_json(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    from predictor.curves import fit_rungs, predict_rungs
+    from predictor.probe import ProbeConfig, ProbeCurves, ReasonerFeatures
+
+    easy = [record(i, f"what is {i} plus one", [[(True, 5)] * 2, [(True, 30)] * 2, [(True, 150)] * 2]) for i in range(10)]
+    hard = [record(10 + i, f"a train leaves at {i} and another follows; when do they meet",
+                   [[(False, 5)] * 2, [(False, 60)] * 2, [(True, 300), (False, 320)]]) for i in range(10)]
+    data = CurveData.of(easy + hard)
+    features = ReasonerFeatures(ProbeConfig(model=str(tiny_lm_dir)))
+    model = ProbeCurves.fit(data, ProbeConfig(model=str(tiny_lm_dir)), c=1.0, features=features)
+    curves = model.curves(list(data.questions))
+    assert all(a <= b for c in curves for a, b in zip(c.success, c.success[1:]))
+    assert np.mean([c.success[0] for c in curves[:10]]) > 0.5 > np.mean([c.success[0] for c in curves[10:]])
+    # The JSON weights give what scikit-learn's fitted models give on the same standardized features.
+    x = np.asarray(features(list(data.questions)))
+    z = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    reference = predict_rungs(z, *fit_rungs(z, data, 1.0, 10.0), data.rungs)
+    for got, want in zip(curves, reference):
+        assert got.success == pytest.approx(want.success, abs=1e-9) and got.tokens == pytest.approx(want.tokens, rel=1e-9)
+    model.save(tmp_path / "probe")
+    again = load_curves(tmp_path / "probe")
+    assert isinstance(again, ProbeCurves) and again.rungs == RUNGS
+    for got, want in zip(again.curves(list(data.questions)), curves):
+        assert got.success == pytest.approx(want.success, abs=1e-9)
