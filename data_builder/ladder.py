@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -208,6 +210,7 @@ def ask_ladder(
     batch: int | None = None,
     reuse: Mapping[str, Sequence[Sample]] | None = None,
     on_call: Callable[[Rung, int, int], None] | None = None,
+    on_batch: Callable[[Rung, int, Sequence[Any], float], None] | None = None,
 ) -> Iterator[tuple[Problem, tuple[LadderRung, ...]]]:
     """Each problem's rungs, ``pool`` problems at a time, each chunk yielded once all its rungs are asked.
 
@@ -215,7 +218,8 @@ def ask_ladder(
     already written elsewhere; they fill the vanilla rung first and only the rest are asked. With ``batch``
     each rung's prompts go to the backend ``batch`` at a time, ordered by expected answer length (the
     question's answers at this rung so far, else at the rung below): for static-batch engines (ort).
-    ``on_call(rung, sample, n_prompts)`` is called before each batched call, for progress display.
+    ``on_call(rung, sample, n_prompts)`` is called before each rung's calls, for progress display, and
+    ``on_batch(rung, sample, generations, seconds)`` after each backend call, for throughput.
     """
     if pool < 1:
         raise ValueError(f"pool must be >= 1, got {pool}")
@@ -236,7 +240,10 @@ def ask_ladder(
                 if on_call:
                     on_call(rung, k, len(asked))
                 for group in _groups(asked, lambda i: _expected_length(answers, i, rung, config.rungs), batch):
+                    began = time.perf_counter()
                     generations = backend.generate([ladder_prompt(chunk[i], rung) for i in group], config.max_new_tokens)
+                    if on_batch:
+                        on_batch(rung, k, generations, time.perf_counter() - began)
                     for i, g in zip(group, generations, strict=True):
                         graded = grade(g.text, chunk[i].gold, chunk[i].kind)
                         answers[i, rung].append(Sample(seed, graded.correct, g.output_tokens, g.prompt_tokens, graded.predicted,
@@ -374,10 +381,13 @@ def build_ladder(
     *,
     on_record: Callable[[LadderRecord], None] | None = None,
     on_call: Callable[[Rung, int, int], None] | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Ask (or resume asking) this shard's problems at every rung; returns the ladder file.
 
-    ``backends`` may be a function, called only when some problem is left to ask."""
+    ``backends`` may be a function, called only when some problem is left to ask. Every backend call is
+    logged to ``ladder-calls-STEM.jsonl`` beside it (rung, prompts, output tokens, longest answer, seconds,
+    ``threads`` and the load average): the build's throughput, for bench/ladder_throughput.py."""
     if problems is None:
         problems = load_problems(config.dataset, limit=config.limit, seed=config.seed, split=config.split)
     mine = [p for p in problems if config.shard.holds(p.id)]
@@ -399,12 +409,21 @@ def build_ladder(
         if [seed for seed, _ in asked] != list(config.seeds):
             raise ValueError(f"the backends' seeds {[s for s, _ in asked]} are not the run's {list(config.seeds)}")
         ladder = config.ladder if config.temperature > 0 else LadderConfig(config.ladder.rungs, 1, config.ladder.max_new_tokens)
-        for problem, rungs in ask_ladder(todo, asked, ladder, pool=config.pool, batch=config.batch, reuse=reuse,
-                                            on_call=on_call):
-            record = LadderRecord(**problem_fields(problem), rungs=rungs, **run)
-            writer.append(record.to_json())
-            if on_record:
-                on_record(record)
+        with open(config.out / f"ladder-calls-{config.shard.stem()}.jsonl", "a", encoding="utf-8") as calls:
+
+            def on_batch(rung: Rung, sample: int, generations: Sequence[Any], seconds: float) -> None:
+                calls.write(json.dumps({"rung": rung_name(rung), "sample": sample, "prompts": len(generations),
+                                        "output_tokens": sum(g.output_tokens for g in generations),
+                                        "longest": max(g.output_tokens for g in generations), "seconds": round(seconds, 3),
+                                        "threads": threads, "load": os.getloadavg()[0]}) + "\n")
+                calls.flush()
+
+            for problem, rungs in ask_ladder(todo, asked, ladder, pool=config.pool, batch=config.batch, reuse=reuse,
+                                                on_call=on_call, on_batch=on_batch):
+                record = LadderRecord(**problem_fields(problem), rungs=rungs, **run)
+                writer.append(record.to_json())
+                if on_record:
+                    on_record(record)
     return path
 
 

@@ -247,7 +247,7 @@ def _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool,
         def on_call(rung, sample, asked):
             bar.set_description(f"rung {rung_name(rung)}, sample {sample}, {asked} asked")
 
-        path = build_ladder(config, backends, on_record=on_record, on_call=on_call)
+        path = build_ladder(config, backends, on_record=on_record, on_call=on_call, threads=threads)
     records = load_ladder(out)
     click.echo(f"\n{path}: {len(records)} questions in {out}")
     for row in summarize_ladder(records):

@@ -118,6 +118,9 @@ def test_build_writes_typed_records_and_resumes_where_it_stopped(tmp_path: Path)
     assert [r.id for r in records] == [p.id for p in problems]
     assert all(isinstance(r, LadderRecord) and r.temperature == 0.7 and r.backend == "scripted" for r in records)
     assert summarize_ladder(records)[0] == {"rung": "direct", "questions": 4, "samples": 8, "accuracy": 0.5, "mean_output_tokens": 3}
+    calls = [json.loads(line) for line in (tmp_path / "ladder" / "ladder-calls-00000-of-00001.jsonl").read_text().splitlines()]
+    assert len(calls) == 2 * 3 * 2  # two builds that asked: 3 rungs x 2 samples each
+    assert calls[0]["rung"] == "direct" and calls[0]["prompts"] == 2 and calls[0]["output_tokens"] == 6 and calls[0]["longest"] == 3
     meta = json.loads((tmp_path / "ladder" / "ladder-meta-00000-of-00001.json").read_text())
     assert meta["identity"]["ladder"] == ["direct", "32", "vanilla"] and meta["ladder_format"] == 1
     with pytest.raises(RunMismatchError, match="temperature"):
