@@ -31,6 +31,7 @@ from data_builder.run_dir import RunMismatchError, check_identity
 from data_builder.search import SearchConfig, search_budgets
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import Backend
+from reasoner.errors import OutputExistsError
 from reasoner.prompts import PROMPT_VERSION
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def merge_shards(directories: Sequence[Path], out: Path) -> Path:
     merged.sort(key=lambda r: r.id)
     target = Shard().records_path(out)
     if target.exists():
-        raise FileExistsError(f"{target} exists; merge into an empty directory")
+        raise OutputExistsError(f"{target} exists; merge into an empty directory")
     with RecordWriter(target) as writer:
         for record in merged:
             writer.write(record)

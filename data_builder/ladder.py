@@ -30,6 +30,7 @@ from data_builder.rows import short
 from data_builder.run_dir import RunMismatchError, check_identity
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import MAX_NEW_TOKENS, Backend
+from reasoner.errors import MissingInputError, TaleError
 from reasoner.grading import grade
 from reasoner.prompts import PROMPT_VERSION, Kind, Language, reasoning_prompt
 
@@ -42,7 +43,7 @@ Rung = int | None
 DEFAULT_LADDER: tuple[Rung, ...] = (DIRECT, 32, 64, 128, 256, VANILLA)
 
 
-class LadderError(ValueError):
+class LadderError(TaleError, ValueError):
     """A ladder a user wrote that cannot be used (empty, not increasing, unknown rung)."""
 
 
@@ -339,7 +340,7 @@ def load_ladder(directory: Path) -> list[LadderRecord]:
     """Every ladder record of every shard in ``directory``."""
     files = sorted(Path(directory).glob("ladder-[0-9]*.jsonl"))
     if not files:
-        raise FileNotFoundError(f"no ladder-*.jsonl files in {directory} (made by tale build --search ladder)")
+        raise MissingInputError(f"no ladder-*.jsonl files in {directory} (made by tale build --search ladder)")
     return [r for path in files for r in read_ladder(path)]
 
 

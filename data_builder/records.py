@@ -16,6 +16,7 @@ from data_builder.record import RECORD_FORMAT, BudgetRecord, RecordError
 from data_builder.run_dir import write_meta  # noqa: F401  (re-exported: the meta writer of every run directory)
 from data_builder.search import SearchResult
 from data_builder.sources import Problem
+from reasoner.errors import ConfigError, MissingInputError
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Shard:
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:
-            raise ValueError(f"shard must be I/N with 0 <= I < N, got {self.index}/{self.count}")
+            raise ConfigError(f"shard must be I/N with 0 <= I < N, got {self.index}/{self.count}")
 
     @classmethod
     def parse(cls, text: str) -> Shard:
@@ -152,7 +153,7 @@ def read_objects(path: Path) -> Iterator[dict[str, Any]]:
 def record_files(directory: Path) -> list[Path]:
     files = sorted(directory.glob("records-*.jsonl"))
     if not files:
-        raise FileNotFoundError(f"no records-*.jsonl files in {directory}")
+        raise MissingInputError(f"no records-*.jsonl files in {directory}")
     return files
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from data_builder.record import BudgetRecord, SearchRound
 from data_builder.records import problem_fields
 from data_builder.sources import Problem
+from reasoner.errors import TaleError
 from reasoner.prompts import answer_line
 
 CountTokens = Callable[[str], int]
@@ -30,7 +31,7 @@ STYLES: tuple[Style, ...] = ("worked", "equations")
 SEARCH_NAMES: dict[Style, str] = {"worked": "reference", "equations": "equations"}  # a record's "search" field
 
 
-class NoSolutionError(ValueError):
+class NoSolutionError(TaleError, ValueError):
     """A problem without a worked solution cannot make a reference record."""
 
 

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reasoner.errors import TaleError
 from reasoner.prompts import LETTERS
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ Row = dict[str, Any]
 T = TypeVar("T")
 
 
-class BadRowError(ValueError):
+class BadRowError(TaleError, ValueError):
     """A data row that cannot become a problem: ``path:line: field 'name': reason``."""
 
     def __init__(self, path: str, line: int | None, field: str | None, reason: str) -> None:
@@ -48,8 +49,13 @@ class FieldError(ValueError):
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed JSON), blank lines left out; an unparsable line yields its error."""
-    with path.open(encoding="utf-8-sig") as lines:
-        for number, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                yield number, BadRowError(str(path), number, None, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:

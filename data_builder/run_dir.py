@@ -14,12 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from reasoner.errors import TaleError
+
 # Identity keys added after runs were written, with the value such runs had: records and evaluations
 # made before the temperature was recorded were greedy (the option defaulted to 0).
 LEGACY_IDENTITY: dict[str, Any] = {"temperature": 0.0}
 
 
-class RunMismatchError(RuntimeError):
+class RunMismatchError(TaleError, RuntimeError):
     """The directory holds a run with other settings."""
 
 

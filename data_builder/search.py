@@ -26,6 +26,7 @@ from typing import Literal
 
 from data_builder.sources import Problem
 from reasoner.backends import MAX_NEW_TOKENS, Backend, Generation
+from reasoner.errors import ConfigError
 from reasoner.grading import grade
 from reasoner.prompts import reasoning_prompt
 
@@ -47,10 +48,10 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in SEARCH_MODES:
-            raise ValueError(f"search mode must be one of {SEARCH_MODES}, got {self.mode!r}")
+            raise ConfigError(f"search mode must be one of {SEARCH_MODES}, got {self.mode!r}")
         for name in ("floor", "max_rounds", "tolerance", "max_new_tokens"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from data_builder.rows import (
     required,
     short,
 )
+from reasoner.errors import ConfigError, InputError, MissingInputError
 from reasoner.prompts import Kind, Language
 
 __all__ = [
@@ -106,9 +107,9 @@ def check_spec(spec: str) -> str:
     kind, _, target = spec.partition(":")
     kind = kind.strip().lower()
     if kind not in SOURCE_KINDS:
-        raise ValueError(f"unknown problem source {kind!r} in {spec!r}; expected one of: {', '.join(SOURCE_KINDS)}")
+        raise ConfigError(f"unknown problem source {kind!r} in {spec!r}; expected one of: {', '.join(SOURCE_KINDS)}")
     if kind not in PATHLESS_KINDS and not target.strip():
-        raise ValueError(f"{kind} needs a path: '{kind}:PATH'")
+        raise ConfigError(f"{kind} needs a path: '{kind}:PATH'")
     return spec
 
 
@@ -131,13 +132,13 @@ def load_problems(
     ``seed`` (default 0), in generation order. ``split`` applies to GSM8K only.
     """
     if limit is not None and (isinstance(limit, bool) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+        raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
     kind, _, target = spec.partition(":")
     kind, target = kind.strip().lower(), target.strip()
 
     def need_path() -> str:
         if not target:
-            raise ValueError(f"{kind} needs a path: '{kind}:PATH'")
+            raise ConfigError(f"{kind} needs a path: '{kind}:PATH'")
         return target
 
     def generated() -> Problems:
@@ -157,11 +158,14 @@ def load_problems(
     }
     if kind not in loaders:
         known = ", ".join(sorted(loaders))
-        raise ValueError(f"unknown problem source {kind!r} in {spec!r}; expected one of: {known}")
+        raise ConfigError(f"unknown problem source {kind!r} in {spec!r}; expected one of: {known}")
     problems = loaders[kind]()
     if kind in GENERATED_KINDS:
         return problems
     picked = list(problems)
+    if not picked:
+        skipped = f" ({len(problems.skipped)} bad rows skipped)" if problems.skipped else ""
+        raise InputError(f"{spec}: no problems in it{skipped}")
     if seed is not None:
         random.Random(seed).shuffle(picked)
     return Problems(picked[:limit], problems.skipped)
@@ -202,19 +206,19 @@ def load_mathbench(path: str | Path, *, skip_bad: bool = False) -> Problems:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"mathbench path not found: {path}")
+        raise MissingInputError(f"mathbench path not found: {path}")
     if path.is_file():
         files = [path]
     else:
         files = sorted(p for p in path.rglob("*.jsonl") if _MATHBENCH_FILE.fullmatch(p.name))
     if not files:
-        raise FileNotFoundError(f"no MathBench files ({_MATHBENCH_NAMES}) under {path}")
+        raise MissingInputError(f"no MathBench files ({_MATHBENCH_NAMES}) under {path}")
     problems: list[Problem] = []
     skipped: list[BadRowError] = []
     for file in files:
         match = _MATHBENCH_FILE.fullmatch(file.name)
         if match is None:
-            raise ValueError(f"{file}: not a MathBench file name; expected {_MATHBENCH_NAMES}")
+            raise InputError(f"{file}: not a MathBench file name; expected {_MATHBENCH_NAMES}")
         kind: Kind = "choice" if match[1] == "single_choice" else "cloze"
         language: Language = "zh" if match[2] == "cn" else "en"
         parse = partial(_mathbench_row, kind=kind, language=language)
@@ -345,7 +349,7 @@ def _problem(source: str, question: str, gold: str, **fields: Any) -> Problem:
 
 def _load_file(path: Path, parse: RowParser, kind: str, skip_bad: bool) -> Problems:
     if not path.is_file():
-        raise FileNotFoundError(f"{kind} file not found: {path}")
+        raise MissingInputError(f"{kind} file not found: {path}")
     return _finish(*parse_rows(read_jsonl(path), str(path), parse, skip_bad), str(path))
 
 

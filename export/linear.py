@@ -12,6 +12,7 @@ from pathlib import Path
 from predictor import META_FILE
 from predictor.calibrate import CALIBRATION_FILE, Calibration
 from predictor.linear import FORMAT, FORMAT_VERSION, KIND, LINEAR_FILE, LinearEstimator
+from reasoner.errors import InputError
 
 
 def export_tfidf(source: Path, out: Path) -> LinearEstimator:
@@ -25,12 +26,12 @@ def export_tfidf(source: Path, out: Path) -> LinearEstimator:
     tfidf = features.transformer_list[0][1] if hasattr(features, "transformer_list") else features
     if tfidf.analyzer != "word" or tfidf.preprocessor is not None or tfidf.tokenizer is not None or tfidf.stop_words \
             or tfidf.strip_accents or tfidf.norm != "l2" or not tfidf.use_idf:
-        raise ValueError(f"{source}: this TF-IDF configuration has no linear export (word analyzer, l2 norm, idf only)")
+        raise InputError(f"{source}: this TF-IDF configuration has no linear export (word analyzer, l2 norm, idf only)")
     coef = [float(c) for c in ridge.coef_.ravel()]
     vocabulary = tfidf.vocabulary_
     terms = sorted(vocabulary, key=vocabulary.get)
     if estimator.config.length_feature != (len(coef) == len(terms) + 1):
-        raise ValueError(f"{source}: {len(coef)} ridge weights for {len(terms)} terms")
+        raise InputError(f"{source}: {len(coef)} ridge weights for {len(terms)} terms")
     calibration = None
     if (source / CALIBRATION_FILE).is_file():
         calibration = Calibration.load(source)

@@ -16,6 +16,7 @@ from typing import Any
 
 from predictor import BudgetRange
 from predictor.target import LogTarget, to_budgets
+from reasoner.errors import ConfigError, InputError, MissingInputError
 
 MANIFEST_FILE = "tale_onnx.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -64,10 +65,10 @@ class ExportManifest:
 
     def __post_init__(self) -> None:
         if not self.models.keys() <= set(PRECISIONS) or "fp32" not in self.models:
-            raise ValueError(f"models must include fp32 and only {PRECISIONS}, got {sorted(self.models)}")
+            raise ConfigError(f"models must include fp32 and only {PRECISIONS}, got {sorted(self.models)}")
         for side in (self.padding_side, self.truncation_side):
             if side not in ("right", "left"):
-                raise ValueError(f"padding and truncation sides must be right or left, got {side!r}")
+                raise ConfigError(f"padding and truncation sides must be right or left, got {side!r}")
 
     def budgets(self, outputs: list[float]) -> list[int]:
         """Graph outputs (standardized log budgets) to clamped integer budgets, as ``RegressorMeta.budgets``."""
@@ -108,12 +109,12 @@ class ExportManifest:
     def load(cls, directory: Path) -> ExportManifest:
         path = Path(directory) / MANIFEST_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{directory} is not an ONNX export: no {MANIFEST_FILE}")
+            raise MissingInputError(f"{directory} is not an ONNX export: no {MANIFEST_FILE}")
         raw = json.loads(path.read_text())
         if raw.get("format") != FORMAT or raw.get("target_transform") != "log":
-            raise ValueError(f"{path}: not a log-target ONNX regressor export ({raw.get('format')!r})")
+            raise InputError(f"{path}: not a log-target ONNX regressor export ({raw.get('format')!r})")
         if raw.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {raw.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+            raise InputError(f"{path}: format_version {raw.get('format_version')!r}, this code reads {FORMAT_VERSION}")
 
         def exported(entry: dict[str, Any]) -> ExportedFile:
             return ExportedFile(entry["file"], entry["sha256"], entry["bytes"])
@@ -164,8 +165,8 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         if self.precision is not None and self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS} or None, got {self.precision!r}")
+            raise ConfigError(f"precision must be one of {PRECISIONS} or None, got {self.precision!r}")
         if self.threads < 0:
-            raise ValueError(f"threads must be >= 0 (0: onnxruntime's choice), got {self.threads}")
+            raise ConfigError(f"threads must be >= 0 (0: onnxruntime's choice), got {self.threads}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")

@@ -25,8 +25,13 @@ from typing import Any
 from export.manifest import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE, ExportedFile, ExportManifest, RuntimeConfig, sha256
 from predictor.calibrate import CALIBRATION_FILE
 from predictor.target import RegressorMeta, as_json
+from reasoner.errors import ConfigError, TaleError
 
 logger = logging.getLogger(__name__)
+
+
+class ExportMismatchError(TaleError, RuntimeError):
+    """The ONNX export does not reproduce the regressor on the probe questions: nothing loadable is left."""
 
 # Traced (the first two: different lengths, so the trace sees padding and keeps the attention mask)
 # and then run on both engines. The last is longer than any max_length, so truncation is checked.
@@ -63,9 +68,9 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if self.opset < 17:
-            raise ValueError(f"opset must be >= 17, got {self.opset}")
+            raise ConfigError(f"opset must be >= 17, got {self.opset}")
         if not self.tolerance > 0:
-            raise ValueError(f"tolerance must be > 0, got {self.tolerance}")
+            raise ConfigError(f"tolerance must be > 0, got {self.tolerance}")
 
 
 def _raw_output_module(model: Any, input_names: Sequence[str]) -> Any:
@@ -164,11 +169,11 @@ def _check(regressor: Any, out: Path, precisions: Sequence[str], config: ExportC
         ids = estimator.encode(questions)
         torch_ids = {k: v.numpy() for k, v in regressor.encode(questions).items()}
         if any(not np.array_equal(ids[k], torch_ids[k]) for k in torch_ids):
-            raise RuntimeError(f"{out / TOKENIZER_FILE} tokenizes the probe questions differently from the regressor's tokenizer")
+            raise ExportMismatchError(f"{out / TOKENIZER_FILE} tokenizes the probe questions differently from the regressor's tokenizer")
         diff = np.abs(np.asarray(estimator.raw_outputs(questions)) - expected)
         check[f"{precision}_max_abs_diff"] = float(diff.max())
         if precision == "fp32" and not np.all(diff <= config.tolerance * np.maximum(1.0, np.abs(expected))):
-            raise RuntimeError(f"{out / MODEL_FILES['fp32']} disagrees with torch by up to {diff.max():.3g} "
+            raise ExportMismatchError(f"{out / MODEL_FILES['fp32']} disagrees with torch by up to {diff.max():.3g} "
                                f"(tolerance {config.tolerance}) on the probe questions")
     return check
 
@@ -182,7 +187,7 @@ def export_regressor(source: Path, out: Path, config: ExportConfig = ExportConfi
     source, out = Path(source), Path(out)
     meta = RegressorMeta.load(source)  # refuses anything but a log-target BERT regressor
     if out.resolve() == source.resolve():
-        raise ValueError(f"export into a directory of its own, not the regressor's ({source})")
+        raise ConfigError(f"export into a directory of its own, not the regressor's ({source})")
     regressor = BertRegressor.load(source, device="cpu")
     out.mkdir(parents=True, exist_ok=True)
     for stale in (MANIFEST_FILE, *MODEL_FILES.values(), CALIBRATION_FILE):  # the manifest first: no half-old export loads

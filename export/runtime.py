@@ -26,13 +26,14 @@ from tokenizers import Tokenizer
 from export.manifest import MANIFEST_FILE, ExportedFile, ExportManifest, RuntimeConfig
 from predictor.calibrate import Calibration
 from predictor.target import length_batches
+from reasoner.errors import InputError, MissingInputError, TaleError
 
 __all__ = ["CorruptExportError", "OnnxEstimator", "RuntimeConfig"]
 
 logger = logging.getLogger(__name__)
 
 
-class CorruptExportError(ValueError):
+class CorruptExportError(TaleError, ValueError):
     """A file of an export directory does not have the sha256 that ``tale_onnx.json`` records."""
 
 
@@ -40,7 +41,7 @@ def read_verified(directory: Path, entry: ExportedFile) -> bytes:
     """The bytes of ``entry``, once their sha256 matches the manifest's."""
     path = Path(directory) / entry.file
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file missing from the ONNX export (listed in {MANIFEST_FILE})")
+        raise MissingInputError(f"{path}: file missing from the ONNX export (listed in {MANIFEST_FILE})")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
@@ -86,14 +87,14 @@ class OnnxEstimator:
         manifest = ExportManifest.load(directory)
         precision = config.precision or ("int8" if "int8" in manifest.models else "fp32")
         if precision not in manifest.models:
-            raise ValueError(f"{directory} holds no {precision} model (it has {sorted(manifest.models)}); "
+            raise InputError(f"{directory} holds no {precision} model (it has {sorted(manifest.models)}); "
                              "export again with int8 quantization")
         model = read_verified(directory, manifest.models[precision])
         tokenizer = _tokenizer(read_verified(directory, manifest.tokenizer), manifest)
         session = cpu_session(model, config.threads)
         names = [i.name for i in session.get_inputs()]
         if names != list(manifest.input_names):
-            raise ValueError(f"{directory / manifest.models[precision].file}: graph inputs {names}, "
+            raise InputError(f"{directory / manifest.models[precision].file}: graph inputs {names}, "
                              f"{MANIFEST_FILE} lists {list(manifest.input_names)}")
         calibration = None
         if manifest.calibration is not None:

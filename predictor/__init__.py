@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from reasoner.errors import ConfigError, InputError, MissingInputError
+
 META_FILE = "tale_predictor.json"  # in every saved estimator directory
 # A point estimate b of the searched budget b* lies in the range [b*, 2b*] when b* lies in [b/2, b];
 # for an error symmetric on a log scale that is most likely when the estimate is aimed at the
@@ -62,9 +64,9 @@ class BudgetRange:
         for name in ("min", "max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"budget range {name} must be an integer, got {value!r}")
+                raise ConfigError(f"budget range {name} must be an integer, got {value!r}")
         if not 1 <= self.min <= self.max:
-            raise ValueError(f"budget range must satisfy 1 <= min <= max, got [{self.min}, {self.max}]")
+            raise ConfigError(f"budget range must satisfy 1 <= min <= max, got [{self.min}, {self.max}]")
 
     def clamp(self, value: float) -> int:
         """``value`` rounded to the nearest integer (half to even) and clamped; NaN gives ``min``."""
@@ -116,7 +118,7 @@ def load_estimator(directory: Path) -> TrainableEstimator:
     directory = Path(directory)
     meta = directory / META_FILE
     if not meta.is_file():
-        raise FileNotFoundError(f"{directory} is not a saved estimator: no {META_FILE}")
+        raise MissingInputError(f"{directory} is not a saved estimator: no {META_FILE}")
     kind = json.loads(meta.read_text()).get("estimator")
     if kind == "bert-regressor":
         from predictor.bert import BertRegressor
@@ -138,4 +140,4 @@ def load_estimator(directory: Path) -> TrainableEstimator:
         from predictor.probe import ProbeEstimator
 
         return ProbeEstimator.load(directory)
-    raise ValueError(f"{meta}: unknown estimator kind {kind!r}")
+    raise InputError(f"{meta}: unknown estimator kind {kind!r}")

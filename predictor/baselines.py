@@ -20,6 +20,7 @@ from typing import Any
 from predictor import META_FILE, BudgetRange
 from predictor.data import Example, fingerprint
 from predictor.target import as_json
+from reasoner.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _read_meta(directory: Path, kind: str) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     meta = json.loads(path.read_text())
     if meta.get("estimator") != kind:
-        raise ValueError(f"{path}: expected a {kind} estimator, got {meta.get('estimator')!r}")
+        raise InputError(f"{path}: expected a {kind} estimator, got {meta.get('estimator')!r}")
     return meta
 
 
@@ -45,7 +46,7 @@ class ConstantEstimator:
 
     def __init__(self, budget: int, *, n_train: int = 0, training_fingerprint: str = "") -> None:
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise ValueError(f"budget must be a positive integer, got {budget!r}")
+            raise ConfigError(f"budget must be a positive integer, got {budget!r}")
         self.budget = budget
         self.n_train = n_train
         self.training_fingerprint = training_fingerprint
@@ -54,7 +55,7 @@ class ConstantEstimator:
     def fit(cls, examples: Sequence[Example], budget_range: BudgetRange = BudgetRange()) -> ConstantEstimator:
         """The median training budget (halves rounded to even), clamped into ``budget_range``."""
         if not examples:
-            raise ValueError("no training examples")
+            raise InputError("no training examples")
         median = statistics.median(e.budget for e in examples)
         return cls(budget_range.clamp(median), n_train=len(examples), training_fingerprint=fingerprint(examples))
 
@@ -83,9 +84,9 @@ class TfidfRidgeConfig:
 
     def __post_init__(self) -> None:
         if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
         if self.ngram_max < 1 or self.min_df < 1:
-            raise ValueError(f"ngram_max and min_df must be >= 1, got {self.ngram_max}, {self.min_df}")
+            raise ConfigError(f"ngram_max and min_df must be >= 1, got {self.ngram_max}, {self.min_df}")
 
 
 def log_word_count(questions: Sequence[str]) -> Any:
@@ -112,7 +113,7 @@ class TfidfRidgeEstimator:
         from sklearn.preprocessing import FunctionTransformer
 
         if not examples:
-            raise ValueError("no training examples")
+            raise InputError("no training examples")
         tfidf = TfidfVectorizer(ngram_range=(1, config.ngram_max), min_df=config.min_df, sublinear_tf=True)
         features: Any = tfidf
         if config.length_feature:

@@ -39,6 +39,7 @@ from predictor.data import (
     three_way_split,
 )
 from predictor.target import INPUT_NAMES, LogTarget, RegressorMeta, as_json, length_batches
+from reasoner.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +67,20 @@ class BertRegressorConfig:
 
     def __post_init__(self) -> None:
         if not self.encoder:
-            raise ValueError("encoder must be 'default', a directory or a hub id")
+            raise ConfigError("encoder must be 'default', a directory or a hub id")
         if self.max_length < 8:
-            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+            raise ConfigError(f"max_length must be >= 8, got {self.max_length}")
         if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+            raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         for name in ("epochs", "patience", "batch_size", "predict_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+            raise ConfigError(f"max_steps must be >= 1 or None, got {self.max_steps}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not self.learning_rate > 0 or self.weight_decay < 0:
-            raise ValueError(f"need learning_rate > 0 and weight_decay >= 0, got {self.learning_rate}, {self.weight_decay}")
+            raise ConfigError(f"need learning_rate > 0 and weight_decay >= 0, got {self.learning_rate}, {self.weight_decay}")
 
 
 def resolve_encoder(encoder: str) -> str:
@@ -170,11 +171,11 @@ class BertRegressor:
         )
 
         if not examples:
-            raise ValueError("no training examples")
+            raise InputError("no training examples")
         split = split_by_id(examples, config.validation_fraction, salt=VALIDATION_SALT)
         train, validation = split.train, split.held_out
         if not train:
-            raise ValueError(f"all {len(examples)} examples fell into the validation split; lower validation_fraction")
+            raise InputError(f"all {len(examples)} examples fell into the validation split; lower validation_fraction")
         if config.validation_fraction > 0 and not validation:
             logger.warning("no example fell into the validation split: training %d epochs without early stopping", config.epochs)
         target = LogTarget.fit(e.budget for e in train)
@@ -188,7 +189,7 @@ class BertRegressor:
         )
         positions = getattr(model.config, "max_position_embeddings", None)
         if positions is not None and config.max_length > positions:
-            raise ValueError(f"max_length {config.max_length} exceeds the {positions} positions of encoder {config.encoder}")
+            raise ConfigError(f"max_length {config.max_length} exceeds the {positions} positions of encoder {config.encoder}")
 
         evaluate = bool(validation)
         with tempfile.TemporaryDirectory(prefix="tale-bert-") as scratch:
@@ -298,8 +299,13 @@ def train_regressor(
     }
     logger.info("%d examples: %d to train on, %d to calibrate on, %d held out", len(loaded), len(train),
                 len(calibration), len(held_out))
+    if not train:
+        raise InputError(f"{', '.join(map(str, records))}: no usable training examples ({len(loaded)} usable, of which "
+                         f"{len(calibration)} to calibrate on and {len(held_out)} held out; {loaded.infeasible_left_out} infeasible "
+                         f"records left out, {len(loaded.skipped)} bad ones skipped)"
+                         + ("; --include-infeasible trains on infeasible records too" if loaded.infeasible_left_out else ""))
     if examples.calibration_fraction and not calibration:
-        raise ValueError(f"calibration_fraction {examples.calibration_fraction} leaves no feasible record to calibrate on")
+        raise InputError(f"calibration_fraction {examples.calibration_fraction} leaves no feasible record to calibrate on")
     regressor = BertRegressor.fit(train, config, data=data)
     regressor.save(out)
     if examples.calibration_fraction:

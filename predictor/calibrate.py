@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from predictor import BudgetRange, Estimator, _budget_range_of
+from reasoner.errors import ConfigError, InputError, MissingInputError, TaleError
 
 CALIBRATION_FILE = "tale_calibration.json"
 FORMAT = "tale-calibration"
@@ -33,13 +34,13 @@ FORMAT_VERSION = 1
 REPORTED_ALPHAS = (0.5, 0.2, 0.1, 0.05)
 
 
-class TooFewRecordsError(ValueError):
+class TooFewRecordsError(TaleError, ValueError):
     """A calibration split too small for the risk asked."""
 
 
 def check_alpha(alpha: float) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"a risk alpha must be a number in (0, 1), got {alpha!r}")
+        raise ConfigError(f"a risk alpha must be a number in (0, 1), got {alpha!r}")
     return float(alpha)
 
 
@@ -78,7 +79,7 @@ class Calibration:
         if not self.scores:
             raise TooFewRecordsError("a calibration needs at least one feasible record")
         if any(not math.isfinite(s) for s in self.scores):
-            raise ValueError("calibration scores must be finite numbers")
+            raise ConfigError("calibration scores must be finite numbers")
         if list(self.scores) != sorted(self.scores):
             object.__setattr__(self, "scores", tuple(sorted(self.scores)))
 
@@ -123,29 +124,29 @@ class Calibration:
     def from_json(cls, raw: Any, where: str) -> Calibration:
         """From ``to_json``'s dict; ``where`` (a file name) starts every error message."""
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise ValueError(f"{where}: not a TALE calibration (field 'format' must be {FORMAT!r})")
+            raise InputError(f"{where}: not a TALE calibration (field 'format' must be {FORMAT!r})")
         if raw.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{where}: field 'format_version' is {raw.get('format_version')!r}, "
+            raise InputError(f"{where}: field 'format_version' is {raw.get('format_version')!r}, "
                              f"this code reads {FORMAT_VERSION}")
         scores = raw.get("scores")
         if not isinstance(scores, list) or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores):
-            raise ValueError(f"{where}: field 'scores' must be a list of numbers")
+            raise InputError(f"{where}: field 'scores' must be a list of numbers")
         try:
             return cls(tuple(float(s) for s in scores), str(raw.get("estimator", "")),
                        str(raw.get("source_fingerprint", "")), str(raw.get("calibration_fingerprint", "")))
         except ValueError as error:
-            raise ValueError(f"{where}: field 'scores': {error}") from None
+            raise InputError(f"{where}: field 'scores': {error}") from None
 
     @classmethod
     def load(cls, directory: Path) -> Calibration:
         path = Path(directory) / CALIBRATION_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{directory} holds no calibration ({CALIBRATION_FILE}); "
+            raise MissingInputError(f"{directory} holds no calibration ({CALIBRATION_FILE}); "
                                     f"run `tale calibrate --predictor {directory} --records RECORDS_DIR`")
         try:
             raw = json.loads(path.read_text())
         except ValueError as error:
-            raise ValueError(f"{path}: not JSON ({error})") from None
+            raise InputError(f"{path}: not JSON ({error})") from None
         return cls.from_json(raw, str(path))
 
 
@@ -168,7 +169,7 @@ def calibration_for(estimator: Estimator, directory: Path) -> Calibration:
     the ``tale_calibration.json`` of the estimator's directory."""
     if hasattr(estimator, "calibration"):
         if estimator.calibration is None:
-            raise FileNotFoundError(f"{directory}: the export holds no calibration; run `tale calibrate --predictor "
+            raise MissingInputError(f"{directory}: the export holds no calibration; run `tale calibrate --predictor "
                                     f"{directory} --records RECORDS_DIR` (or calibrate the regressor and export it again)")
         return estimator.calibration
     return Calibration.load(directory)

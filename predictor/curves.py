@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from data_builder.ladder import LadderRecord, Rung, rung_name
+from reasoner.errors import ConfigError, InputError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +63,11 @@ class CurveData:
         import numpy as np
 
         if not records:
-            raise ValueError("no ladder records")
+            raise InputError("no ladder records")
         rungs = tuple(r.budget for r in records[0].rungs)
         for record in records:
             if tuple(r.budget for r in record.rungs) != rungs:
-                raise ValueError(f"{record.id} was asked on another ladder ({', '.join(rung_name(r.budget) for r in record.rungs)}) "
+                raise InputError(f"{record.id} was asked on another ladder ({', '.join(rung_name(r.budget) for r in record.rungs)}) "
                                  f"than the first record ({', '.join(map(rung_name, rungs))})")
         return cls(
             ids=tuple(r.id for r in records), questions=tuple(r.question for r in records), rungs=rungs,
@@ -168,9 +169,9 @@ class TfidfCurvesConfig:
 
     def __post_init__(self) -> None:
         if not (self.c > 0 and self.alpha > 0):
-            raise ValueError(f"c and alpha must be > 0, got {self.c}, {self.alpha}")
+            raise ConfigError(f"c and alpha must be > 0, got {self.c}, {self.alpha}")
         if self.ngram_max < 1 or self.min_df < 1:
-            raise ValueError(f"ngram_max and min_df must be >= 1, got {self.ngram_max}, {self.min_df}")
+            raise ConfigError(f"ngram_max and min_df must be >= 1, got {self.ngram_max}, {self.min_df}")
 
 
 def fit_rungs(x: Any, data: CurveData, c: float, alpha: float) -> tuple[list[Any], list[Any]]:
@@ -231,7 +232,7 @@ class TfidfCurves:
         from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
         if len(data) < 2:
-            raise ValueError(f"a TF-IDF curve estimator needs at least 2 training questions, got {len(data)}")
+            raise InputError(f"a TF-IDF curve estimator needs at least 2 training questions, got {len(data)}")
         counts = Pipeline([("counts", FunctionTransformer(question_counts)), ("scale", StandardScaler())])
         features = FeatureUnion([("tfidf", TfidfVectorizer(ngram_range=(1, config.ngram_max), min_df=min(config.min_df, len(data)),
                                                            sublinear_tf=True)), ("counts", counts)])
@@ -271,14 +272,14 @@ def load_curves(directory: Path) -> CurveEstimator:
     """The curve estimator saved in ``directory``."""
     path = Path(directory) / META_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{directory}: no {META_FILE} (a curve estimator is saved by tale train-curves)")
+        raise MissingInputError(f"{directory}: no {META_FILE} (a curve estimator is saved by tale train-curves)")
     kind = json.loads(path.read_text()).get("estimator")
     if kind == "curves-probe":  # predictor.probe builds on this module: imported only when needed
         from predictor.probe import ProbeCurves
 
         return ProbeCurves.load(directory)
     if kind not in CURVE_KINDS:
-        raise ValueError(f"{path}: {kind!r} is not a curve estimator ({', '.join([*CURVE_KINDS, 'curves-probe'])})")
+        raise InputError(f"{path}: {kind!r} is not a curve estimator ({', '.join([*CURVE_KINDS, 'curves-probe'])})")
     return CURVE_KINDS[kind].load(directory)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from data_builder.record import BudgetRecord
 from data_builder.records import numbered_records, record_files
 from data_builder.rows import BadRowError, short
+from reasoner.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ class ExampleConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.held_out_fraction < 1:
-            raise ValueError(f"held_out_fraction must be in [0, 1), got {self.held_out_fraction}")
+            raise ConfigError(f"held_out_fraction must be in [0, 1), got {self.held_out_fraction}")
         if not 0 <= self.calibration_fraction < 1:
-            raise ValueError(f"calibration_fraction must be in [0, 1), got {self.calibration_fraction}")
+            raise ConfigError(f"calibration_fraction must be in [0, 1), got {self.calibration_fraction}")
 
 
 class Examples(list[Example]):

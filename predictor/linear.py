@@ -30,6 +30,7 @@ from typing import Any
 
 from predictor import BudgetRange
 from predictor.calibrate import Calibration
+from reasoner.errors import InputError, MissingInputError
 
 LINEAR_FILE = "tale_linear.json"
 FORMAT = "tale-linear"
@@ -108,24 +109,24 @@ class LinearEstimator:
     def load(cls, directory: Path) -> LinearEstimator:
         path = Path(directory) / LINEAR_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{directory} holds no {LINEAR_FILE}: export a TF-IDF estimator with "
+            raise MissingInputError(f"{directory} holds no {LINEAR_FILE}: export a TF-IDF estimator with "
                                     f"`tale export --predictor TFIDF_DIR --out {directory}`")
         try:
             raw = json.loads(path.read_text())
         except ValueError as error:
-            raise ValueError(f"{path}: not JSON ({error})") from None
+            raise InputError(f"{path}: not JSON ({error})") from None
         return cls.from_json(raw, str(path))
 
     @classmethod
     def from_json(cls, raw: Any, where: str) -> LinearEstimator:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise ValueError(f"{where}: not a TALE linear export (field 'format' must be {FORMAT!r})")
+            raise InputError(f"{where}: not a TALE linear export (field 'format' must be {FORMAT!r})")
         if raw.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{where}: field 'format_version' is {raw.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+            raise InputError(f"{where}: field 'format_version' is {raw.get('format_version')!r}, this code reads {FORMAT_VERSION}")
         try:
             terms, idf, coef = raw["terms"], raw["idf"], raw["coef"]
             if not len(terms) == len(idf) == len(coef):
-                raise ValueError(f"{where}: fields 'terms', 'idf' and 'coef' differ in length "
+                raise InputError(f"{where}: fields 'terms', 'idf' and 'coef' differ in length "
                                  f"({len(terms)}, {len(idf)}, {len(coef)})")
             a = raw["analyzer"]
             analyzer = Analyzer(a["token_pattern"], a["lowercase"], a["ngram_min"], a["ngram_max"])
@@ -138,10 +139,10 @@ class LinearEstimator:
                        budget_range=BudgetRange(raw["clamp_min"], raw["clamp_max"]),
                        training_fingerprint=str(raw.get("training_fingerprint", "")), calibration=calibration)
         except KeyError as error:
-            raise ValueError(f"{where}: field {error.args[0]!r} is missing") from None
+            raise InputError(f"{where}: field {error.args[0]!r} is missing") from None
         except (TypeError, ValueError) as error:
             if str(error).startswith(where):
                 raise
-            raise ValueError(f"{where}: a field has the wrong type or value ({error})") from None
+            raise InputError(f"{where}: a field has the wrong type or value ({error})") from None
 
 

@@ -21,6 +21,7 @@ from typing import Literal
 
 from predictor import BudgetRange
 from reasoner.backends import Backend
+from reasoner.errors import ConfigError
 from reasoner.prompts import LANGUAGES, Language, estimation_prompt
 
 logger = logging.getLogger(__name__)
@@ -44,11 +45,11 @@ class LLMEstimatorConfig:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.language not in LANGUAGES:
-            raise ValueError(f"language must be one of {LANGUAGES}, got {self.language!r}")
+            raise ConfigError(f"language must be one of {LANGUAGES}, got {self.language!r}")
         if not self.budget_range.min <= self.default_budget <= self.budget_range.max:
-            raise ValueError(
+            raise ConfigError(
                 f"default_budget must lie in the budget range [{self.budget_range.min}, "
                 f"{self.budget_range.max}], got {self.default_budget}"
             )

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from predictor import Estimator
 from predictor.data import Example, fingerprint, id_unit
+from reasoner.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def score(predicted: Sequence[int], targets: Sequence[int]) -> Scores:
     if len(predicted) != len(targets):
         raise ValueError(f"{len(predicted)} predictions for {len(targets)} targets")
     if not targets:
-        raise ValueError("no examples to score")
+        raise InputError("no examples to score")
     if min(predicted) < 1 or min(targets) < 1:
         raise ValueError("budgets must be positive")
     n = len(targets)
@@ -123,7 +124,7 @@ def evaluate(
     ``training_fingerprint`` is checked against it: a mismatch is logged and reported.
     """
     if not examples:
-        raise ValueError("no held-out examples to evaluate on")
+        raise InputError("no held-out examples to evaluate on")
     questions = [e.question for e in examples]
     targets = [e.budget for e in examples]
     expected = None if train is None else fingerprint(train)
@@ -171,11 +172,11 @@ def cross_validate(
     Infeasible examples (``Example.feasible`` False, loaded with ``include_infeasible``) are trained
     on where they fall in the other folds but never scored: they have no searched budget."""
     if folds < 2:
-        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
     parts = [[e for e in examples if fold_of(e.id, folds) == k] for k in range(folds)]
     scored = [[e for e in part if e.feasible] for part in parts]
     if sum(1 for part in scored if part) < 2:
-        raise ValueError(f"{len(examples)} examples fill fewer than 2 of {folds} folds with feasible ones; add records")
+        raise InputError(f"{len(examples)} examples fill fewer than 2 of {folds} folds with feasible ones; add records")
     ordered = [e for part in scored for e in part]
     results = []
     for name, factory in factories.items():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from predictor.curves import Curve
+from reasoner.errors import ConfigError
 
 PolicyKind = Literal["price", "target", "total"]
 POLICY_KINDS: tuple[PolicyKind, ...] = ("price", "target", "total")
@@ -32,9 +33,9 @@ class Policy:
 
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
-            raise ValueError(f"policy must be one of {POLICY_KINDS}, got {self.kind!r}")
+            raise ConfigError(f"policy must be one of {POLICY_KINDS}, got {self.kind!r}")
         if self.value < 0 or (self.kind == "target" and self.value > 1):
-            raise ValueError(f"{self.kind}: {self.value} is out of range ({'0..1' if self.kind == 'target' else '>= 0'})")
+            raise ConfigError(f"{self.kind}: {self.value} is out of range ({'0..1' if self.kind == 'target' else '>= 0'})")
 
     def choose(self, curves: Sequence[Curve]) -> list[int]:
         """Each curve's chosen rung, as an index into its rungs."""

@@ -22,6 +22,7 @@ from typing import Any
 from predictor import META_FILE, BudgetRange
 from predictor.data import Example, fingerprint
 from predictor.target import length_batches
+from reasoner.errors import ConfigError, InputError
 
 PROBE_FILE = "probe.json"
 
@@ -37,7 +38,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         if not self.alpha > 0 or self.max_length < 8 or self.batch_size < 1:
-            raise ValueError("alpha must be > 0, max_length >= 8 and batch_size >= 1")
+            raise ConfigError("alpha must be > 0, max_length >= 8 and batch_size >= 1")
 
 
 class ReasonerFeatures:
@@ -153,7 +154,7 @@ class ProbeEstimator:
     def load(cls, directory: Path) -> ProbeEstimator:
         meta: dict[str, Any] = json.loads((Path(directory) / META_FILE).read_text())
         if meta.get("estimator") != "reasoner-probe":
-            raise ValueError(f"{directory / META_FILE}: expected a reasoner-probe estimator, got {meta.get('estimator')!r}")
+            raise InputError(f"{directory / META_FILE}: expected a reasoner-probe estimator, got {meta.get('estimator')!r}")
         weights = json.loads((Path(directory) / meta["weights"]).read_text())
         config = ProbeConfig(model=meta["model"], layer=meta["layer"], alpha=meta["alpha"], max_length=meta["max_length"],
                              budget_range=BudgetRange(meta["clamp_min"], meta["clamp_max"]))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from predictor import META_FILE, BudgetRange
+from reasoner.errors import ConfigError, InputError, MissingInputError
 
 # What the regressor's forward pass takes, in this order, and the output it returns (shape
 # [batch, 1]). token_type_ids is never fed: questions are single segments, for which BERT's
@@ -36,7 +37,7 @@ class LogTarget:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
-            raise ValueError(f"log target needs a finite mean and a positive std, got {self.mean}, {self.std}")
+            raise ConfigError(f"log target needs a finite mean and a positive std, got {self.mean}, {self.std}")
 
     @classmethod
     def fit(cls, budgets: Iterable[int]) -> LogTarget:
@@ -112,12 +113,12 @@ class RegressorMeta:
     def load(cls, directory: Path) -> RegressorMeta:
         path = Path(directory) / META_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{directory} is not a saved BERT regressor: no {META_FILE}")
+            raise MissingInputError(f"{directory} is not a saved BERT regressor: no {META_FILE}")
         raw = json.loads(path.read_text())
         if raw.get("estimator") != "bert-regressor" or raw.get("target_transform") != "log":
-            raise ValueError(f"{path}: not a log-target BERT regressor ({raw.get('estimator')!r})")
+            raise InputError(f"{path}: not a log-target BERT regressor ({raw.get('estimator')!r})")
         if raw.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {raw.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+            raise InputError(f"{path}: format_version {raw.get('format_version')!r}, this code reads {FORMAT_VERSION}")
         return cls(
             target=LogTarget(raw["mean"], raw["std"]),
             budget_range=BudgetRange(raw["clamp_min"], raw["clamp_max"]),

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reasoner.errors import TaleError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
@@ -46,7 +48,7 @@ QWEN_05B = EmbeddedModel(
 )
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(TaleError, RuntimeError):
     """The embedded model cannot be assembled: parts missing or corrupt."""
 
 

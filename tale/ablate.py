@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from data_builder.sources import Problem
 from reasoner.backends import MAX_NEW_TOKENS
+from reasoner.errors import ConfigError
 from reasoner.prompts import Method
 from tale.estimators import BackendFor, BudgetSource, build_source
 from tale.evaluate import (
@@ -68,12 +69,12 @@ class AblationConfig:
 
     def __post_init__(self) -> None:
         if not self.datasets or not self.models:
-            raise ValueError("an ablation needs at least one data set and one model")
+            raise ConfigError("an ablation needs at least one data set and one model")
         unknown = set(self.methods) - set(METHODS)
         if unknown or not self.methods:
-            raise ValueError(f"methods must be among {METHODS}, got {self.methods!r}")
+            raise ConfigError(f"methods must be among {METHODS}, got {self.methods!r}")
         if ("budget" in self.methods) != bool(self.budget_sources):
-            raise ValueError("method 'budget' needs budget sources, and budget sources need method 'budget'")
+            raise ConfigError("method 'budget' needs budget sources, and budget sources need method 'budget'")
 
     def configs(self) -> list[EvalConfig]:
         """Model by model, data set by data set; vanilla first, so later runs find their baseline."""

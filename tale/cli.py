@@ -20,22 +20,16 @@ LADDER_BUILD = LadderBuildConfig(dataset="", out=Path("."))
 
 
 class _Group(click.Group):
-    """Turns the errors a user can fix (bad data rows, a records directory of another run, a missing
-    model part) into a one-line message naming the file, instead of a traceback; every such error,
-    like a bad option, exits with status 2."""
+    """Turns every error a user can fix (``reasoner.errors.TaleError``: a bad data row, a records directory of
+    another run, a missing model part, a setting out of range) into one ``Error: ...`` line naming the file or
+    option, and exit status 2, like a bad option; any other exception is a bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context):
-        from data_builder.build import NoSolutionError
-        from data_builder.records import RecordError
-        from data_builder.rows import BadRowError
-        from data_builder.run_dir import RunMismatchError
-        from predictor.calibrate import TooFewRecordsError
-        from reasoner.models import ModelUnavailableError
+        from reasoner.errors import TaleError
 
         try:
             return super().invoke(ctx)
-        except (BadRowError, RecordError, RunMismatchError, NoSolutionError, ModelUnavailableError, TooFewRecordsError,
-                FileNotFoundError) as error:
+        except TaleError as error:
             raise _input_error(str(error)) from error
         except click.UsageError:
             raise

@@ -85,29 +85,18 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, shard, 
     from tale.evaluate import evaluate as run_evaluation
 
     method = method or ("budget" if budget_source else "vanilla")
-    try:
-        config = EvalConfig(dataset=dataset, out=out, method=method, budget_source=budget_source, model=model,
-                            backend=engine.identity, split=split, limit=limit, seed=seed, shard=shard and str(shard),
-                            max_new_tokens=max_new_tokens,
-                            temperature=engine.temperature, sampling_seed=engine.sampling_seed, llm_default=llm_default,
-                            chunk=engine.batch_size, prices=_prices(price_in, price_out))
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    config = EvalConfig(dataset=dataset, out=out, method=method, budget_source=budget_source, model=model,
+                        backend=engine.identity, split=split, limit=limit, seed=seed, shard=shard and str(shard),
+                        max_new_tokens=max_new_tokens,
+                        temperature=engine.temperature, sampling_seed=engine.sampling_seed, llm_default=llm_default,
+                        chunk=engine.batch_size, prices=_prices(price_in, price_out))
     backend_for = engine.cached()
     backend = backend_for(model)
     source = None
     if budget_source:
-        try:
-            source = build_source(budget_source, reasoner=backend, backend_for=backend_for, llm_default=llm_default)
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--budget-source") from None
-    from data_builder.run_dir import RunMismatchError
-
+        source = build_source(budget_source, reasoner=backend, backend_for=backend_for, llm_default=llm_default)
     with tqdm(desc=f"{config.label} {dataset}", unit="q") as bar:
-        try:
-            result = run_evaluation(config, backend, source, baseline=baseline, on_row=_progress(bar))
-        except RunMismatchError as error:
-            raise click.ClickException(str(error)) from None
+        result = run_evaluation(config, backend, source, baseline=baseline, on_row=_progress(bar))
     files = write_report(out, config.prices)
     s = result.summary
     click.echo(f"\n{s.n} questions, {config.label}, model {model}: accuracy {s.accuracy:.1%}, mean output tokens "
@@ -140,7 +129,6 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, shard, split, ma
     setup(verbose, threads)
     from tqdm import tqdm
 
-    from data_builder.run_dir import RunMismatchError
     from tale.ablate import AblationConfig
     from tale.ablate import ablate as run_ablation
     from tale.evaluate import METHODS
@@ -152,23 +140,17 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, shard, split, ma
         chosen += ("budget",)
     if not budget_sources:
         chosen = tuple(m for m in chosen if m != "budget")
-    try:
-        config = AblationConfig(datasets=datasets, out=out, models=tuple(model), methods=chosen,
-                                budget_sources=budget_sources, backend=engine.identity, split=split, limit=limit, seed=seed,
-                                shard=shard and str(shard),
-                                max_new_tokens=max_new_tokens, temperature=engine.temperature, sampling_seed=engine.sampling_seed,
-                                llm_default=llm_default, chunk=engine.batch_size, prices=_prices(price_in, price_out))
-        configs = config.configs()
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    config = AblationConfig(datasets=datasets, out=out, models=tuple(model), methods=chosen,
+                            budget_sources=budget_sources, backend=engine.identity, split=split, limit=limit, seed=seed,
+                            shard=shard and str(shard),
+                            max_new_tokens=max_new_tokens, temperature=engine.temperature, sampling_seed=engine.sampling_seed,
+                            llm_default=llm_default, chunk=engine.batch_size, prices=_prices(price_in, price_out))
+    configs = config.configs()
     backend_for = engine.cached()
     with tqdm(desc="questions", unit="q") as bar:
         def on_run(run) -> None:
             bar.write(f"-- {run.label} on {run.dataset} with {run.model}")
 
-        try:
-            files = run_ablation(config, backend_for, on_run=on_run, on_row=_progress(bar))
-        except (ValueError, RunMismatchError) as error:
-            raise click.ClickException(str(error)) from None
+        files = run_ablation(config, backend_for, on_run=on_run, on_row=_progress(bar))
     click.echo(files.markdown.read_text())
     click.echo(f"{len(configs)} configurations; report in {files.markdown}, {files.json}, {files.plot}")

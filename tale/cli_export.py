@@ -48,19 +48,13 @@ def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, thre
             raise click.UsageError("--int8 is for the BERT regressor; a TF-IDF export is its exact numbers")
         from export.linear import export_tfidf
 
-        try:
-            linear = export_tfidf(source, out)
-        except (FileNotFoundError, ValueError) as error:
-            raise click.ClickException(str(error)) from None
+        linear = export_tfidf(source, out)
         click.echo(f"linear: {out / LINEAR_FILE} ({len(linear.weights)} terms, "
                    f"{'calibrated' if linear.calibration else 'not calibrated'})")
         return
     if int8_all and not int8:
         raise click.UsageError("--int8-all sets how --int8 quantizes; give --int8 too")
-    try:
-        manifest = export_regressor(source, out, ExportConfig(int8=int8, opset=opset, fp32_down_projections=not int8_all))
-    except (FileNotFoundError, ValueError, RuntimeError) as error:  # not a regressor; disagrees with torch
-        raise click.ClickException(str(error)) from None
+    manifest = export_regressor(source, out, ExportConfig(int8=int8, opset=opset, fp32_down_projections=not int8_all))
     for precision, exported in manifest.models.items():
         diff = manifest.check[f"{precision}_max_abs_diff"]
         click.echo(f"{precision}: {out / exported.file} ({exported.bytes / 2**20:.1f} MiB), "
@@ -73,7 +67,7 @@ def _kind(directory: Path) -> str | None:
     meta = directory / META_FILE
     try:
         return json.loads(meta.read_text()).get("estimator") if meta.is_file() else None
-    except ValueError:
+    except json.JSONDecodeError:
         raise click.ClickException(f"{meta}: not JSON") from None
 
 
@@ -158,10 +152,7 @@ def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | Non
     stdin = sys.stdin
     if not questions and not input_path and stdin.isatty():
         raise click.UsageError("give QUESTIONs, --input FILE.jsonl, or questions on stdin")
-    try:
-        estimator = _estimator(directory, RuntimeConfig(precision=precision, threads=threads, batch_size=batch_size))
-    except (FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from None
+    estimator = _estimator(directory, RuntimeConfig(precision=precision, threads=threads, batch_size=batch_size))
     if aim != 1.0 and risk is not None:
         raise click.UsageError("choose --risk or --aim, not both")
     if aim != 1.0:
@@ -171,10 +162,7 @@ def estimate(questions: tuple[str, ...], directory: Path, input_path: Path | Non
     if risk is not None:
         from predictor.calibrate import Calibrated, calibration_for
 
-        try:
-            estimator = Calibrated(estimator, calibration_for(estimator, directory), risk)
-        except (FileNotFoundError, ValueError) as error:
-            raise click.ClickException(str(error)) from None
+        estimator = Calibrated(estimator, calibration_for(estimator, directory), risk)
     with ExitStack() as stack:
         if questions:
             rows: Iterator[tuple[Any, str]] = iter(enumerate(questions))

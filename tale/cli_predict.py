@@ -84,11 +84,8 @@ def _estimators(names: str, split, engine: EngineOptions, llm_default: int | Non
 
     chosen = {}
     for name in (n.strip() for n in names.split(",") if n.strip()):
-        try:
-            chosen[name] = build_estimator(name, backend_for=backend_for, train=split.train, llm_default=llm_default,
-                                           probe_model=probe_model)
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--estimators") from None
+        chosen[name] = build_estimator(name, backend_for=backend_for, train=split.train, llm_default=llm_default,
+                                       probe_model=probe_model)
     return chosen
 
 
@@ -103,10 +100,7 @@ def _fold_factories(names: str, engine: EngineOptions, llm_default: int | None, 
     fitted: dict[str, BertRegressor] = {}  # by the fold's training fingerprint: bert and bert@F share one fit
 
     def factory(name: str):
-        try:
-            base, aim = split_aim(name)
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--estimators") from None
+        base, aim = split_aim(name)
         kind, _, arg = base.partition(":")
         if kind == "bert" and not arg:
             def fit(train):
@@ -182,11 +176,8 @@ def eval_predictor(records, estimators, out, held_out, llm_default, folds, encod
 
         factories = _fold_factories(estimators, engine, llm_default,
                                     BertRegressorConfig(encoder=encoder, epochs=epochs, max_length=max_length))
-        try:
-            evaluation = cross_validate(factories, examples, folds,
-                                        on_fold=lambda k, name: click.echo(f"fold {k + 1}/{folds}: {name}", err=True))
-        except ValueError as error:
-            raise click.ClickException(str(error)) from None
+        evaluation = cross_validate(factories, examples, folds,
+                                    on_fold=lambda k, name: click.echo(f"fold {k + 1}/{folds}: {name}", err=True))
         files = write_report(evaluation, out)
         click.echo(markdown_table(evaluation))
         click.echo(f"\n{len(evaluation.ids)} feasible records scored ({len(examples)} loaded), {folds}-fold "

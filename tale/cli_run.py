@@ -89,17 +89,14 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
     from tqdm import tqdm
 
     from data_builder.search import SearchConfig
-    from tale.pipeline import PipelineConfig, RunMismatchError, run_pipeline
+    from tale.pipeline import PipelineConfig, run_pipeline
 
-    try:
-        config = PipelineConfig(out=out, dataset=dataset, eval_dataset=eval_dataset, questions=questions,
-                                eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity,
-                                temperature=engine.temperature, encoder=encoder,
-                                search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens), pool=pool, epochs=epochs,
-                                max_length=max_length, min_feasible=min_feasible, calibration=calibration, risk=risk,
-                                post_train=post_train, max_new_tokens=max_new_tokens)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    config = PipelineConfig(out=out, dataset=dataset, eval_dataset=eval_dataset, questions=questions,
+                            eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity,
+                            temperature=engine.temperature, encoder=encoder,
+                            search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens), pool=pool, epochs=epochs,
+                            max_length=max_length, min_feasible=min_feasible, calibration=calibration, risk=risk,
+                            post_train=post_train, max_new_tokens=max_new_tokens)
     backend_for = engine.cached()
 
     @contextlib.contextmanager
@@ -107,10 +104,7 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
         with tqdm(total=total, desc=description, unit="q" if total else "it") as bar:
             yield bar
 
-    try:
-        result = run_pipeline(config, backend_for, progress, echo=click.echo)
-    except (RunMismatchError, ValueError) as error:  # e.g. post-training without one correct record
-        raise click.ClickException(str(error)) from None
+    result = run_pipeline(config, backend_for, progress, echo=click.echo)
     if result.skipped:
         click.echo(f"complete already, skipped: {', '.join(result.skipped)}")
     examples = result.regressor_examples

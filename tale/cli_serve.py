@@ -8,7 +8,7 @@ import click
 
 from tale.gateway_config import POLICIES, GatewayConfig
 
-DEFAULTS = GatewayConfig(upstream="")
+DEFAULTS = GatewayConfig(upstream="http://127.0.0.1:8000/v1")  # the options' defaults (the upstream is required)
 
 
 @click.command("serve")
@@ -52,13 +52,10 @@ def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_b
     from tale.serve import create_app, load_gateway
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = GatewayConfig(upstream=upstream, policy=policy, risk=risk, slack=slack, window_ms=window_ms,
-                               max_batch=max_batch, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
-                               request_log=request_log, cache_size=cache_size)
-        gateway = load_gateway(predictor, config, threads, precision)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    config = GatewayConfig(upstream=upstream, policy=policy, risk=risk, slack=slack, window_ms=window_ms,
+                           max_batch=max_batch, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
+                           request_log=request_log, cache_size=cache_size)
+    gateway = load_gateway(predictor, config, threads, precision)
     click.echo(f"tale serve on http://{host}:{port}/v1 -> {upstream} (policy {policy}, "
                f"{'risk ' + format(risk, 'g') if risk is not None else 'uncalibrated budgets'})", err=True)
     uvicorn.run(create_app(gateway), host=host, port=port, log_level="info" if verbose else "warning", access_log=False)

@@ -88,10 +88,7 @@ def train_reasoner(method, records, model, out, lora, lora_r, lora_alpha, intern
     args = trainer_args(method, max_length=max_length, seed=seed,
                         **{k: v for k, v in overrides.items() if v is not None})
     rows = [r for directory in records for r in load_records(directory)]
-    try:
-        result = post_train(method, rows, out, config, args, source=[str(d) for d in records])
-    except (ValueError, FileExistsError) as error:
-        raise click.ClickException(str(error)) from None
+    result = post_train(method, rows, out, config, args, source=[str(d) for d in records])
     if os.environ.get("RANK", "0") != "0":  # accelerate launch: one report, from the main process
         return
     loss = result.metrics.get("train_loss")
@@ -115,10 +112,7 @@ def rebuild_reasoner(run_dir, out, model, threads, verbose):
     setup(verbose, threads)
     from reasoner.post_train import rebuild_merged
 
-    try:
-        rebuild_merged(run_dir, out, model)
-    except (FileNotFoundError, FileExistsError) as error:
-        raise click.ClickException(str(error)) from None
+    rebuild_merged(run_dir, out, model)
     click.echo(f"model rebuilt in {out} from {run_dir}")
 
 

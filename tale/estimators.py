@@ -39,6 +39,7 @@ from data_builder.record import BudgetRecord
 from data_builder.sources import Problem
 from predictor import Estimator
 from reasoner.backends import Backend
+from reasoner.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ ESTIMATORS = ("bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR], probe
 AIMABLE = ("bert", "onnx", "constant", "tfidf", "probe")  # estimators whose budgets @FACTOR may scale
 POLICIES = "price=LAMBDA:CURVES_DIR, target=SHARE:CURVES_DIR, total=MEAN_TOKENS:CURVES_DIR"
 SOURCES = f"oracle:RECORDS_DIR, fixed:N, matched:RUN_DIR, replay:RUN_DIR, {POLICIES}, {ESTIMATORS}"
+
+class UnknownNameError(ConfigError):
+    """A name that is no estimator or budget source."""
+
 
 BackendFor = Callable[[str], Backend]  # model name -> backend, so one model loads once
 Fallback = Literal["no-budget", "default-budget"]
@@ -62,9 +67,9 @@ def split_aim(spec: str) -> tuple[str, float]:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{spec!r}: '@' must be followed by a positive factor, as in 'tfidf@1.41'")
+        raise ConfigError(f"{spec!r}: '@' must be followed by a positive factor, as in 'tfidf@1.41'")
     if base.partition(":")[0] not in AIMABLE:
-        raise ValueError(f"{spec!r}: only {', '.join(AIMABLE)} budgets can be scaled with @FACTOR")
+        raise ConfigError(f"{spec!r}: only {', '.join(AIMABLE)} budgets can be scaled with @FACTOR")
     return base, value
 
 
@@ -78,13 +83,13 @@ def split_risk(spec: str) -> tuple[str, float | None]:
     try:
         alpha = check_alpha(float(risk))
     except ValueError:
-        raise ValueError(f"{spec!r}: '%' must be followed by a risk in (0, 1), as in 'onnx:DIR%0.1'") from None
+        raise ConfigError(f"{spec!r}: '%' must be followed by a risk in (0, 1), as in 'onnx:DIR%0.1'") from None
     kind, _, arg = base.partition(":")
     if kind not in AIMABLE or not arg:
-        raise ValueError(f"{spec!r}: a risk needs a calibrated estimator directory: "
+        raise ConfigError(f"{spec!r}: a risk needs a calibrated estimator directory: "
                          f"{', '.join(k + ':DIR' for k in AIMABLE)}, then %ALPHA")
     if "@" in base:
-        raise ValueError(f"{spec!r}: choose a risk (%ALPHA) or a factor (@FACTOR), not both")
+        raise ConfigError(f"{spec!r}: choose a risk (%ALPHA) or a factor (@FACTOR), not both")
     return base, alpha
 
 
@@ -117,7 +122,7 @@ def build_estimator(
         if arg:
             return load_estimator(Path(arg))
         if not train:
-            raise ValueError(f"{kind} needs a saved estimator directory here: '{kind}:DIR'")
+            raise ConfigError(f"{kind} needs a saved estimator directory here: '{kind}:DIR'")
         return cls.fit(train, *config)
 
     if kind == "constant":
@@ -129,7 +134,7 @@ def build_estimator(
 
         return fitted(ProbeEstimator, ProbeConfig(model=probe_model))
     if kind in ("bert", "onnx") and not arg:
-        raise ValueError(f"{kind} needs a directory: '{kind}:DIR'")
+        raise ConfigError(f"{kind} needs a directory: '{kind}:DIR'")
     if kind == "bert":
         return load_estimator(Path(arg))
     if kind == "onnx":
@@ -140,10 +145,10 @@ def build_estimator(
         from predictor.llm import LLMEstimator, LLMEstimatorConfig
 
         if backend_for is None:
-            raise ValueError("llm estimators need a backend")
+            raise ConfigError("llm estimators need a backend")
         default = llm_default or (ConstantEstimator.fit(train).budget if train else LLMEstimatorConfig.default_budget)
         return LLMEstimator(backend_for(arg or "default"), LLMEstimatorConfig(default_budget=default))
-    raise ValueError(f"unknown estimator {spec!r}; use {ESTIMATORS}")
+    raise UnknownNameError(f"unknown estimator {spec!r}; use {ESTIMATORS}")
 
 
 # --- budget sources ------------------------------------------------------------------------------
@@ -171,7 +176,7 @@ class FixedBudget:
 
     def __init__(self, budget: int) -> None:
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise ValueError(f"a fixed budget must be a positive integer, got {budget!r}")
+            raise ConfigError(f"a fixed budget must be a positive integer, got {budget!r}")
         self.name = f"fixed:{budget}"
         self.budget = budget
 
@@ -188,7 +193,7 @@ def matched_budget(run_dir: Path) -> FixedBudget:
 
     budgets = [row.budget for row in load_rows(run_dir) if row.budget]
     if not budgets:
-        raise ValueError(f"{run_dir}: no budgeted evaluation rows to match (matched:RUN_DIR takes a tale evaluate run)")
+        raise ConfigError(f"{run_dir}: no budgeted evaluation rows to match (matched:RUN_DIR takes a tale evaluate run)")
     return FixedBudget(max(1, round(mean(budgets))))
 
 
@@ -215,7 +220,7 @@ class ReplayedBudget(BudgetsById):
         self.name = f"replay:{run_dir}"
         self.budgets = {row.id: row.budget for row in load_rows(run_dir) if row.budget}
         if not self.budgets:
-            raise ValueError(f"{run_dir}: no budgeted evaluation rows to replay (replay:RUN_DIR takes a tale evaluate run)")
+            raise ConfigError(f"{run_dir}: no budgeted evaluation rows to replay (replay:RUN_DIR takes a tale evaluate run)")
 
 
 class OracleBudget(BudgetsById):
@@ -310,9 +315,9 @@ def split_policy(spec: str) -> tuple[Any, str] | None:
         if not math.isfinite(number):
             raise ValueError
     except ValueError:
-        raise ValueError(f"{spec!r}: a policy is {POLICIES}, with a number after '=' ({kind} {'0..1' if kind == 'target' else '>= 0'})") from None
+        raise ConfigError(f"{spec!r}: a policy is {POLICIES}, with a number after '=' ({kind} {'0..1' if kind == 'target' else '>= 0'})") from None
     if not arg:
-        raise ValueError(f"{spec!r}: a policy needs a curve estimator directory after ':' (tale train-curves writes one)")
+        raise ConfigError(f"{spec!r}: a policy needs a curve estimator directory after ':' (tale train-curves writes one)")
     return policy, arg
 
 
@@ -327,10 +332,10 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
         try:
             return FixedBudget(int(arg))
         except ValueError:
-            raise ValueError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}") from None
+            raise ConfigError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}") from None
     if kind == "oracle":
         if not arg:
-            raise ValueError("oracle needs a records directory: 'oracle:RECORDS_DIR'")
+            raise ConfigError("oracle needs a records directory: 'oracle:RECORDS_DIR'")
         return OracleBudget.load(Path(arg))
     if kind == "matched":
         return matched_budget(Path(arg))
@@ -340,10 +345,8 @@ def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_d
         return EstimatorBudget(build_estimator("llm:self", backend_for=lambda _: reasoner, llm_default=llm_default), spec)
     try:
         return EstimatorBudget(build_estimator(spec, backend_for=backend_for, llm_default=llm_default), spec)
-    except ValueError as error:
-        if str(error).startswith("unknown estimator"):
-            raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}") from None
-        raise
+    except UnknownNameError:
+        raise UnknownNameError(f"unknown budget source {spec!r}; use {SOURCES}") from None
 
 
 def check_source(spec: str) -> str:
@@ -352,9 +355,9 @@ def check_source(spec: str) -> str:
         return spec.strip()
     kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
     if kind not in ("fixed", "oracle", "matched", "replay", "llm", "bert", "onnx", "constant", "tfidf", "probe"):
-        raise ValueError(f"unknown budget source {spec!r}; use {SOURCES}")
+        raise UnknownNameError(f"unknown budget source {spec!r}; use {SOURCES}")
     if kind in ("fixed", "oracle", "matched", "replay", "bert", "onnx", "constant", "tfidf", "probe") and not arg:
-        raise ValueError(f"budget source {kind} needs an argument: '{kind}:{'N' if kind == 'fixed' else 'DIR'}'")
+        raise ConfigError(f"budget source {kind} needs an argument: '{kind}:{'N' if kind == 'fixed' else 'DIR'}'")
     if kind == "fixed" and not (arg.isdigit() and int(arg) >= 1):
-        raise ValueError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}")
+        raise ConfigError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}")
     return spec.strip()

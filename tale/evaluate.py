@@ -29,6 +29,7 @@ from data_builder.records import JsonlWriter, Shard, read_objects, write_meta
 from data_builder.run_dir import check_identity
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import MAX_NEW_TOKENS, Backend
+from reasoner.errors import ConfigError
 from reasoner.prompts import PROMPT_VERSION, Method
 from tale.estimators import Assignment, BudgetSource, OracleBudget, build_source, check_source
 from tale.generate import answer_problems
@@ -48,7 +49,7 @@ class Prices:
 
     def __post_init__(self) -> None:
         if not (self.input_per_million >= 0 and self.output_per_million >= 0):
-            raise ValueError(f"prices must be >= 0, got {self.input_per_million}, {self.output_per_million}")
+            raise ConfigError(f"prices must be >= 0, got {self.input_per_million}, {self.output_per_million}")
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_million + output_tokens * self.output_per_million) / 1e6
@@ -77,18 +78,18 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+            raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
         if (self.method == "budget") != (self.budget_source is not None):
-            raise ValueError("method 'budget' needs a budget source, and only it takes one")
+            raise ConfigError("method 'budget' needs a budget source, and only it takes one")
         if self.budget_source is not None:
             object.__setattr__(self, "budget_source", check_source(self.budget_source))
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
         if self.shard is not None:  # normalized, and 0/1 (everything) is no shard, so such runs keep their names
             shard = Shard.parse(str(self.shard))
             object.__setattr__(self, "shard", None if shard.count == 1 else str(shard))
         if self.max_new_tokens < 1 or self.chunk < 1:
-            raise ValueError(f"max_new_tokens and chunk must be >= 1, got {self.max_new_tokens}, {self.chunk}")
+            raise ConfigError(f"max_new_tokens and chunk must be >= 1, got {self.max_new_tokens}, {self.chunk}")
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the rows already written (``limit`` may grow)."""

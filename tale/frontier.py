@@ -20,6 +20,7 @@ from data_builder.ladder import LadderRecord, load_ladder, rung_name
 from predictor.curves import Curve, CurveData, MarginalCurves, TfidfCurves, calibration
 from predictor.frontier import compare_to_constants, frontier_points, scores
 from predictor.policies import Policy
+from reasoner.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,9 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.validation < 1:
-            raise ValueError(f"validation must be in (0, 1), got {self.validation}")
+            raise ConfigError(f"validation must be in (0, 1), got {self.validation}")
         if not self.train or not self.test:
-            raise ValueError("a study needs training and held-out ladder directories")
+            raise ConfigError("a study needs training and held-out ladder directories")
 
 
 def _in_validation(problem_id: str, share: float) -> bool:
@@ -57,7 +58,7 @@ def _load(directories: Sequence[Path]) -> list[LadderRecord]:
     seen: set[str] = set()
     for r in records:
         if r.id in seen:
-            raise ValueError(f"question {r.id} is in more than one of {', '.join(map(str, directories))}")
+            raise InputError(f"question {r.id} is in more than one of {', '.join(map(str, directories))}")
         seen.add(r.id)
     return records
 
@@ -87,16 +88,16 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     train_records, test_records = _load(config.train), _load(config.test)
     overlap = {r.id for r in train_records} & {r.id for r in test_records}
     if overlap:
-        raise ValueError(f"{len(overlap)} questions are both training and held out (first: {sorted(overlap)[0]})")
+        raise InputError(f"{len(overlap)} questions are both training and held out (first: {sorted(overlap)[0]})")
     train_all = CurveData.of(train_records)
     test = CurveData.of(test_records)
     if test.rungs != train_all.rungs:
-        raise ValueError("training and held-out ladders have different rungs")
+        raise InputError("training and held-out ladders have different rungs")
     valid_mask = [_in_validation(i, config.validation) for i in train_all.ids]
     fit_part = train_all.subset([i for i, v in enumerate(valid_mask) if not v])
     valid = train_all.subset([i for i, v in enumerate(valid_mask) if v])
     if len(fit_part) < 2 or len(valid) < 2:
-        raise ValueError(f"too few training questions to split for validation: {len(train_all)}")
+        raise InputError(f"too few training questions to split for validation: {len(train_all)}")
 
     makers: dict[str, Any] = {"marginal": MarginalCurves.fit, "tfidf": TfidfCurves.fit}
     if config.probe_model:

@@ -44,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from predictor import BudgetRange
+from reasoner.errors import InputError
 from reasoner.prompts import budget_instruction
 from tale.gateway_config import BUDGET_HEADER, OPT_OUT, POLICIES, GatewayConfig  # noqa: F401  (re-exported)
 
@@ -213,7 +214,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, estimate: Callable[[list[str]], list[float]], budget_range: BudgetRange,
                  calibration: Calibration | None = None, name: str = "", inline: bool = False) -> None:
         if config.risk is not None and calibration is None:
-            raise ValueError(f"{name or 'the predictor'}: a risk needs a calibrated export (tale calibrate, then tale export)")
+            raise InputError(f"{name or 'the predictor'}: a risk needs a calibrated export (tale calibrate, then tale export)")
         self.config, self.budget_range, self.name, self.calibration = config, budget_range, name, calibration
         self.scores = calibration.scores if calibration else None
         self.factor = calibration.factor(config.risk) if config.risk is not None else 1.0  # refuses a risk too small

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reasoner.errors import ConfigError
+
 POLICIES = ("prompt", "cap", "both")
 BUDGET_HEADER = "X-TALE-Budget"
 OPT_OUT = ("off", "none")
@@ -25,9 +27,15 @@ class GatewayConfig:
     cache_size: int = 10_000  # questions whose estimate is remembered (in memory only); 0: none
 
     def __post_init__(self) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"--upstream must be an http:// or https:// URL with a host, such as http://127.0.0.1:8000/v1; "
+                              f"got {self.upstream!r}")
         if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+            raise ConfigError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.slack < 1:
-            raise ValueError(f"slack must be >= 1, got {self.slack}")
+            raise ConfigError(f"slack must be >= 1, got {self.slack}")
         if self.max_batch < 1 or self.window_ms < 0 or self.max_body_bytes < 1 or self.timeout_s <= 0 or self.cache_size < 0:
-            raise ValueError("max_batch, max_body_bytes and timeout_s must be positive and window_ms >= 0")
+            raise ConfigError("max_batch, max_body_bytes and timeout_s must be positive and window_ms >= 0")

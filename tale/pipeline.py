@@ -29,6 +29,7 @@ from data_builder.run_dir import RunMismatchError, check_identity, write_meta  #
 from data_builder.search import SearchConfig
 from data_builder.sources import GENERATED_KINDS
 from reasoner.backends import MAX_NEW_TOKENS
+from reasoner.errors import ConfigError, InputError, TaleError
 
 if TYPE_CHECKING:
     from data_builder.record import BudgetRecord
@@ -68,17 +69,17 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         if self.questions < 1 or self.eval_questions < 1:
-            raise ValueError(f"questions and eval_questions must be >= 1, got {self.questions}, {self.eval_questions}")
+            raise ConfigError(f"questions and eval_questions must be >= 1, got {self.questions}, {self.eval_questions}")
         if self.eval_dataset is None and self.dataset.split(":")[0] not in GENERATED_KINDS:
-            raise ValueError("give an evaluation data set (eval_dataset) that does not overlap the training one")
+            raise ConfigError("give an evaluation data set (eval_dataset) that does not overlap the training one")
         if not 0 <= self.calibration < 1:
-            raise ValueError(f"calibration must be a share in [0, 1), got {self.calibration}")
+            raise ConfigError(f"calibration must be a share in [0, 1), got {self.calibration}")
         if self.risk is not None and not 0 < self.risk < 1:
-            raise ValueError(f"risk must be in (0, 1), got {self.risk}")
+            raise ConfigError(f"risk must be in (0, 1), got {self.risk}")
         if self.risk is not None and not self.calibration:
-            raise ValueError("a risk needs a calibration share above 0 (or no risk: uncalibrated budgets)")
+            raise ConfigError("a risk needs a calibration share above 0 (or no risk: uncalibrated budgets)")
         if self.post_train and self.backend == "openai":
-            raise ValueError("post-training needs a local model (backend ort or hf)")
+            raise ConfigError("post-training needs a local model (backend ort or hf)")
 
     @property
     def eval_spec(self) -> tuple[str, int]:
@@ -129,7 +130,7 @@ def _check_config(config: PipelineConfig) -> None:
         write_meta(path, {"identity": config.identity()})
 
 
-class OverlapError(ValueError):
+class OverlapError(TaleError, ValueError):
     """The evaluation questions include training questions."""
 
 
@@ -218,7 +219,7 @@ def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: li
                        "with their vanilla tokens as budgets", feasible, config.min_feasible)
     with progress("2/5 train the regressor", None):
         if config.calibration and not _calibration_split(paths, include_infeasible, config.calibration):
-            raise ValueError(f"--calibration {config.calibration:g} keeps none of the {len(records)} searched records "
+            raise InputError(f"--calibration {config.calibration:g} keeps none of the {len(records)} searched records "
                              "out of training to calibrate on: search more --questions, raise --calibration, "
                              "or use --calibration 0 --risk none (uncalibrated budgets), in a new --out")
         model = train_regressor([paths["records"]], out, BertRegressorConfig(
@@ -244,7 +245,7 @@ def _check_calibration(config: PipelineConfig, examples: dict[str, Any]) -> None
     n, needed = examples.get("calibration", 0), records_needed(config.risk)
     if n < needed:
         smallest = next(a / 100 for a in range(1, 100) if records_needed(a / 100) <= n) if n else None
-        raise ValueError(f"the regressor was calibrated on {n} records and risk {config.risk:g} needs {needed}: "
+        raise InputError(f"the regressor was calibrated on {n} records and risk {config.risk:g} needs {needed}: "
                          + (f"rerun with --risk {smallest:g} or higher (the finished stages are kept), " if smallest else "")
                          + "or search more --questions in a new --out")
 

@@ -109,3 +109,57 @@ def test_the_pipeline_refuses_evaluation_problems_it_trains_on(tmp_path: Path) -
     result = run("run", "--dataset", f"jsonl:{train}", "--eval-dataset", f"jsonl:{test}", "--questions", "4",
                  "--eval-questions", "2", "--out", str(tmp_path / "run"))
     assert result.exit_code != 0 and "1 of the 2 evaluation problems" in result.output and "Traceback" not in result.output
+
+
+# --- the bad inputs a new user tried (issue 46): each one line through the group's one path, exit 2 ---
+
+
+def test_a_data_set_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes(json.dumps({"question": "What is 1 + 1?", "answer": "2"}).encode() + b"\n"
+                     + '{"question": "Combien coûte un café ?", "answer": "2"}\n'.encode("latin-1"))
+    one_line_error(run("generate", "--dataset", f"jsonl:{data}"), f"{data}:2:", "not UTF-8 text (byte 0xfb at column 25)")
+
+
+def test_an_empty_data_set_file_is_an_error_not_a_run_of_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "empty.jsonl"
+    data.write_text("\n")
+    out = tmp_path / "answers.jsonl"
+    one_line_error(run("generate", "--dataset", f"jsonl:{data}", "--out", str(out)), f"jsonl:{data}: no problems in it")
+    assert not out.exists()
+
+
+def test_training_on_records_without_a_usable_example_names_the_records(tmp_path: Path) -> None:
+    from conftest import budget_record
+
+    from data_builder.records import RecordWriter, Shard
+
+    with RecordWriter(Shard().records_path(tmp_path / "records")) as writer:
+        for i in range(3):
+            writer.write(budget_record(f"q{i}", feasible=False, budget=None))
+    result = run("train-predictor", "--records", str(tmp_path / "records"), "--out", str(tmp_path / "p"))
+    one_line_error(result, f"{tmp_path / 'records'}: no usable training examples", "3 infeasible records left out",
+                   "--include-infeasible")
+
+
+@pytest.mark.parametrize("upstream", ["notaurl", "ftp://127.0.0.1/v1", "http://"])
+def test_serve_refuses_an_upstream_that_is_not_a_url_before_serving(upstream: str, tmp_path: Path) -> None:
+    one_line_error(run("serve", "--predictor", str(tmp_path), "--upstream", upstream), "--upstream must be an http:// or https:// URL")
+
+
+def test_only_errors_a_user_can_fix_become_one_line_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import data_builder.sources as sources
+    from reasoner.errors import InputError
+
+    def fixable(*args, **kwargs):
+        raise InputError("x.jsonl:3: field 'answer': missing")
+
+    monkeypatch.setattr(sources, "load_problems", fixable)
+    one_line_error(run("generate", "--dataset", "jsonl:x.jsonl"), "x.jsonl:3: field 'answer': missing")
+
+    def bug(*args, **kwargs):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(sources, "load_problems", bug)
+    result = run("generate", "--dataset", "jsonl:x.jsonl")
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)  # not turned into a user error

@@ -392,9 +392,11 @@ def test_evaluate_command_on_choice_problems(tiny_lm_dir: Path, tmp_path: Path) 
     assert all(r.budget == 12 and 1 <= r.output_tokens <= 4 for r in rows)
     assert (out / "table.md").exists() and (out / "accuracy_vs_tokens.png").exists()
 
-    mismatch = CliRunner().invoke(evaluate_command, ["--dataset", spec, "--budget-source", "fixed:12", "--model",
-                                                     str(tiny_lm_dir), *HF[:-1], "8", "--out", str(out)])
-    assert mismatch.exit_code == 1 and "holds a run with other settings" in mismatch.output
+    from tale.cli import main  # through the group: its one error path turns a user's error into one line, exit 2
+
+    mismatch = CliRunner().invoke(main, ["evaluate", "--dataset", spec, "--budget-source", "fixed:12", "--model",
+                                         str(tiny_lm_dir), *HF[:-1], "8", "--out", str(out)])
+    assert mismatch.exit_code == 2 and "Error: " in mismatch.output and "holds a run with other settings" in mismatch.output
     unknown = CliRunner().invoke(evaluate_command, ["--dataset", spec, "--budget-source", "magic:3"])
     assert unknown.exit_code == 2 and "unknown budget source" in unknown.output
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -22,7 +21,7 @@ from export.onnx import ExportConfig, down_projections, export_regressor
 from export.runtime import CorruptExportError, OnnxEstimator
 from predictor.baselines import ConstantEstimator
 from predictor.bert import BertRegressor
-from tale.cli_export import estimate, export
+from tale.cli_export import export
 
 REPO = Path(__file__).resolve().parents[1]
 # Held out: the regressor trains on synthetic(80) with seed 0. Plus an empty question, a one-word
@@ -99,7 +98,7 @@ def test_export_refuses_what_it_cannot_export(regressor_dir: Path, tmp_path: Pat
     with pytest.raises(ValueError, match="not a log-target BERT regressor"):
         export_regressor(tmp_path / "constant", tmp_path / "out")
     result = invoke("export", "--predictor", str(tmp_path / "constant"), "--out", str(tmp_path / "out"))
-    assert result.exit_code == 1 and "not a log-target BERT regressor" in result.output
+    assert result.exit_code == 2 and "Error: " in result.output and "not a log-target BERT regressor" in result.output
     with pytest.raises(ValueError, match="directory of its own"):
         export_regressor(regressor_dir, regressor_dir)
     with pytest.raises(ValueError, match="opset"):
@@ -218,8 +217,9 @@ assert not heavy, heavy
 
 
 def invoke(*args: str, input: str | None = None):
-    group = click.Group(commands=[export, estimate])
-    return CliRunner().invoke(group, list(args), input=input, catch_exceptions=False)
+    from tale.cli import main  # the group: its one error path turns a user's error into one line, exit 2
+
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
 
 
 def lines(result) -> list[dict]:
@@ -271,13 +271,13 @@ def test_estimate_errors_name_the_problem(onnx_dir: Path, regressor_dir: Path, t
     assert result.exit_code == 2 and "--precision applies to an ONNX export" in result.output
     (tmp_path / "bad.jsonl").write_text('{"question": "fine"}\n{"id": 1}\n')
     result = invoke("estimate", "--predictor", str(onnx_dir), "--input", str(tmp_path / "bad.jsonl"))
-    assert result.exit_code == 1 and f"{tmp_path / 'bad.jsonl'}:2: expected an object with a string 'question'" in result.output
+    assert result.exit_code == 2 and f"{tmp_path / 'bad.jsonl'}:2: expected an object with a string 'question'" in result.output
     result = invoke("estimate", "--predictor", str(onnx_dir), "--input", str(tmp_path / "bad.jsonl"), "q")
     assert result.exit_code == 2 and "not both" in result.output
     out = copy_of(onnx_dir, tmp_path)
     (out / "model.int8.onnx").write_bytes(b"not a model")
     result = invoke("estimate", "--predictor", str(out), "q")
-    assert result.exit_code == 1 and f"{out / 'model.int8.onnx'}: sha256" in result.output
+    assert result.exit_code == 2 and f"{out / 'model.int8.onnx'}: sha256" in result.output
 
 
 def test_estimator_names_load_the_regressor_and_its_export(regressor_dir: Path, onnx_dir: Path,

@@ -30,7 +30,7 @@ from reasoner.post_train import (
     training_prompt,
 )
 from reasoner.prompts import reasoning_prompt
-from tale.cli_train import train_reasoner
+from tale.cli import main
 
 QUESTION = "Natalia sold 48 clips in April and half as many in May. How many in total?"
 SHORT = "48 / 2 = 24. 48 + 24 = 72. Answer: [[72]]"
@@ -304,7 +304,7 @@ def test_cli_sft_lora_saves_a_plain_model_that_loads_and_serves(tiny_lm_dir: Pat
 
     records = write_records(tmp_path / "records", [*TRAIN, CASES["infeasible"][0]])
     out = tmp_path / "sft-lora"
-    result = CliRunner().invoke(train_reasoner, [
+    result = CliRunner().invoke(main, ["train-reasoner",
         "sft", "--records", str(records), "--model", str(tiny_lm_dir), "--out", str(out), "--max-steps", "2",
         "--batch-size", "2", "--learning-rate", "1e-3", "--max-length", "128"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -335,18 +335,18 @@ def test_cli_sft_lora_saves_a_plain_model_that_loads_and_serves(tiny_lm_dir: Pat
 
 def test_cli_help_and_errors(tiny_lm_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    assert "Example: tale train-reasoner" in runner.invoke(train_reasoner, ["--help"]).output
+    assert "Example: tale train-reasoner" in runner.invoke(main, ["train-reasoner", "--help"]).output
     records = write_records(tmp_path / "records", [CASES["infeasible"][0], CASES["longer"][0]])
-    result = runner.invoke(train_reasoner, ["dpo", "--records", str(records), "--model", str(tiny_lm_dir),
+    result = runner.invoke(main, ["train-reasoner", "dpo", "--records", str(records), "--model", str(tiny_lm_dir),
                                             "--out", str(tmp_path / "out")])
-    assert result.exit_code == 1 and "no dpo training examples" in result.output
+    assert result.exit_code == 2 and "no dpo training examples" in result.output
     assert "1 infeasible" in result.output and "1 not_shorter" in result.output
-    result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"),
+    result = runner.invoke(main, ["train-reasoner", "sft", "--records", str(records), "--out", str(tmp_path / "out"),
                                             "--internalized", "--hindsight"])
     assert result.exit_code == 2 and "exclude each other" in result.output
-    result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"), "--slack", "1.25"])
+    result = runner.invoke(main, ["train-reasoner", "sft", "--records", str(records), "--out", str(tmp_path / "out"), "--slack", "1.25"])
     assert result.exit_code == 2 and "--slack applies to --hindsight prompts and dpo --pairs adherence only" in result.output
-    result = runner.invoke(train_reasoner, ["sft", "--records", str(records), "--out", str(tmp_path / "out"), "--sft-weight", "1"])
+    result = runner.invoke(main, ["train-reasoner", "sft", "--records", str(records), "--out", str(tmp_path / "out"), "--sft-weight", "1"])
     assert result.exit_code == 2 and "--sft-weight weighs an NLL term beside the DPO loss" in result.output
 
 
@@ -355,7 +355,6 @@ def test_rebuild_from_the_committed_files_gives_the_trained_weights(tiny_lm_dir:
 
     import torch
 
-    from tale.cli_train import rebuild_reasoner
 
     trained = tmp_path / "sft-lora"
     post_train("sft", TRAIN, trained, PostTrainConfig(model=str(tiny_lm_dir)), tiny_args("sft"))
@@ -364,16 +363,16 @@ def test_rebuild_from_the_committed_files_gives_the_trained_weights(tiny_lm_dir:
     shutil.copy(trained / RUN_CONFIG, committed / RUN_CONFIG)
     shutil.copytree(trained / "adapter", committed / "adapter")
     runner = CliRunner()
-    result = runner.invoke(rebuild_reasoner, ["--from", str(committed), "--out", str(tmp_path / "rebuilt")])
+    result = runner.invoke(main, ["rebuild-reasoner", "--from", str(committed), "--out", str(tmp_path / "rebuilt")])
     assert result.exit_code == 0, result.output
     expected, rebuilt = weights(trained), weights(tmp_path / "rebuilt")
     assert expected.keys() == rebuilt.keys() and not weights(tiny_lm_dir)[Q_PROJ].equal(rebuilt[Q_PROJ])
     assert all(torch.allclose(expected[k], rebuilt[k], atol=1e-6) for k in expected)
     assert json.loads((tmp_path / "rebuilt" / RUN_CONFIG).read_text())["rebuilt_from"] == str(committed)
 
-    result = runner.invoke(rebuild_reasoner, ["--from", str(committed), "--out", str(tmp_path / "rebuilt")])
-    assert result.exit_code == 1 and "is not empty" in result.output
+    result = runner.invoke(main, ["rebuild-reasoner", "--from", str(committed), "--out", str(tmp_path / "rebuilt")])
+    assert result.exit_code == 2 and "is not empty" in result.output
     shutil.rmtree(committed / "adapter")
-    result = runner.invoke(rebuild_reasoner, ["--from", str(committed), "--out", str(tmp_path / "again")])
-    assert result.exit_code == 1 and "no LoRA adapter" in result.output
+    result = runner.invoke(main, ["rebuild-reasoner", "--from", str(committed), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 2 and "no LoRA adapter" in result.output
 

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from reasoner.backends import OPENAI_API_KEY_ENV, OPENAI_BASE_URL, OPENAI_TIMEOUT_S, Generation, SamplingConfig
+from reasoner.errors import ConfigError, TaleError
 from reasoner.prompts import Prompt
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ EXCERPT_CHARS = 300
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class BackendError(RuntimeError):
+class BackendError(TaleError, RuntimeError):
     """A request that failed for good: a permanent HTTP error, retries exhausted, or a bad reply."""
 
 
@@ -51,20 +52,20 @@ class OpenAIConfig:
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ValueError("model must name the served model")
+            raise ConfigError("model must name the served model")
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+            raise ConfigError(f"base_url must start with http:// or https://, got {self.base_url!r}")
         if not _ENV_NAME.fullmatch(self.api_key_env):
             # Not echoed: the usual mistake is pasting the key itself here.
-            raise ValueError("api_key_env must be the name of an environment variable, not the key")
+            raise ConfigError("api_key_env must be the name of an environment variable, not the key")
         if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+            raise ConfigError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.backoff_s < 0:
-            raise ValueError(f"backoff_s must be >= 0, got {self.backoff_s}")
+            raise ConfigError(f"backoff_s must be >= 0, got {self.backoff_s}")
 
 
 class OpenAIBackend:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from reasoner.backends import Generation, SamplingConfig
 from reasoner.backends.ort_build import PRESETS, ensure_onnx
+from reasoner.errors import ConfigError
 from reasoner.models import resolve_model
 from reasoner.prompts import Prompt
 
@@ -42,11 +43,11 @@ class ORTConfig:
 
     def __post_init__(self) -> None:
         if self.precision not in PRESETS:
-            raise ValueError(f"precision must be one of {tuple(PRESETS)}, got {self.precision!r}")
+            raise ConfigError(f"precision must be one of {tuple(PRESETS)}, got {self.precision!r}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
 
 
 def stop_token_ids(source: str | Path, tokenizer) -> set[int]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from reasoner.errors import ConfigError, InputError
 from reasoner.prompts import PROMPT_VERSION, Kind, Language, Prompt, reasoning_prompt
 
 if TYPE_CHECKING:
@@ -152,13 +153,13 @@ def training_prompt(record: Record, mode: PromptMode = "budget", slack: float = 
     """The prompt of a record's training example: with its searched budget, with its answer's own
     output tokens (hindsight; times ``slack``, rounded up), or vanilla."""
     if mode not in PROMPT_MODES:
-        raise ValueError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
+        raise ConfigError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
     if mode == "internalized":
         return _prompt(record, None)
     if mode == "budget":
         return _prompt(record, record.budget)
     if (tokens := chosen_tokens(record)) is None:
-        raise ValueError(f"record {record.id!r}: no output token count for its answer under the searched budget")
+        raise InputError(f"record {record.id!r}: no output token count for its answer under the searched budget")
     return _prompt(record, stated_budget(tokens, slack))
 
 
@@ -268,7 +269,7 @@ def build_dpo_dataset(records: Iterable[Record], mode: PromptMode = "budget", sl
     """Preference rows. ``vanilla`` (the paper's): chosen = the correct, shorter output under beta*,
     rejected = the vanilla output. ``adherence``: ``build_adherence_pairs``. ``both``: the two sets."""
     if pairs not in PAIR_RULES:
-        raise ValueError(f"pair rule must be one of {PAIR_RULES}, got {pairs!r}")
+        raise ConfigError(f"pair rule must be one of {PAIR_RULES}, got {pairs!r}")
     records = list(records)
     if pairs == "adherence":
         return build_adherence_pairs(records, slack, over)

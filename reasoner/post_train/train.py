@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from reasoner.errors import ConfigError, InputError, MissingInputError, OutputExistsError
 from reasoner.models import resolve_model
 from reasoner.post_train.data import (
     PAIR_RULES,
@@ -73,25 +74,25 @@ class PostTrainConfig:
 
     def __post_init__(self) -> None:
         if not (self.slack >= 1.0 and self.slack < float("inf")):
-            raise ValueError(f"slack must be a finite number >= 1, got {self.slack!r}")
+            raise ConfigError(f"slack must be a finite number >= 1, got {self.slack!r}")
         if self.slack != 1.0 and self.prompt_mode != "hindsight" and self.pairs == "vanilla":
-            raise ValueError("slack applies to hindsight prompts and adherence pairs only")
+            raise ConfigError("slack applies to hindsight prompts and adherence pairs only")
         if self.pairs not in PAIR_RULES:
-            raise ValueError(f"pairs must be one of {PAIR_RULES}, got {self.pairs!r}")
+            raise ConfigError(f"pairs must be one of {PAIR_RULES}, got {self.pairs!r}")
         if not self.over > 1:
-            raise ValueError(f"over must be above 1, got {self.over!r}")
+            raise ConfigError(f"over must be above 1, got {self.over!r}")
         if self.max_examples is not None and self.max_examples < 1:
-            raise ValueError(f"max_examples must be at least 1, got {self.max_examples!r}")
+            raise ConfigError(f"max_examples must be at least 1, got {self.max_examples!r}")
         if self.prompt_mode not in PROMPT_MODES:
-            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}")
+            raise ConfigError(f"prompt_mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+            raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.lora_r < 1 or self.lora_alpha <= 0:
-            raise ValueError(f"LoRA needs r >= 1 and alpha > 0, got r={self.lora_r}, alpha={self.lora_alpha}")
+            raise ConfigError(f"LoRA needs r >= 1 and alpha > 0, got r={self.lora_r}, alpha={self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.lora and not self.target_modules:
-            raise ValueError("LoRA needs at least one target module")
+            raise ConfigError("LoRA needs at least one target module")
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def trainer_args(method: Method, **overrides: Any) -> SFTConfig | DPOConfig:
     from trl import DPOConfig, SFTConfig
 
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
     cls = SFTConfig if method == "sft" else DPOConfig
     cuda = torch.cuda.is_available()
     # transformers 5.2x renamed gradient_checkpointing (the old name still works, with a warning).
@@ -143,7 +144,7 @@ def rpo_loss(sft_weight: float) -> dict[str, Any]:
     (RPO, Pang et al. 2024; trl's ``rpo_alpha`` before it became a second loss type): the preference
     term alone can make short answers likelier by making every answer less likely, correct ones too."""
     if not sft_weight > 0:
-        raise ValueError(f"sft_weight must be above 0, got {sft_weight!r}")
+        raise ConfigError(f"sft_weight must be above 0, got {sft_weight!r}")
     return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(sft_weight)]}
 
 
@@ -185,7 +186,7 @@ def make_trainer(method: Method, dataset: Dataset, config: PostTrainConfig, args
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
-        raise ValueError(f"{config.model} has no chat template; TALE-PT trains on chat-formatted prompts")
+        raise InputError(f"{config.model} has no chat template; TALE-PT trains on chat-formatted prompts")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     peft_config = None
     if config.lora:
@@ -243,11 +244,11 @@ def rebuild_merged(run_dir: Path, out: Path, model: str | None = None) -> Path:
     run_dir, out = Path(run_dir), Path(out)
     config_path, adapter = run_dir / RUN_CONFIG, run_dir / ADAPTER_DIR
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: no run config; pass the directory tale train-reasoner wrote")
+        raise MissingInputError(f"{config_path}: no run config; pass the directory tale train-reasoner wrote")
     if not (adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{adapter}: no LoRA adapter (a full fine-tune, or trained before adapters were saved)")
+        raise MissingInputError(f"{adapter}: no LoRA adapter (a full fine-tune, or trained before adapters were saved)")
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; choose a new output directory")
+        raise OutputExistsError(f"{out} is not empty; choose a new output directory")
     document = json.loads(config_path.read_text())
     base = resolve_model(model or document["config"]["model"])
     base_model = AutoModelForCausalLM.from_pretrained(base, dtype=_torch_dtype(document["config"].get("dtype", "float32")))
@@ -303,11 +304,11 @@ def post_train(
     config = config or PostTrainConfig()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; choose a new output directory")
+        raise OutputExistsError(f"{out} is not empty; choose a new output directory")
     records = list(records)
     training_set = build_training_set(method, records, config.prompt_mode, config.slack, config.pairs, config.over)
     if training_set.counts.kept == 0:
-        raise ValueError(f"no {method} training examples: {training_set.counts.describe()}")
+        raise InputError(f"no {method} training examples: {training_set.counts.describe()}")
     args = args if args is not None else trainer_args(method)
     training_set = draw_examples(training_set, config.max_examples, args.seed)
     if torch.cuda.is_available() and args.use_cpu:
