@@ -19,7 +19,7 @@ from statistics import mean
 
 import click
 
-from tale.evaluate import load_rows
+from tale.eval.runs import load_rows
 
 
 def profile(run_dir: Path, long: int, short: int) -> dict:

@@ -7,7 +7,7 @@ Measured as ``python bench/ort_parity.py --variants int8,int4,int4-asym,int4-b12
 keeps every variant measured, each with its own ``limit`` and ``n``.
 
 Each variant answers the same GSM8K test questions as the committed hf fp32 run (vanilla CoT,
-greedy, 384 new tokens, batch 8: ``--reference``), through ``tale.evaluate`` (so an interrupted run
+greedy, 384 new tokens, batch 8: ``--reference``), through ``tale.eval.evaluate`` (so an interrupted run
 resumes with the same command; OUT/VARIANT/ holds each variant's run). Against the reference, per variant: accuracy and mean output tokens,
 the discordant pairs and a two-sided exact sign test, the share of identical final answers and of
 identical texts, and the variant's own generation speed (its output tokens over its wall time, one
@@ -64,7 +64,7 @@ def main(limit: int, variants: str, reference: Path, threads: int, out: Path, js
     from tqdm import tqdm
 
     from reasoner.backends.ort import ORTBackend, ORTConfig
-    from tale.evaluate import EvalConfig, evaluate
+    from tale.eval.evaluate import EvalConfig, evaluate
 
     if not DATA.is_file():
         raise click.ClickException(f"benchmark data not found: {DATA} (the shared data sets must sit beside the repo)")

@@ -32,8 +32,8 @@ from statistics import mean
 import click
 
 from data_builder.record import BudgetRecord
-from tale.evaluate import EvalRow, load_rows
-from tale.paired import sign_test
+from tale.eval.paired import sign_test
+from tale.eval.runs import EvalRow, load_rows
 
 
 def rows(run_dir: Path) -> dict[str, EvalRow]:

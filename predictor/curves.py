@@ -1,15 +1,16 @@
 """Success curves: per question, P(correct | rung) and the expected output tokens at each rung of a ladder.
 
 A ladder record (``data_builder.ladder``) observes each question's curve with K samples per rung; a curve
-estimator predicts it from the question alone. Two live here:
+estimator predicts it from the question alone. Three live here:
 
 - ``MarginalCurves``: the question-blind curve, every question's the same (what any constant budget sees);
 - ``TfidfCurves``: per rung, a logistic regression of correctness and a ridge regression of log output
-  tokens on the question's TF-IDF plus a few counts (words, numbers, largest number's digits).
+  tokens on the question's TF-IDF plus a few counts (words, numbers, largest number's digits);
+- ``ProbeCurves``: the same regressions on the reasoner's mean hidden state of the question (``predictor.probe``).
 
 Every predicted success curve is made non-decreasing in the budget by isotonic regression (a larger budget
 can always be used like a smaller one), so a policy never buys a rung that is predicted to do worse for
-more tokens. Both save to a directory whose ``tale_predictor.json`` says ``"estimator": "curves-..."``.
+more tokens. Each saves to a directory whose ``tale_predictor.json`` says ``"estimator": "curves-..."``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from data_builder.ladder import LadderRecord, Rung, rung_name
+from predictor.probe import PROBE_FILE, ProbeConfig, ReasonerFeatures
 from reasoner.errors import ConfigError, InputError, MissingInputError
 
 logger = logging.getLogger(__name__)
@@ -265,7 +267,84 @@ class TfidfCurves:
                    TfidfCurvesConfig(**meta["config"]), meta["n_train"])
 
 
-CURVE_KINDS = {MarginalCurves.kind: MarginalCurves, TfidfCurves.kind: TfidfCurves}
+class ProbeCurves:
+    """Satisfies ``predictor.curves.CurveEstimator``: per rung of a ladder, a logistic regression of correctness
+    and a ridge regression of log output tokens on the reasoner's standardized mean hidden state of the question.
+    Saves as JSON (coefficients, feature mean and scale); loading it loads the reasoner again for features."""
+
+    kind = "curves-probe"
+
+    def __init__(self, config: ProbeConfig, layer: int, rungs: Sequence[Any], mean: list[float], scale: list[float],
+                 success: list[Any], tokens: list[tuple[list[float], float]], *, n_train: int = 0,
+                 features: ReasonerFeatures | None = None) -> None:
+        self.config, self.layer, self.rungs = config, layer, tuple(rungs)
+        self.mean, self.scale = mean, scale
+        self.success = success  # per rung: a constant share, or (coefficients, intercept) of the logistic regression
+        self.tokens = tokens  # per rung: (coefficients, intercept) of the ridge regression of log(1 + tokens)
+        self.n_train = n_train
+        self._features = features
+
+    @property
+    def features(self) -> ReasonerFeatures:
+        if self._features is None:
+            self._features = ReasonerFeatures(replace(self.config, layer=self.layer))
+        return self._features
+
+    @classmethod
+    def fit(cls, data: Any, config: ProbeConfig = ProbeConfig(), *, c: float = 0.1, alpha: float = 10.0,
+            features: ReasonerFeatures | None = None, x: Any = None) -> ProbeCurves:
+        """Fit on ``data`` (``CurveData``); ``x`` (its feature rows) saves computing them again."""
+        import numpy as np
+
+        features = features or ReasonerFeatures(config)
+        raw = np.asarray(features(list(data.questions)) if x is None else x, dtype=np.float64)
+        mean, scale = raw.mean(0), raw.std(0) + 1e-6
+        classifiers, regressors = fit_rungs((raw - mean) / scale, data, c, alpha)
+        success = [c_ if isinstance(c_, float) else (c_.coef_[0].tolist(), float(c_.intercept_[0])) for c_ in classifiers]
+        tokens = [(r.coef_.tolist(), float(r.intercept_)) for r in regressors]
+        return cls(config, features.layer, data.rungs, mean.tolist(), scale.tolist(), success, tokens, n_train=len(data),
+                   features=features)
+
+    def curves(self, questions: Sequence[str], x: Any = None) -> list[Any]:
+        import numpy as np
+
+        if not questions:
+            return []
+        z = (np.asarray(self.features(list(questions)) if x is None else x, dtype=np.float64) - self.mean) / self.scale
+        columns = []
+        for part in self.success:
+            if isinstance(part, float):
+                columns.append(np.full(len(questions), part))
+            else:
+                columns.append(1 / (1 + np.exp(-(z @ np.asarray(part[0]) + part[1]))))
+        success = np.column_stack(columns)
+        tokens = np.column_stack([np.expm1(z @ np.asarray(w) + b).clip(min=1.0) for w, b in self.tokens])
+        return [Curve(self.rungs, tuple(monotone(s)), tuple(float(t) for t in row)) for s, row in zip(success.tolist(), tokens.tolist())]
+
+    def save(self, directory: Path) -> None:
+        from data_builder.ladder import rung_name
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"estimator": self.kind, "model": self.config.model, "layer": self.layer, "max_length": self.config.max_length,
+                "rungs": [rung_name(r) for r in self.rungs], "n_train": self.n_train, "weights": PROBE_FILE}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        (directory / PROBE_FILE).write_text(json.dumps({"mean": self.mean, "scale": self.scale, "success": self.success,
+                                                        "tokens": self.tokens}) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> ProbeCurves:
+        from data_builder.ladder import parse_ladder
+
+        meta: dict[str, Any] = json.loads((Path(directory) / META_FILE).read_text())
+        weights = json.loads((Path(directory) / meta["weights"]).read_text())
+        config = ProbeConfig(model=meta["model"], layer=meta["layer"], max_length=meta["max_length"])
+        success = [s if isinstance(s, float) else (s[0], s[1]) for s in weights["success"]]
+        return cls(config, meta["layer"], parse_ladder(",".join(meta["rungs"])), weights["mean"], weights["scale"], success,
+                   [(w, b) for w, b in weights["tokens"]], n_train=meta["n_train"])
+
+
+CURVE_KINDS = {MarginalCurves.kind: MarginalCurves, TfidfCurves.kind: TfidfCurves, ProbeCurves.kind: ProbeCurves}
 
 
 def load_curves(directory: Path) -> CurveEstimator:
@@ -274,12 +353,8 @@ def load_curves(directory: Path) -> CurveEstimator:
     if not path.exists():
         raise MissingInputError(f"{directory}: no {META_FILE} (a curve estimator is saved by tale train-curves)")
     kind = json.loads(path.read_text()).get("estimator")
-    if kind == "curves-probe":  # predictor.probe builds on this module: imported only when needed
-        from predictor.probe import ProbeCurves
-
-        return ProbeCurves.load(directory)
     if kind not in CURVE_KINDS:
-        raise InputError(f"{path}: {kind!r} is not a curve estimator ({', '.join([*CURVE_KINDS, 'curves-probe'])})")
+        raise InputError(f"{path}: {kind!r} is not a curve estimator ({', '.join(CURVE_KINDS)})")
     return CURVE_KINDS[kind].load(directory)
 
 

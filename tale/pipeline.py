@@ -294,9 +294,9 @@ def method_label(budget_source: str | None) -> str:
 
 def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str], backend_for: Callable[[str], Any],
               progress: Progress):
-    from tale.ablate import AblationConfig, ablate, collect_all
-    from tale.evaluate import load_rows
-    from tale.paired import paired
+    from tale.eval.ablate import AblationConfig, ablate, collect_all
+    from tale.eval.paired import paired
+    from tale.eval.runs import load_rows
 
     dataset, seed = config.eval_spec
     grid = AblationConfig(datasets=(dataset,), out=paths["evaluate"], models=tuple(models),

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from predictor import BudgetRange
-from tale.allocate import coverage, greedy, proportional
+from predictor.allocate import coverage, greedy, proportional
 
 RANGE = BudgetRange(8, 1024)
 SCORES = (math.log(1.0), math.log(2.0))  # two calibration records: levels e and 2e

@@ -154,7 +154,7 @@ def test_the_onnx_runtime_gives_the_same_calibrated_budgets_as_torch(calibrated_
     from test_predictor import synthetic
 
     from export.manifest import ExportManifest
-    from tale.estimators import build_estimator
+    from tale.eval.sources import build_estimator
 
     bert_dir, onnx_dir = calibrated_dirs
     assert ExportManifest.load(onnx_dir).calibration is not None
@@ -185,7 +185,7 @@ def test_the_manifest_pin_catches_a_changed_calibration_file(calibrated_dirs, tm
 
 
 def test_a_risk_needs_a_calibrated_directory_and_not_a_factor_too(calibrated_dirs, tmp_path: Path) -> None:
-    from tale.estimators import build_estimator, check_source, split_risk
+    from tale.eval.sources import build_estimator, check_source, split_risk
 
     bert_dir, _ = calibrated_dirs
     assert split_risk(f"onnx:{bert_dir}%0.05") == (f"onnx:{bert_dir}", 0.05)

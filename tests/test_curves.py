@@ -193,8 +193,8 @@ def test_monotone_equals_scikit_learns_isotonic_regression() -> None:
 
 
 def test_probe_curves_read_the_reasoner_and_round_trip_as_json(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    from predictor.curves import fit_rungs, predict_rungs
-    from predictor.probe import ProbeConfig, ProbeCurves, ReasonerFeatures
+    from predictor.curves import ProbeCurves, fit_rungs, predict_rungs
+    from predictor.probe import ProbeConfig, ReasonerFeatures
 
     easy = [record(i, f"what is {i} plus one", [[(True, 5)] * 2, [(True, 30)] * 2, [(True, 150)] * 2]) for i in range(10)]
     hard = [record(10 + i, f"a train leaves at {i} and another follows; when do they meet",

@@ -1,4 +1,4 @@
-"""tale.evaluate and tale.ablate: the metric arithmetic, resuming, budget sources, choice problems, the grid."""
+"""tale.eval.evaluate and tale.eval.ablate: the metric arithmetic, resuming, budget sources, choice problems, the grid."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from data_builder.run_dir import RunMismatchError
 from data_builder.sources import Problem, load_problems, problem_id
 from reasoner.backends import Generation
 from reasoner.prompts import Prompt
-from tale.ablate import accuracy_figure, legend_label, markdown_report, row_label, row_labels
-from tale.cli_eval import ablate as ablate_command
-from tale.cli_eval import evaluate as evaluate_command
-from tale.estimators import EstimatorBudget, FixedBudget, build_source
-from tale.evaluate import EvalConfig, EvalResult, EvalRow, Prices, collect, dataset_label, evaluate, load_rows, run_dirs, summarize
+from tale.cli.eval import ablate as ablate_command
+from tale.cli.eval import evaluate as evaluate_command
+from tale.eval.ablate import accuracy_figure, legend_label, markdown_report, row_label, row_labels
+from tale.eval.evaluate import EvalConfig, EvalResult, Prices, collect, evaluate, summarize
+from tale.eval.runs import EvalRow, dataset_label, load_rows, run_dirs
+from tale.eval.sources import EstimatorBudget, FixedBudget, build_source
 
 # --- a fake reasoner whose tokens and correctness are known -------------------------------------
 
@@ -407,7 +408,7 @@ class Varied:
     name = "varied"
 
     def assign(self, problems):
-        from tale.estimators import Assignment
+        from tale.eval.sources import Assignment
 
         return [Assignment(b) for b in (10, 20, 31)[: len(problems)]]
 
@@ -425,7 +426,7 @@ def test_matched_is_a_constant_at_another_runs_mean_budget(tmp_path: Path) -> No
 
 
 def test_replay_gives_each_question_its_budget_in_another_run(tmp_path: Path) -> None:
-    from tale.estimators import ReplayedBudget
+    from tale.eval.sources import ReplayedBudget
 
     problems = make_problems(4)
     config = EvalConfig(dataset="jsonl:t.jsonl", out=tmp_path, method="budget", budget_source="fixed:1", max_new_tokens=64)
@@ -437,7 +438,7 @@ def test_replay_gives_each_question_its_budget_in_another_run(tmp_path: Path) ->
     assert [a.budget for a in assigned] == [None, 31, 10, 20] and assigned[0].fallback == "no-budget"
     replayed = replace(config, out=tmp_path / "again", budget_source=f"replay:{config.run_dir}")
     evaluate(replayed, FakeBackend(problems, half_budget_script), replay, problems=problems[:3])
-    from tale.evaluate import load_rows
+    from tale.eval.runs import load_rows
 
     assert [r.budget for r in load_rows(replayed.run_dir)] == [r.budget for r in load_rows(config.run_dir)]
     vanilla = replace(config, method="vanilla", budget_source=None)

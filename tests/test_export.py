@@ -21,7 +21,7 @@ from export.onnx import ExportConfig, down_projections, export_regressor
 from export.runtime import CorruptExportError, OnnxEstimator
 from predictor.baselines import ConstantEstimator
 from predictor.bert import BertRegressor
-from tale.cli_export import export
+from tale.cli.export import export
 
 REPO = Path(__file__).resolve().parents[1]
 # Held out: the regressor trains on synthetic(80) with seed 0. Plus an empty question, a one-word
@@ -200,7 +200,7 @@ import export.runtime
 from export.runtime import OnnxEstimator, RuntimeConfig
 estimator = OnnxEstimator.load({str(onnx_dir)!r}, RuntimeConfig(threads=1))
 assert estimator.predict({questions!r}) == {expected!r}, estimator.predict({questions!r})
-from tale.cli_export import estimate
+from tale.cli.export import estimate
 out = io.StringIO()
 with redirect_stdout(out):
     estimate(["--predictor", {str(onnx_dir)!r}, "--threads", "1", *{questions!r}], standalone_mode=False)
@@ -283,7 +283,7 @@ def test_estimate_errors_name_the_problem(onnx_dir: Path, regressor_dir: Path, t
 def test_estimator_names_load_the_regressor_and_its_export(regressor_dir: Path, onnx_dir: Path,
                                                            regressor: BertRegressor) -> None:
     """``bert:DIR`` and ``onnx:DIR``, as eval-predictor, evaluate and ablate name them."""
-    from tale.estimators import EstimatorBudget, build_estimator
+    from tale.eval.sources import EstimatorBudget, build_estimator
 
     questions = HELD_OUT[:8]
     assert build_estimator(f"bert:{regressor_dir}").predict(questions) == regressor.predict(questions)

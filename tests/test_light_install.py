@@ -73,7 +73,7 @@ def test_light_install_from_the_wheel_estimates_without_torch(onnx_dir: Path, tm
     assert linear.returncode == 0, linear.stderr
     assert [json.loads(line)["budget"] for line in linear.stdout.splitlines()] == tfidf.predict(QUESTIONS)
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import importlib.util, sys, export.runtime, predictor.linear, tale.cli, tale.serve; "
+                            "import importlib.util, sys, export.runtime, predictor.linear, tale.cli, tale.serve.app; "
                             "print(importlib.util.find_spec('torch') is None, 'transformers' in sys.modules, "
                             "importlib.util.find_spec('sklearn') is None)"],
                            capture_output=True, text=True, cwd=tmp_path)

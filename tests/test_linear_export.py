@@ -48,7 +48,7 @@ def test_the_export_gives_the_pipelines_budgets_on_real_questions(shared_data: P
 
 def test_calibration_travels_with_the_export_and_names_resolve(tmp_path: Path) -> None:
     from predictor.calibrate import fit
-    from tale.estimators import build_estimator
+    from tale.eval.sources import build_estimator
 
     source = TfidfRidgeEstimator.fit(synthetic(80))
     source.save(tmp_path / "tfidf")

@@ -193,7 +193,7 @@ def test_config_is_validated() -> None:
 def test_evaluate_records_the_engine_and_its_precision_in_the_run_identity(lm_dir: Path, tmp_path: Path) -> None:
     """An int8 run must not resume an fp32 one: the precision is part of the engine's name."""
     from tale.cli import main
-    from tale.evaluate import read_meta, run_dirs
+    from tale.eval.runs import read_meta, run_dirs
 
     data = tmp_path / "p.jsonl"
     data.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}) + "\n")

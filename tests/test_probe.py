@@ -11,7 +11,7 @@ from test_predictor import synthetic
 def test_reasoner_probe_fits_saves_and_loads(tiny_lm_dir: Path, tmp_path: Path) -> None:
     from predictor import load_estimator
     from predictor.probe import ProbeConfig, ProbeEstimator
-    from tale.estimators import build_estimator
+    from tale.eval.sources import build_estimator
 
     train, test = synthetic(60), synthetic(12, seed=9)
     probe = ProbeEstimator.fit(train, ProbeConfig(model=str(tiny_lm_dir), alpha=1.0, batch_size=4))
@@ -30,7 +30,7 @@ def test_reasoner_probe_fits_saves_and_loads(tiny_lm_dir: Path, tmp_path: Path) 
 
 
 def test_a_bare_probe_is_fitted_on_the_probe_model(tiny_lm_dir: Path) -> None:
-    from tale.estimators import build_estimator
+    from tale.eval.sources import build_estimator
 
     probe = build_estimator("probe", train=synthetic(20), probe_model=str(tiny_lm_dir))
     assert probe.config.model == str(tiny_lm_dir) and probe.n_train == 20

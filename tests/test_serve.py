@@ -139,7 +139,7 @@ def test_a_tfidf_linear_export_serves_its_calibrated_budgets(scripted, tmp_path:
     from export.linear import export_tfidf
     from predictor.baselines import TfidfRidgeEstimator
     from predictor.calibrate import fit
-    from tale.estimators import build_estimator
+    from tale.eval.sources import build_estimator
 
     source = TfidfRidgeEstimator.fit(synthetic(80))
     source.save(tmp_path / "tfidf")

@@ -22,7 +22,7 @@ On several GPUs of one machine (data parallel; the batch size is per GPU, so ``-
     accelerate launch --multi_gpu --num_processes 4 -m tale.cli train-reasoner sft \\
         --records runs/records --out runs/reasoner-sft --batch-size 4
 
-``-m tale.cli_train sft ...`` runs the same command without the rest of the ``tale`` CLI.
+``-m tale.cli.train sft ...`` runs the same command without the rest of the ``tale`` CLI.
 
 In Python::
 

@@ -1,4 +1,4 @@
-"""``tale serve``: the budget-aware OpenAI-compatible gateway (``tale.gateway``), on uvicorn."""
+"""``tale serve``: the budget-aware OpenAI-compatible gateway (``tale.serve.gateway``), on uvicorn."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tale.gateway_config import POLICIES, GatewayConfig
+from tale.serve.config import POLICIES, GatewayConfig
 
 DEFAULTS = GatewayConfig(upstream="http://127.0.0.1:8000/v1")  # the options' defaults (the upstream is required)
 
@@ -49,7 +49,7 @@ def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_b
 
     import uvicorn
 
-    from tale.serve import create_app, load_gateway
+    from tale.serve.app import create_app, load_gateway
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = GatewayConfig(upstream=upstream, policy=policy, risk=risk, slack=slack, window_ms=window_ms,

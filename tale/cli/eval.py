@@ -11,7 +11,7 @@ import click
 
 from predictor.llm import LLMEstimatorConfig
 from reasoner.backends import MAX_NEW_TOKENS
-from tale.cli_common import BUDGET_SOURCE, DATASET, SHARD, backend_options, setup
+from tale.cli.common import BUDGET_SOURCE, DATASET, SHARD, backend_options, setup
 
 SOURCE_HELP = ("oracle:RECORDS_DIR (searched budgets), llm[:MODEL] (zero-shot; no MODEL: the reasoner itself), "
                "bert:DIR, onnx:DIR, constant:DIR, tfidf:DIR (saved estimators; append @FACTOR to scale their budgets, "
@@ -39,7 +39,7 @@ def _shared_options(command):
 
 
 def _prices(price_in, price_out):
-    from tale.evaluate import Prices
+    from tale.eval.evaluate import Prices
 
     if (price_in is None) != (price_out is None):
         raise click.UsageError("give both --price-in and --price-out, or neither")
@@ -79,10 +79,10 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, shard, 
     setup(verbose, threads)
     from tqdm import tqdm
 
-    from tale.ablate import write_report
-    from tale.estimators import build_source
-    from tale.evaluate import EvalConfig
-    from tale.evaluate import evaluate as run_evaluation
+    from tale.eval.ablate import write_report
+    from tale.eval.evaluate import EvalConfig
+    from tale.eval.evaluate import evaluate as run_evaluation
+    from tale.eval.sources import build_source
 
     method = method or ("budget" if budget_source else "vanilla")
     config = EvalConfig(dataset=dataset, out=out, method=method, budget_source=budget_source, model=model,
@@ -129,9 +129,9 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, shard, split, ma
     setup(verbose, threads)
     from tqdm import tqdm
 
-    from tale.ablate import AblationConfig
-    from tale.ablate import ablate as run_ablation
-    from tale.evaluate import METHODS
+    from tale.eval.ablate import AblationConfig
+    from tale.eval.ablate import ablate as run_ablation
+    from tale.eval.evaluate import METHODS
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     if not chosen or any(m not in METHODS for m in chosen):

@@ -101,7 +101,8 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
 
     makers: dict[str, Any] = {"marginal": MarginalCurves.fit, "tfidf": TfidfCurves.fit}
     if config.probe_model:
-        from predictor.probe import ProbeConfig, ProbeCurves, ReasonerFeatures
+        from predictor.curves import ProbeCurves
+        from predictor.probe import ProbeConfig, ReasonerFeatures
 
         probe = ProbeConfig(model=config.probe_model)
         features = ReasonerFeatures(probe)  # one prefill per question, remembered across the fits

@@ -106,7 +106,7 @@ class Risks(click.ParamType):
 
 
 class BudgetSourceSpec(click.ParamType):
-    """A budget source name (``tale.estimators``), checked before any model loads: a directory it
+    """A budget source name (``tale.eval.sources``), checked before any model loads: a directory it
     names must exist, so a typo does not wait for the reasoner to load first."""
 
     name = "SOURCE"
@@ -114,7 +114,7 @@ class BudgetSourceSpec(click.ParamType):
     def convert(self, value, param, ctx):
         from pathlib import Path
 
-        from tale.estimators import check_source, split_aim, split_risk
+        from tale.eval.sources import check_source, split_aim, split_risk
 
         try:
             spec = check_source(value)

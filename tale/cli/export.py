@@ -21,7 +21,7 @@ from export.manifest import MANIFEST_FILE, PRECISIONS, RuntimeConfig
 from export.onnx import ExportConfig, export_regressor
 from predictor import META_FILE
 from predictor.linear import LINEAR_FILE
-from tale.cli_common import setup, torch_threads
+from tale.cli.common import setup, torch_threads
 
 CHUNK = 256  # questions read, estimated and written at a time, so long inputs stream
 

@@ -1,4 +1,4 @@
-"""The routes of ``tale serve`` (``tale.gateway`` holds its pieces) and the app built from an ONNX export."""
+"""The routes of ``tale serve`` (``tale.serve.gateway`` holds its pieces) and the app built from an ONNX export."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tale.allocate import ALLOCATIONS, greedy, proportional
-from tale.gateway import (
+from predictor.allocate import ALLOCATIONS, greedy, proportional
+from tale.serve.config import _FORWARDED_HEADERS, BUDGET_HEADER, GatewayConfig
+from tale.serve.gateway import (
     Gateway,
     RequestError,
     apply_policy,
@@ -26,7 +27,6 @@ from tale.gateway import (
     last_user_text,
     requested_budget,
 )
-from tale.gateway_config import _FORWARDED_HEADERS, BUDGET_HEADER, GatewayConfig
 
 
 async def chat_completions(request: Request) -> Response:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tale.cli_common import DATASET, RISK_OR_NONE, backend_options, setup
+from tale.cli.common import DATASET, RISK_OR_NONE, backend_options, setup
 from tale.pipeline import PipelineConfig
 
 DEFAULTS = PipelineConfig()
@@ -27,7 +27,7 @@ def summary_table(summaries: list[dict]) -> str:
 
 def summary_words(summaries: list[dict]) -> list[str]:
     """What the table shows, in words: each budget-aware row against vanilla CoT on the same questions."""
-    from tale.paired import Paired
+    from tale.eval.paired import Paired
 
     vanilla = {s["model"]: s for s in summaries if s["method"] == "vanilla CoT"}
     lines = []

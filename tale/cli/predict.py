@@ -9,7 +9,7 @@ import click
 from predictor.bert import BertRegressorConfig
 from predictor.calibrate import REPORTED_ALPHAS
 from predictor.data import ExampleConfig
-from tale.cli_common import EXCLUDE, RISKS, EngineOptions, backend_options, excluded_ids, setup, torch_threads
+from tale.cli.common import EXCLUDE, RISKS, EngineOptions, backend_options, excluded_ids, setup, torch_threads
 
 RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
 BERT, EXAMPLES = BertRegressorConfig(), ExampleConfig()  # the options' defaults
@@ -78,7 +78,7 @@ def _report_coverage(chosen: dict, calibrating, scored, alphas: tuple[float, ...
 
 def _estimators(names: str, split, engine: EngineOptions, llm_default: int | None, probe_model: str = "default"):
     """Name -> estimator, from ``bert:DIR``, ``onnx:DIR``, ``llm:MODEL``, ``constant[:DIR]``, ``tfidf[:DIR]``."""
-    from tale.estimators import build_estimator
+    from tale.eval.sources import build_estimator
 
     backend_for = engine.cached()
 
@@ -94,7 +94,7 @@ def _fold_factories(names: str, engine: EngineOptions, llm_default: int | None, 
     from predictor import Aimed
     from predictor.bert import BertRegressor
     from predictor.data import fingerprint
-    from tale.estimators import build_estimator, split_aim
+    from tale.eval.sources import build_estimator, split_aim
 
     backend_for = engine.cached()
     fitted: dict[str, BertRegressor] = {}  # by the fold's training fingerprint: bert and bert@F share one fit

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tale.frontier import StudyConfig
+from tale.eval.frontier import StudyConfig
 
 LADDERS = click.Path(exists=True, file_okay=False, path_type=Path)
 STUDY = StudyConfig(train=(Path("."),), test=(Path("."),), out=Path("."))  # the options' defaults
@@ -34,7 +34,8 @@ def train_curves(ladders, estimator, probe_model, out):
     if len(data) < 2:
         raise click.ClickException(f"{', '.join(map(str, ladders))}: {len(data)} ladder question(s); a curve estimator needs at least 2")
     if estimator == "probe":
-        from predictor.probe import ProbeConfig, ProbeCurves
+        from predictor.curves import ProbeCurves
+        from predictor.probe import ProbeConfig
 
         model = ProbeCurves.fit(data, ProbeConfig(model=probe_model))
     else:
@@ -60,7 +61,7 @@ def frontier(train, test, out, validation, resamples, seed, probe_model):
 
     Example: tale frontier --train runs/ladder-train --test runs/ladder-test --out runs/frontier
     """
-    from tale.frontier import run_study
+    from tale.eval.frontier import run_study
 
     report = run_study(StudyConfig(train=tuple(train), test=tuple(test), out=out, validation=validation, resamples=resamples, seed=seed,
                                    probe_model=probe_model))

@@ -1,6 +1,6 @@
 """An ablation grid (data sets x models x methods and budget sources) and the report over it.
 
-Every configuration is one ``tale.evaluate`` run in ``OUT/runs/``, so a grid resumes per question and
+Every configuration is one ``tale.eval.evaluate`` run in ``OUT/runs/``, so a grid resumes per question and
 ``tale evaluate`` runs into the same directory join the report. ``write_report(OUT)`` summarizes
 every run found there:
 
@@ -23,19 +23,9 @@ from data_builder.sources import Problem
 from reasoner.backends import MAX_NEW_TOKENS
 from reasoner.errors import ConfigError
 from reasoner.prompts import Method
-from tale.estimators import BackendFor, BudgetSource, build_source
-from tale.evaluate import (
-    METHODS,
-    EvalConfig,
-    EvalResult,
-    EvalRow,
-    Prices,
-    collect,
-    dataset_label,
-    evaluate,
-    run_dirs,
-    short_label,
-)
+from tale.eval.evaluate import METHODS, EvalConfig, EvalResult, Prices, collect, evaluate
+from tale.eval.runs import EvalRow, dataset_label, run_dirs, short_label
+from tale.eval.sources import BackendFor, BudgetSource, build_source
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -189,7 +189,7 @@ def matched_budget(run_dir: Path) -> FixedBudget:
     (rounded), so that a constant and a learned estimator are compared at equal mean budget."""
     from statistics import mean
 
-    from tale.evaluate import load_rows
+    from tale.eval.runs import load_rows
 
     budgets = [row.budget for row in load_rows(run_dir) if row.budget]
     if not budgets:
@@ -215,7 +215,7 @@ class ReplayedBudget(BudgetsById):
     cost was counted in that run, not here."""
 
     def __init__(self, run_dir: Path) -> None:
-        from tale.evaluate import load_rows
+        from tale.eval.runs import load_rows
 
         self.name = f"replay:{run_dir}"
         self.budgets = {row.id: row.budget for row in load_rows(run_dir) if row.budget}

@@ -1,5 +1,5 @@
-"""The ``tale`` command line. Commands parse options, build a config and call one library function;
-heavy imports happen inside the commands so ``tale --help`` stays instant."""
+"""``tale generate``, ``tale build`` (budget searches, worked solutions, ladders), ``tale merge`` and ``tale
+elasticity``: the commands that ask a reasoner questions and record what it answers."""
 
 from __future__ import annotations
 
@@ -12,45 +12,14 @@ from data_builder.build import BuildConfig
 from data_builder.ladder import LadderBuildConfig, LadderConfig, rung_name
 from data_builder.search import SEARCH_MODES, SearchConfig
 from reasoner.backends import MAX_NEW_TOKENS
-from tale.cli_common import DATASET, POSITIVE_INTS, SHARD, backend_options, setup
+from tale.cli.common import DATASET, POSITIVE_INTS, SHARD, backend_options, setup
 
 SEARCH = SearchConfig()  # the options' defaults
 LADDER = LadderConfig()
 LADDER_BUILD = LadderBuildConfig(dataset="", out=Path("."))
 
 
-class _Group(click.Group):
-    """Turns every error a user can fix (``reasoner.errors.TaleError``: a bad data row, a records directory of
-    another run, a missing model part, a setting out of range) into one ``Error: ...`` line naming the file or
-    option, and exit status 2, like a bad option; any other exception is a bug and keeps its traceback."""
-
-    def invoke(self, ctx: click.Context):
-        from reasoner.errors import TaleError
-
-        try:
-            return super().invoke(ctx)
-        except TaleError as error:
-            raise _input_error(str(error)) from error
-        except click.UsageError:
-            raise
-        except click.ClickException as error:  # a command's own one-line error
-            error.exit_code = 2
-            raise
-
-
-def _input_error(message: str) -> click.ClickException:
-    error = click.ClickException(message)
-    error.exit_code = 2
-    return error
-
-
-@click.group(cls=_Group)
-@click.version_option(package_name="tale-toolkit")
-def main() -> None:
-    """TALE: token-budget-aware LLM reasoning. Search budgets, learn to predict them, and reason within them."""
-
-
-@main.command()
+@click.command()
 @click.option("--dataset", type=DATASET, required=True,
               help="KIND[:PATH]: gsm8k, gsm8k_zero, mathbench, generated, jsonl; e.g. gsm8k:path/to/gsm8k/test.jsonl.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N problems (after shuffling, with --seed).")
@@ -74,7 +43,7 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
     from tqdm import tqdm
 
     from data_builder.sources import load_problems
-    from tale.generate import Summary, answer_problems, write_jsonl
+    from tale.eval.answer import Summary, answer_problems, write_jsonl
 
     problems = load_problems(dataset, limit=limit, seed=seed, split=split, skip_bad=skip_bad)
     if problems.skipped:
@@ -95,7 +64,7 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
 
 
 
-@main.command()
+@click.command()
 @click.option("--dataset", type=DATASET, required=True,
               help="KIND[:PATH], as for generate; e.g. gsm8k:path/to/gsm8k/train.jsonl.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Records directory (resumes if it exists).")
@@ -249,7 +218,7 @@ def _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool,
                    f"mean output tokens {row['mean_output_tokens']:.1f}")
 
 
-@main.command()
+@click.command()
 @click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="An empty directory for the merged records.")
 def merge(shards, out):
@@ -263,7 +232,7 @@ def merge(shards, out):
     click.echo(f"merged {sum(1 for _ in open(path))} records into {path}")
 
 
-@main.command()
+@click.command()
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("elasticity.png"), show_default=True)
 @click.option("--sweep", type=POSITIVE_INTS, default=None,
@@ -294,25 +263,3 @@ def elasticity(records, out, sweep, questions, max_new_tokens, model, engine, th
     data = out.with_suffix(".json")
     data.write_text(json.dumps([c.__dict__ for c in curves], indent=1) + "\n")
     click.echo(f"{len(curves)} questions plotted to {out}; points in {data}")
-
-
-
-def _register() -> None:
-    from tale.cli_calibrate import calibrate
-    from tale.cli_curves import frontier, train_curves
-    from tale.cli_eval import ablate, evaluate
-    from tale.cli_export import estimate, export
-    from tale.cli_predict import eval_predictor, train_predictor
-    from tale.cli_run import run
-    from tale.cli_serve import serve
-    from tale.cli_train import rebuild_reasoner, train_reasoner
-
-    for command in (run, train_predictor, eval_predictor, calibrate, train_curves, frontier, export, estimate, evaluate, ablate, train_reasoner,
-                    rebuild_reasoner, serve):
-        main.add_command(command)
-
-
-_register()
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from predictor.data import ExampleConfig
-from tale.cli_common import EXCLUDE, excluded_ids, setup
+from tale.cli.common import EXCLUDE, excluded_ids, setup
 
 
 @click.command("calibrate")

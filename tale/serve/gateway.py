@@ -15,7 +15,7 @@ The budget comes back in the ``X-TALE-Budget`` response header and, for a non-st
 body's ``tale`` field. A request sets its own budget with ``"tale_budget": N`` in the body or the
 ``X-TALE-Budget: N`` header, or opts out with ``off`` there; a request without a user message passes
 through unchanged. ``POST /v1/budgets`` gives budgets for a list of questions, optionally spending a
-total over them (``tale.allocate``). ``GET /healthz``; ``GET /metrics`` (Prometheus).
+total over them (``predictor.allocate``). ``GET /healthz``; ``GET /metrics`` (Prometheus).
 
 Concurrent estimates are micro-batched: requests arriving within ``window_ms`` of each other share one
 onnxruntime call, run off the event loop. Upstream errors come back with the upstream's status and a
@@ -46,7 +46,7 @@ from starlette.responses import JSONResponse
 from predictor import BudgetRange
 from reasoner.errors import InputError
 from reasoner.prompts import budget_instruction
-from tale.gateway_config import BUDGET_HEADER, OPT_OUT, POLICIES, GatewayConfig  # noqa: F401  (re-exported)
+from tale.serve.config import BUDGET_HEADER, OPT_OUT, POLICIES, GatewayConfig  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from predictor.calibrate import Calibration

@@ -1,6 +1,6 @@
 """``tale train-reasoner``: TALE-PT post-training (SFT or DPO) of the reasoner on budget records.
 
-Also runnable on its own, e.g. under ``accelerate launch -m tale.cli_train sft --records ... --out ...``.
+Also runnable on its own, e.g. under ``accelerate launch -m tale.cli.train sft --records ... --out ...``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from reasoner.post_train import PAIR_RULES, PAPER_ARGS, RUN_CONFIG, PostTrainConfig
-from tale.cli_common import setup, torch_threads
+from tale.cli.common import setup, torch_threads
 
 RECORDS = click.Path(exists=True, file_okay=False, path_type=Path)
 DEFAULTS = PostTrainConfig()
