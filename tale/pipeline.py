@@ -44,7 +44,7 @@ EVAL_SEED_OFFSET = 1_000_000
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """One end-to-end run. The defaults finish in about 1.5 minutes on 2 CPU cores (ort backend)."""
+    """One end-to-end run. The defaults took 4m35s on 2 CPU cores with the ort backend (docs/results/main-job.md)."""
 
     out: Path = Path("runs/pipeline")
     dataset: str = "arithmetic"  # training questions for the budget search, KIND[:PATH]
