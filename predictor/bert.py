@@ -40,6 +40,7 @@ from predictor.data import (
 )
 from predictor.target import INPUT_NAMES, LogTarget, RegressorMeta, as_json, length_batches
 from reasoner.errors import ConfigError, InputError
+from reasoner.train_log import log_to
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ class BertRegressor:
                 processing_class=tokenizer,
                 callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)] if evaluate else [],
             )
+            log_to(trainer, logger)  # the loss lines go to this module's logger, not the console
             trainer.train()
             state = trainer.state
             model = trainer.model

@@ -30,6 +30,7 @@ from data_builder.search import SearchConfig
 from data_builder.sources import GENERATED_KINDS
 from reasoner.backends import MAX_NEW_TOKENS
 from reasoner.errors import ConfigError, InputError, TaleError
+from reasoner.train_log import log_file
 
 if TYPE_CHECKING:
     from data_builder.record import BudgetRecord
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+TRAIN_LOG = "train.log"  # the trainers' loss lines, kept off the console
 RERUN_SETTINGS = ("risk",)  # settings a rerun may change: they touch no finished stage
 # Generated problem i is drawn from seed + i: evaluation seeds this far from the training seed share no draws.
 EVAL_SEED_OFFSET = 1_000_000
@@ -217,7 +219,7 @@ def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: li
     if include_infeasible:
         logger.warning("only %d feasible records (< %d): the regressor also learns from infeasible ones, "
                        "with their vanilla tokens as budgets", feasible, config.min_feasible)
-    with progress("2/5 train the regressor", None):
+    with progress("2/5 train the regressor", None), log_file(config.out / TRAIN_LOG, "predictor.bert"):
         if config.calibration and not _calibration_split(paths, include_infeasible, config.calibration):
             raise InputError(f"--calibration {config.calibration:g} keeps none of the {len(records)} searched records "
                              "out of training to calibrate on: search more --questions, raise --calibration, "
@@ -276,7 +278,7 @@ def _post_train(config: PipelineConfig, paths: dict[str, Path], records: list[Bu
         return
     if out.exists():  # an interrupted save: training does not resume mid-way, so start it again
         shutil.rmtree(out)
-    with progress("4/5 post-train the reasoner (LoRA SFT)", None):
+    with progress("4/5 post-train the reasoner (LoRA SFT)", None), log_file(config.out / TRAIN_LOG, "reasoner.post_train"):
         post_train("sft", records, out, PostTrainConfig(model=config.model),
                    trainer_args("sft", num_train_epochs=config.sft_epochs, seed=config.seed),
                    source=[str(paths["records"])])

@@ -32,6 +32,9 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     assert "regressor: trained on" in result.output and "infeasible ones included" in result.output
     assert (out / "predictor" / "tale_predictor.json").exists()
     assert (out / "predictor-onnx" / "model.int8.onnx").exists()
+    # The trainer's loss lines are kept in the run directory, not printed as raw dicts on the console.
+    assert "{'loss'" not in result.output and "'train_runtime'" not in result.output
+    assert "'loss'" in (out / "train.log").read_text() and "predictor.bert" in (out / "train.log").read_text()
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert len(summary["runs"]) == 2
     table = result.output[result.output.index("| model | method"):]

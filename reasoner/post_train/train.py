@@ -30,6 +30,7 @@ from reasoner.post_train.data import (
     records_fingerprint,
 )
 from reasoner.prompts import PROMPT_VERSION
+from reasoner.train_log import log_to
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -321,6 +322,7 @@ def post_train(
             trainer = make_trainer(method, training_set.dataset, config, args)
             logger.info("%s on %d examples (%s prompts), %s", method, len(training_set.dataset),
                         config.prompt_mode, "LoRA" if config.lora else "full")
+            log_to(trainer, logger)  # the loss lines go to this module's logger, not the console
             metrics = trainer.train().metrics
             save_merged(trainer, out)
         finally:
