@@ -32,11 +32,11 @@ DEFAULTS = GatewayConfig(upstream="http://127.0.0.1:8000/v1")  # the options' de
               help="Seconds the upstream may take to connect and for each read; then 504.")
 @click.option("--request-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Append each question and its budget here (JSONL); without it no request text is written anywhere.")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default=DEFAULTS.precision, show_default=True,
               help="The export's model to run; int8's budgets shift a little with what shares their micro-batch.")
 @click.option("--cache-size", type=click.IntRange(min=0), default=DEFAULTS.cache_size, show_default=True,
               help="Questions whose estimate is kept in memory (a repeated question is not estimated again); 0: none.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads of the ONNX estimator.")
+@click.option("--threads", type=click.IntRange(min=1), default=DEFAULTS.threads, show_default=True, help="CPU threads of the ONNX estimator.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (never request text or headers).")
 def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_batch, max_body_bytes, timeout_s, request_log,
           cache_size, precision, threads, verbose):
@@ -54,8 +54,8 @@ def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_b
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = GatewayConfig(upstream=upstream, policy=policy, risk=risk, slack=slack, window_ms=window_ms,
                            max_batch=max_batch, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
-                           request_log=request_log, cache_size=cache_size)
-    gateway = load_gateway(predictor, config, threads, precision)
+                           request_log=request_log, cache_size=cache_size, precision=precision, threads=threads)
+    gateway = load_gateway(predictor, config)
     click.echo(f"tale serve on http://{host}:{port}/v1 -> {upstream} (policy {policy}, "
                f"{'risk ' + format(risk, 'g') if risk is not None else 'uncalibrated budgets'})", err=True)
     uvicorn.run(create_app(gateway), host=host, port=port, log_level="info" if verbose else "warning", access_log=False)

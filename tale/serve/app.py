@@ -214,12 +214,9 @@ def create_app(gateway: Gateway) -> Starlette:
     return app
 
 
-def load_gateway(predictor: Path, config: GatewayConfig, threads: int = 1, precision: str = "fp32") -> Gateway:
-    """A gateway over the export in ``predictor`` (the BERT regressor's ONNX export, or a TF-IDF linear
-    export), calibrated at ``config.risk`` where one is asked.
-
-    ONNX in fp32 by default: int8's dynamic quantization scales activations per batch, so a question's
-    budget would shift by a token or so with whatever other requests share its micro-batch. A linear
+def load_gateway(predictor: Path, config: GatewayConfig) -> Gateway:
+    """A gateway over the export in ``predictor`` (the BERT regressor's ONNX export, run at ``config.precision``
+    with ``config.threads``, or a TF-IDF linear export), calibrated at ``config.risk`` where one is asked. A linear
     export needs no threads and no precision: it is a dot product per question."""
     from predictor.linear import LINEAR_FILE, LinearEstimator
 
@@ -228,5 +225,5 @@ def load_gateway(predictor: Path, config: GatewayConfig, threads: int = 1, preci
         return Gateway(config, linear.predict_float, linear.budget_range, linear.calibration, str(predictor), inline=True)
     from export.runtime import OnnxEstimator, RuntimeConfig
 
-    estimator = OnnxEstimator.load(predictor, RuntimeConfig(precision=precision, threads=threads))
+    estimator = OnnxEstimator.load(predictor, RuntimeConfig(precision=config.precision, threads=config.threads))
     return Gateway(config, estimator.predict_float, estimator.manifest.budget_range, estimator.calibration, str(predictor))

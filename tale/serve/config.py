@@ -25,6 +25,10 @@ class GatewayConfig:
     timeout_s: float = 120.0  # upstream: connect, and each read
     request_log: Path | None = None  # JSONL of questions and budgets; None: nothing written
     cache_size: int = 10_000  # questions whose estimate is remembered (in memory only); 0: none
+    # The ONNX export's model: fp32, since int8's dynamic quantization scales activations per batch, so a question's
+    # budget would shift by a token or so with whatever other requests share its micro-batch.
+    precision: str = "fp32"
+    threads: int = 1  # CPU threads of the ONNX estimator
 
     def __post_init__(self) -> None:
         from urllib.parse import urlsplit
@@ -33,6 +37,10 @@ class GatewayConfig:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"--upstream must be an http:// or https:// URL with a host, such as http://127.0.0.1:8000/v1; "
                               f"got {self.upstream!r}")
+        if self.precision not in ("fp32", "int8"):
+            raise ConfigError(f"--precision must be fp32 or int8, got {self.precision!r}")
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
         if self.policy not in POLICIES:
             raise ConfigError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.slack < 1:
