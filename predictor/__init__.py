@@ -77,20 +77,18 @@ class BudgetRange:
         return max(self.min, min(self.max, round(value)))
 
 
-class Aimed:
-    """Satisfies ``Estimator``: another estimator's budgets times ``factor``, rounded and clamped.
+class Scaled:
+    """Satisfies ``Estimator``: another estimator's unrounded budgets (``predict_float`` where it has one) times
+    ``factor``, rounded and clamped into the wrapped estimator's budget range. The one wrapper behind both suffixes
+    of an estimator's name: ``@FACTOR`` (``Aimed``) and ``%ALPHA`` (``predictor.calibrate.Calibrated``, whose factor
+    is the calibration's exp(q) at risk ALPHA)."""
 
-    Trained estimators predict the centre of the searched budgets' spread, so about half of their
-    budgets fall below the budget the question needs; ``factor`` trades tokens for slack, the
-    same for every estimator it wraps. The budget range is the wrapped estimator's where it has one.
-    """
-
-    def __init__(self, estimator: Estimator, factor: float, budget_range: BudgetRange | None = None) -> None:
+    def __init__(self, estimator: Estimator, factor: float, budget_range: BudgetRange | None = None, *, why: str = "aim") -> None:
         if not (math.isfinite(factor) and factor > 0):
-            raise ValueError(f"an aim factor must be a positive number, got {factor!r}")
+            raise ConfigError(f"an aim factor must be a positive number, got {factor!r}")
         if callable(getattr(estimator, "estimate", None)):  # the LLM estimator: its costs would go uncounted
-            raise TypeError(f"{type(estimator).__name__} reports what each estimate costs (estimate()); "
-                            "Aimed would hide it, so aim only estimators without one")
+            raise TypeError(f"{type(estimator).__name__} reports what each estimate costs (estimate()); a wrapper "
+                            f"would hide it, so {why} only estimators without one")
         self.estimator = estimator
         self.factor = factor
         self.budget_range = budget_range or _budget_range_of(estimator)
@@ -100,10 +98,19 @@ class Aimed:
         """The wrapped estimator's, where it was trained (so comparisons can check the split)."""
         return getattr(self.estimator, "training_fingerprint", None)
 
-    def predict(self, questions: Sequence[str]) -> list[int]:
-        """Scaled before rounding where the estimator has unrounded budgets (``predict_float``)."""
+    def predict_float(self, questions: Sequence[str]) -> list[float]:
         estimate = getattr(self.estimator, "predict_float", None) or self.estimator.predict
-        return [self.budget_range.clamp(b * self.factor) for b in estimate(questions)]
+        return [float(b) * self.factor for b in estimate(list(questions))]
+
+    def predict(self, questions: Sequence[str]) -> list[int]:
+        return [self.budget_range.clamp(b) for b in self.predict_float(questions)]
+
+
+def Aimed(estimator: Estimator, factor: float, budget_range: BudgetRange | None = None) -> Scaled:  # noqa: N802  (reads as a type)
+    """``estimator``'s budgets times ``factor`` (``SPEC@FACTOR``). Trained estimators predict the centre of the
+    searched budgets' spread, so about half of their budgets fall below the budget the question needs; ``factor``
+    trades tokens for slack, the same for every estimator it wraps."""
+    return Scaled(estimator, factor, budget_range)
 
 
 def _budget_range_of(estimator: Estimator) -> BudgetRange:

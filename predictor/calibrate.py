@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from predictor import BudgetRange, Estimator, _budget_range_of
+from predictor import BudgetRange, Estimator, Scaled
 from reasoner.errors import ConfigError, InputError, MissingInputError, TaleError
 
 CALIBRATION_FILE = "tale_calibration.json"
@@ -175,29 +175,13 @@ def calibration_for(estimator: Estimator, directory: Path) -> Calibration:
     return Calibration.load(directory)
 
 
-class Calibrated:
-    """Satisfies ``Estimator``: another estimator's unrounded budgets times exp(q) at risk ``alpha``,
-    rounded and clamped to the wrapped estimator's budget range."""
-
-    def __init__(self, estimator: Estimator, calibration: Calibration, alpha: float,
-                 budget_range: BudgetRange | None = None) -> None:
-        if callable(getattr(estimator, "estimate", None)):  # the LLM estimator: its costs would go uncounted
-            raise TypeError(f"{type(estimator).__name__} reports what each estimate costs (estimate()); "
-                            "calibrate its budgets through the comparison, not this wrapper")
-        trained = getattr(estimator, "training_fingerprint", None)
-        if calibration.source_fingerprint and trained and calibration.source_fingerprint != trained:
-            raise ValueError(f"this calibration ({calibration.estimator or 'unnamed'}) was fitted on another training "
-                             "of the estimator (its training fingerprint differs): calibrate it again")
-        self.estimator, self.calibration, self.alpha = estimator, calibration, check_alpha(alpha)
-        self.multiplier = calibration.factor(alpha)  # refuses an alpha the calibration is too small for
-        self.budget_range = budget_range or _budget_range_of(estimator)
-
-    @property
-    def training_fingerprint(self) -> str | None:
-        return getattr(self.estimator, "training_fingerprint", None)
-
-    def predict_float(self, questions: Sequence[str]) -> list[float]:
-        return [e * self.multiplier for e in unrounded(self.estimator, questions)]
-
-    def predict(self, questions: Sequence[str]) -> list[int]:
-        return [self.budget_range.clamp(b) for b in self.predict_float(questions)]
+def Calibrated(estimator: Estimator, calibration: Calibration, alpha: float,  # noqa: N802  (reads as a type)
+               budget_range: BudgetRange | None = None) -> Scaled:
+    """``estimator``'s budgets at risk ``alpha`` (``SPEC%ALPHA``): its unrounded budgets times exp(q), which suffice
+    for at least 1 - alpha of new questions; refuses a calibration of another training of the estimator, and an
+    alpha the calibration is too small for."""
+    trained = getattr(estimator, "training_fingerprint", None)
+    if calibration.source_fingerprint and trained and calibration.source_fingerprint != trained:
+        raise InputError(f"this calibration ({calibration.estimator or 'unnamed'}) was fitted on another training "
+                         "of the estimator (its training fingerprint differs): calibrate it again")
+    return Scaled(estimator, calibration.factor(check_alpha(alpha)), budget_range, why="calibrate")

@@ -343,7 +343,7 @@ def test_aimed_scales_before_rounding_and_clamps_into_the_wrapped_range() -> Non
         def estimate(self, questions):
             raise AssertionError("not called")
 
-    with pytest.raises(TypeError, match="Aimed would hide it"):
+    with pytest.raises(TypeError, match="a wrapper would hide it, so aim only"):
         Aimed(Costed(35), 1.5)
 
 
