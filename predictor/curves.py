@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from data_builder.ladder import LadderRecord, Rung, rung_name
-from predictor.probe import PROBE_FILE, ProbeConfig, ReasonerFeatures
+from predictor.probe import ProbeConfig, ReasonerFeatures, read_probe, write_probe
 from reasoner.errors import ConfigError, InputError, MissingInputError
 
 logger = logging.getLogger(__name__)
@@ -322,22 +322,15 @@ class ProbeCurves:
         return [Curve(self.rungs, tuple(monotone(s)), tuple(float(t) for t in row)) for s, row in zip(success.tolist(), tokens.tolist())]
 
     def save(self, directory: Path) -> None:
-        from data_builder.ladder import rung_name
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"estimator": self.kind, "model": self.config.model, "layer": self.layer, "max_length": self.config.max_length,
-                "rungs": [rung_name(r) for r in self.rungs], "n_train": self.n_train, "weights": PROBE_FILE}
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        (directory / PROBE_FILE).write_text(json.dumps({"mean": self.mean, "scale": self.scale, "success": self.success,
-                                                        "tokens": self.tokens}) + "\n")
+        write_probe(directory, {"estimator": self.kind, "model": self.config.model, "layer": self.layer,
+                                "max_length": self.config.max_length, "rungs": _rungs_json(self.rungs), "n_train": self.n_train},
+                    {"mean": self.mean, "scale": self.scale, "success": self.success, "tokens": self.tokens})
 
     @classmethod
     def load(cls, directory: Path) -> ProbeCurves:
         from data_builder.ladder import parse_ladder
 
-        meta: dict[str, Any] = json.loads((Path(directory) / META_FILE).read_text())
-        weights = json.loads((Path(directory) / meta["weights"]).read_text())
+        meta, weights = read_probe(directory, cls.kind)
         config = ProbeConfig(model=meta["model"], layer=meta["layer"], max_length=meta["max_length"])
         success = [s if isinstance(s, float) else (s[0], s[1]) for s in weights["success"]]
         return cls(config, meta["layer"], parse_ladder(",".join(meta["rungs"])), weights["mean"], weights["scale"], success,

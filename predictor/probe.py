@@ -41,6 +41,22 @@ class ProbeConfig:
             raise ConfigError("alpha must be > 0, max_length >= 8 and batch_size >= 1")
 
 
+def write_probe(directory: Path, meta: dict[str, Any], weights: dict[str, Any]) -> None:
+    """A probe's directory: ``tale_predictor.json`` (``meta``, pointing at the weights) and ``probe.json``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / META_FILE).write_text(json.dumps({**meta, "weights": PROBE_FILE}, indent=2) + "\n")
+    (directory / PROBE_FILE).write_text(json.dumps(weights) + "\n")
+
+
+def read_probe(directory: Path, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``write_probe``'s meta and weights, refusing a directory of another estimator kind."""
+    meta: dict[str, Any] = json.loads((Path(directory) / META_FILE).read_text())
+    if meta.get("estimator") != kind:
+        raise InputError(f"{Path(directory) / META_FILE}: expected a {kind} estimator, got {meta.get('estimator')!r}")
+    return meta, json.loads((Path(directory) / meta["weights"]).read_text())
+
+
 class ReasonerFeatures:
     """Mean-pooled hidden states of one layer of a causal LM, for questions asked with the vanilla prompt."""
 
@@ -140,22 +156,15 @@ class ProbeEstimator:
         return [self.config.budget_range.clamp(v) for v in self.predict_float(questions)]
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"estimator": "reasoner-probe", "model": self.config.model, "layer": self.layer, "alpha": self.config.alpha,
-                "max_length": self.config.max_length, "clamp_min": self.budget_range.min, "clamp_max": self.budget_range.max,
-                "target_transform": "log", "n_train": self.n_train, "training_fingerprint": self.training_fingerprint,
-                "weights": PROBE_FILE}
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        (directory / PROBE_FILE).write_text(json.dumps({"weights": self.weights, "mean": self.mean, "scale": self.scale,
-                                                        "intercept": self.intercept}) + "\n")
+        write_probe(directory, {"estimator": "reasoner-probe", "model": self.config.model, "layer": self.layer,
+                                "alpha": self.config.alpha, "max_length": self.config.max_length, "clamp_min": self.budget_range.min,
+                                "clamp_max": self.budget_range.max, "target_transform": "log", "n_train": self.n_train,
+                                "training_fingerprint": self.training_fingerprint},
+                    {"weights": self.weights, "mean": self.mean, "scale": self.scale, "intercept": self.intercept})
 
     @classmethod
     def load(cls, directory: Path) -> ProbeEstimator:
-        meta: dict[str, Any] = json.loads((Path(directory) / META_FILE).read_text())
-        if meta.get("estimator") != "reasoner-probe":
-            raise InputError(f"{directory / META_FILE}: expected a reasoner-probe estimator, got {meta.get('estimator')!r}")
-        weights = json.loads((Path(directory) / meta["weights"]).read_text())
+        meta, weights = read_probe(directory, "reasoner-probe")
         config = ProbeConfig(model=meta["model"], layer=meta["layer"], alpha=meta["alpha"], max_length=meta["max_length"],
                              budget_range=BudgetRange(meta["clamp_min"], meta["clamp_max"]))
         return cls(config, meta["layer"], weights["weights"], weights["mean"], weights["scale"], weights["intercept"],
