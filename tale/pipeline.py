@@ -297,14 +297,15 @@ def method_label(budget_source: str | None) -> str:
 def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str], backend_for: Callable[[str], Any],
               progress: Progress):
     from tale.eval.ablate import AblationConfig, ablate, collect_all
+    from tale.eval.evaluate import EvalConfig
     from tale.eval.paired import paired
     from tale.eval.runs import load_rows
 
     dataset, seed = config.eval_spec
-    grid = AblationConfig(datasets=(dataset,), out=paths["evaluate"], models=tuple(models),
-                          methods=("vanilla", "budget"), budget_sources=(config.budget_source,),
-                          backend=config.backend, limit=config.eval_questions, seed=seed,
-                          max_new_tokens=config.max_new_tokens, temperature=config.temperature)
+    base = EvalConfig(dataset=dataset, out=paths["evaluate"], backend=config.backend, limit=config.eval_questions, seed=seed,
+                      max_new_tokens=config.max_new_tokens, temperature=config.temperature)
+    grid = AblationConfig(base=base, datasets=(dataset,), models=tuple(models), methods=("vanilla", "budget"),
+                          budget_sources=(config.budget_source,))
     runs = grid.configs()
     done = sum(len(load_rows(r.run_dir)) for r in runs)
     with progress("5/5 evaluate", len(runs) * config.eval_questions) as bar:

@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[tuple[type, ...], dict[str, tuple[type, str]]]] = {
     "generate": ((), ENGINE),
     "build": ((BuildConfig, SearchConfig), {**ENGINE, "ladder_text": (LadderConfig, "rungs")}),
     "evaluate": ((EvalConfig,), ENGINE),
-    "ablate": ((AblationConfig,), ENGINE),
+    "ablate": ((EvalConfig, AblationConfig), ENGINE),
     "run": ((PipelineConfig,), ENGINE),
     "train-predictor": ((BertRegressorConfig, ExampleConfig), {"held_out": (ExampleConfig, "held_out_fraction"),
                                                                "calibration": (ExampleConfig, "calibration_fraction")}),

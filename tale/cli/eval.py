@@ -131,7 +131,7 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, shard, split, ma
 
     from tale.eval.ablate import AblationConfig
     from tale.eval.ablate import ablate as run_ablation
-    from tale.eval.evaluate import METHODS
+    from tale.eval.evaluate import METHODS, EvalConfig
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     if not chosen or any(m not in METHODS for m in chosen):
@@ -140,11 +140,11 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, shard, split, ma
         chosen += ("budget",)
     if not budget_sources:
         chosen = tuple(m for m in chosen if m != "budget")
-    config = AblationConfig(datasets=datasets, out=out, models=tuple(model), methods=chosen,
-                            budget_sources=budget_sources, backend=engine.identity, split=split, limit=limit, seed=seed,
-                            shard=shard and str(shard),
-                            max_new_tokens=max_new_tokens, temperature=engine.temperature, sampling_seed=engine.sampling_seed,
-                            llm_default=llm_default, chunk=engine.batch_size, prices=_prices(price_in, price_out))
+    base = EvalConfig(dataset=datasets[0], out=out, backend=engine.identity, split=split, limit=limit, seed=seed,
+                      shard=shard and str(shard), max_new_tokens=max_new_tokens, temperature=engine.temperature,
+                      sampling_seed=engine.sampling_seed, llm_default=llm_default, chunk=engine.batch_size,
+                      prices=_prices(price_in, price_out))
+    config = AblationConfig(base=base, datasets=datasets, models=tuple(model), methods=chosen, budget_sources=budget_sources)
     configs = config.configs()
     backend_for = engine.cached()
     with tqdm(desc="questions", unit="q") as bar:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_builder.sources import Problem
-from reasoner.backends import MAX_NEW_TOKENS
 from reasoner.errors import ConfigError
 from reasoner.prompts import Method
 from tale.eval.evaluate import METHODS, EvalConfig, EvalResult, Prices, collect, evaluate
@@ -38,24 +37,22 @@ _METHOD_NAMES = {"direct": "Direct", "vanilla": "Vanilla CoT"}
 
 @dataclass(frozen=True)
 class AblationConfig:
-    """A grid of configurations sharing every other setting."""
+    """A grid of configurations: ``base`` holds every setting the runs share (its own data set, model, method and
+    budget source are replaced by each cell's), the other fields are the grid's axes."""
 
+    base: EvalConfig  # out, backend, split, limit, seed, shard, max_new_tokens, temperature, prices, ... for every run
     datasets: tuple[str, ...]  # KIND[:PATH] each
-    out: Path
     models: tuple[str, ...] = ("default",)
     methods: tuple[Method, ...] = METHODS  # budget runs once per budget source
     budget_sources: tuple[str, ...] = ()
-    backend: str = "hf"
-    split: str = "test"
-    limit: int | None = None
-    seed: int | None = None
-    shard: str | None = None  # "I/N": every run takes this id-hash slice of its data set (as tale build --shard)
-    max_new_tokens: int = MAX_NEW_TOKENS
-    temperature: float = 0.0
-    sampling_seed: int = 0  # with temperature > 0: part of each run's identity
-    llm_default: int | None = None
-    chunk: int = 8
-    prices: Prices | None = None
+
+    @property
+    def out(self) -> Path:
+        return self.base.out
+
+    @property
+    def prices(self) -> Prices | None:
+        return self.base.prices
 
     def __post_init__(self) -> None:
         if not self.datasets or not self.models:
@@ -69,16 +66,12 @@ class AblationConfig:
     def configs(self) -> list[EvalConfig]:
         """Model by model, data set by data set; vanilla first, so later runs find their baseline."""
         order = sorted(self.methods, key=("vanilla", "direct", "budget").index)
-        shared = dict(out=self.out, backend=self.backend, split=self.split, limit=self.limit, seed=self.seed, shard=self.shard,
-                      max_new_tokens=self.max_new_tokens, temperature=self.temperature, sampling_seed=self.sampling_seed,
-                      llm_default=self.llm_default, chunk=self.chunk, prices=self.prices)
         configs = []
         for model in self.models:
             for dataset in self.datasets:
                 for method in order:
                     sources: Sequence[str | None] = self.budget_sources if method == "budget" else [None]
-                    configs += [EvalConfig(dataset=dataset, model=model, method=method, budget_source=s, **shared)
-                                for s in sources]
+                    configs += [replace(self.base, dataset=dataset, model=model, method=method, budget_source=s) for s in sources]
         return configs
 
 
