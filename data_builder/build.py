@@ -31,6 +31,7 @@ from data_builder.run_dir import RunMismatchError, check_identity
 from data_builder.search import SearchConfig, search_budgets
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import Backend
+from reasoner.backends import check_identity as check_engine
 from reasoner.errors import OutputExistsError
 from reasoner.prompts import PROMPT_VERSION
 
@@ -100,6 +101,8 @@ def build_records(
                                   f"(first: {missing[0].id}); reference records need a data set that ships them (gsm8k)")
     elif backend is None:
         raise ValueError("the budget search needs a backend")
+    else:
+        check_engine(config.backend, backend)
     config.out.mkdir(parents=True, exist_ok=True)
     meta_path = config.shard.meta_path(config.out)
     identity = config.identity()

@@ -30,6 +30,7 @@ from data_builder.rows import short
 from data_builder.run_dir import RunMismatchError, check_identity
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import MAX_NEW_TOKENS, Backend
+from reasoner.backends import check_identity as check_engine
 from reasoner.errors import MissingInputError, TaleError
 from reasoner.grading import grade
 from reasoner.prompts import PROMPT_VERSION, Kind, Language, reasoning_prompt
@@ -407,6 +408,8 @@ def build_ladder(
         if not todo:
             return path
         asked = backends() if callable(backends) else backends
+        for _, backend in asked:
+            check_engine(config.backend, backend)
         if [seed for seed, _ in asked] != list(config.seeds):
             raise ValueError(f"the backends' seeds {[s for s, _ in asked]} are not the run's {list(config.seeds)}")
         ladder = config.ladder if config.temperature > 0 else LadderConfig(config.ladder.rungs, 1, config.ladder.max_new_tokens)

@@ -49,7 +49,7 @@ COMMANDS: dict[str, tuple[tuple[type, ...], dict[str, tuple[type, str]]]] = {
     "frontier": ((StudyConfig,), {}),
     "elasticity": ((), ENGINE),
 }
-NOT_COMPARED = {("eval-predictor", "seed"), ("build", "shard"), ("ablate", "methods")}  # other meanings or shapes, checked below
+NOT_COMPARED = {("eval-predictor", "seed"), ("build", "shard"), ("ablate", "methods"), ("ablate", "model")}  # other meanings or shapes, checked below
 
 
 def field_default(cls: type, name: str) -> Any:
@@ -95,6 +95,12 @@ def test_every_option_default_is_its_config_default(command: str) -> None:
     assert pairs, f"{command}: no option compared"
     wrong = [f"--{name.replace('_', '-')}: {got!r} on the command line, {want!r} in the config" for name, got, want in pairs if got != want]
     assert not wrong, f"tale {command}: " + "; ".join(wrong)
+
+
+def test_the_grid_axes_default_to_the_ablation_configs() -> None:
+    ablate = {o.name: o for o in main.commands["ablate"].params if isinstance(o, click.Option)}
+    assert tuple(ablate["model"].default) == field_default(AblationConfig, "models")
+    assert tuple(ablate["methods"].default.split(",")) == field_default(AblationConfig, "methods")
 
 
 def test_the_ladder_and_pool_defaults_come_from_their_configs() -> None:

@@ -117,3 +117,20 @@ def test_rows_leave_the_batch_when_they_stop(tiny_lm_dir: Path) -> None:
     after = backend.generate(PROMPTS, max_new_tokens=16)
     assert (after[0].output_tokens, after[0].finish_reason) == (position + 1, "stop")
     assert after[1:] == before[1:]
+
+
+def test_the_backend_states_its_identity_and_a_run_of_another_engine_is_refused(backend: HFBackend, tmp_path: Path) -> None:
+    from data_builder.build import BuildConfig, build_records
+    from data_builder.sources import Problem
+    from reasoner.backends import backend_identity
+    from reasoner.errors import ConfigError
+    from tale.eval.evaluate import EvalConfig, evaluate
+
+    assert backend.identity == "hf" == backend_identity("hf")
+    assert backend_identity("hf", dtype="bfloat16") == "hf:bfloat16" and backend_identity("ort", precision="int8") == "ort:int8"
+    problems = [Problem("q0", "What is 1 + 1?", "2")]
+    with pytest.raises(ConfigError, match="names backend 'ort:int8' but it was given a 'hf' backend"):
+        evaluate(EvalConfig(dataset="jsonl:x", out=tmp_path / "eval", backend="ort:int8"), backend, problems=problems)
+    with pytest.raises(ConfigError, match="names backend 'openai'"):
+        build_records(BuildConfig(dataset="jsonl:x", out=tmp_path / "records", backend="openai"), backend, problems)
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "records").exists()  # refused before anything is written

@@ -27,9 +27,11 @@ class Generation:
 
 
 class Backend(Protocol):
-    """A reasoner. ``name`` identifies the model in records (a hub id, path or served name)."""
+    """A reasoner. ``name`` identifies the model in records (a hub id, path or served name), ``identity`` the engine
+    (``backend_identity``)."""
 
     name: str
+    identity: str
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[Generation]: ...
 
@@ -62,6 +64,25 @@ class SamplingConfig:
 
 
 BACKENDS = ("ort", "hf", "openai")
+
+
+def backend_identity(kind: str, *, precision: str | None = None, dtype: str = "float32") -> str:
+    """The engine as records and run identities name it: ``ort:int8`` (a precision is another model in effect),
+    ``hf`` (float32; ``hf:bfloat16`` and so on otherwise), ``openai``. Every backend states its own as ``identity``."""
+    if kind == "ort":
+        return f"ort:{precision}"
+    if kind == "hf" and dtype != "float32":
+        return f"hf:{dtype}"
+    return kind
+
+
+def check_identity(configured: str, backend: object) -> None:
+    """Refuse a run whose config names another engine than the backend it is given (its records would be labelled
+    with the wrong engine); a backend that states no ``identity`` (a test's scripted one) is taken at its word."""
+    actual = getattr(backend, "identity", None)
+    if actual is not None and actual != configured:
+        raise ConfigError(f"the run's config names backend {configured!r} but it was given a {actual!r} backend: "
+                          "set the config's backend to the engine's identity")
 
 
 def make_backend(kind: str, model: str, *, sampling: SamplingConfig | None = None, **options) -> Backend:

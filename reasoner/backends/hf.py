@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reasoner.backends import Generation, SamplingConfig
+from reasoner.backends import Generation, SamplingConfig, backend_identity
 from reasoner.errors import ConfigError
 from reasoner.models import resolve_model
 from reasoner.prompts import Prompt
@@ -42,6 +42,7 @@ class HFBackend:
 
         self.config = config
         self.name = config.model
+        self.identity = backend_identity("hf", dtype=config.dtype)
         path = resolve_model(config.model)
         device = config.device
         if device == "auto":

@@ -74,6 +74,7 @@ class OpenAIBackend:
     def __init__(self, config: OpenAIConfig) -> None:
         self.config = config
         self.name = config.model
+        self.identity = "openai"
         self.url = config.base_url.rstrip("/") + "/chat/completions"
         self._api_key = os.environ.get(config.api_key_env) or None
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}

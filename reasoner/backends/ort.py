@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reasoner.backends import Generation, SamplingConfig
+from reasoner.backends import Generation, SamplingConfig, backend_identity
 from reasoner.backends.ort_build import PRESETS, ensure_onnx
 from reasoner.errors import ConfigError
 from reasoner.models import resolve_model
@@ -72,6 +72,7 @@ class ORTBackend:
         config = config or ORTConfig()
         self.config = config
         self.name = config.model
+        self.identity = backend_identity("ort", precision=config.precision)
         source = Path(resolve_model(config.model))
         precision, options = PRESETS[config.precision]
         self.onnx_dir = ensure_onnx(source, precision, options + config.extra_options)

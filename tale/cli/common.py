@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from reasoner.backends import BACKENDS, OPENAI_API_KEY_ENV, OPENAI_BASE_URL, OPENAI_TIMEOUT_S, SamplingConfig
+from reasoner.backends import BACKENDS, OPENAI_API_KEY_ENV, OPENAI_BASE_URL, OPENAI_TIMEOUT_S, SamplingConfig, backend_identity
 from reasoner.backends.hf import DTYPES, HFConfig
 from reasoner.backends.ort import ORTConfig
 from reasoner.backends.ort_build import PRESETS
@@ -178,11 +178,7 @@ class EngineOptions:
     def identity(self) -> str:
         """The engine as run identities and records name it: ``ort:int8`` (a precision is another
         model in effect), ``hf`` (float32; ``hf:bfloat16`` and so on otherwise), ``openai``."""
-        if self.kind == "ort":
-            return f"ort:{self.precision}"
-        if self.kind == "hf" and self.dtype != "float32":
-            return f"hf:{self.dtype}"
-        return self.kind
+        return backend_identity(self.kind, precision=self.precision, dtype=self.dtype)
 
     def build(self, model: str):
         """The backend these options describe, for ``model``."""

@@ -26,6 +26,7 @@ from data_builder.records import JsonlWriter, Shard, write_meta
 from data_builder.run_dir import check_identity
 from data_builder.sources import Problem, load_problems
 from reasoner.backends import MAX_NEW_TOKENS, Backend
+from reasoner.backends import check_identity as check_engine
 from reasoner.errors import ConfigError
 from reasoner.prompts import PROMPT_VERSION, Method
 from tale.eval.answer import answer_problems
@@ -213,6 +214,7 @@ def evaluate(
     ``backend`` as the only model at hand. ``baseline`` is a vanilla run directory for the token
     reduction; without it a vanilla run of the same data set and model in ``config.out`` is used.
     """
+    check_engine(config.backend, backend)
     if problems is None:
         problems = config.problems()
     if config.method == "budget" and source is None:
