@@ -225,3 +225,65 @@ def test_in_front_of_transformers_serve_with_the_openai_client(calibrated_dirs, 
                                                 temperature=0, stream=True)
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text == completion.choices[0].message.content  # greedy: the same answer, streamed
+
+
+def test_bad_bodies_and_limits_are_clear_errors_and_the_gateway_keeps_serving(calibrated_dirs, scripted, tmp_path: Path) -> None:  # noqa: F811
+    _, onnx_dir = calibrated_dirs
+    with gateway(onnx_dir, scripted[0], tmp_path / "gw.log", "--max-questions", "5", "--max-budget", "600") as base:
+        url = f"{base}/v1/chat/completions"
+        deep = b"[" * 100_000 + b"]" * 100_000  # 200 KB, under the body limit
+        response = httpx.post(url, content=deep, headers={"content-type": "application/json"}, timeout=30)
+        assert response.status_code == 400 and "nested more than 32 levels deep" in response.json()["error"]["message"]
+        nested: object = "x"
+        for _ in range(40):
+            nested = [nested]
+        response = httpx.post(url, json=chat(metadata=nested), timeout=30)
+        assert response.status_code == 400 and "nested more than 32 levels deep" in response.text
+        for huge in (1e30, float("inf"), 601):
+            response = httpx.post(url, content=json.dumps(chat(tale_budget=huge)), headers={"content-type": "application/json"}, timeout=30)
+            assert response.status_code == 400, huge
+            assert "above the largest budget this gateway takes (600, --max-budget)" in response.json()["error"]["message"]
+        assert httpx.post(url, json=chat(tale_budget=600), timeout=30).headers["X-TALE-Budget"] == "600"  # the limit itself is fine
+        response = httpx.post(f"{base}/v1/budgets", json={"questions": ["q"] * 6}, timeout=30)
+        assert response.status_code == 413 and "6 questions, over the limit of 5 per request (--max-questions)" in response.text
+        assert httpx.post(f"{base}/v1/budgets", json={"questions": ["q"] * 5}, timeout=30).status_code == 200
+        ok = httpx.post(url, json=chat(QUESTION), timeout=30)
+        assert ok.status_code == 200 and echoed(ok)["messages"][-1]["content"].startswith(QUESTION)  # still serving
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'tale_requests_total{outcome="bad_request",route="chat"} 5.0' in metrics
+    assert "Traceback" not in (tmp_path / "gw.log").read_text()
+
+
+def test_a_long_budgets_list_is_estimated_between_chat_requests() -> None:
+    """The estimator sees a budgets list max_batch questions at a time; a chat request that arrives after the list
+    was sent is estimated before the list's last chunk, not after all of it."""
+    import asyncio
+
+    from predictor import BudgetRange
+    from tale.serve.config import GatewayConfig
+    from tale.serve.gateway import Gateway
+
+    calls: list[list[str]] = []
+
+    def estimate(questions: list[str]) -> list[float]:
+        calls.append(list(questions))
+        time.sleep(0.01)  # an estimator that takes a while, so the chat request arrives during the list
+        return [10.0] * len(questions)
+
+    async def scenario() -> None:
+        gw = Gateway(GatewayConfig(upstream="http://127.0.0.1:9/v1", max_batch=4, window_ms=0), estimate, BudgetRange())
+        gw.batcher.start()
+        try:
+            listing = asyncio.create_task(gw.estimates([f"list {i}" for i in range(16)]))
+            while not calls:  # the list's first chunk is with the estimator
+                await asyncio.sleep(0.001)
+            await gw.estimates(["chat"])
+            await listing
+        finally:
+            await gw.batcher.stop()
+
+    asyncio.run(scenario())
+    assert all(len(batch) <= 4 for batch in calls)
+    chat_call = next(i for i, batch in enumerate(calls) if "chat" in batch)
+    last_list_call = max(i for i, batch in enumerate(calls) if any(q.startswith("list") for q in batch))
+    assert chat_call < last_list_call, calls

@@ -37,9 +37,13 @@ DEFAULTS = GatewayConfig(upstream="http://127.0.0.1:8000/v1")  # the options' de
 @click.option("--cache-size", type=click.IntRange(min=0), default=DEFAULTS.cache_size, show_default=True,
               help="Questions whose estimate is kept in memory (a repeated question is not estimated again); 0: none.")
 @click.option("--threads", type=click.IntRange(min=1), default=DEFAULTS.threads, show_default=True, help="CPU threads of the ONNX estimator.")
+@click.option("--max-questions", type=click.IntRange(min=1), default=DEFAULTS.max_questions, show_default=True,
+              help="Questions in one /v1/budgets request; more is a 413. Long lists are estimated --max-batch at a time between chat requests.")
+@click.option("--max-budget", type=click.IntRange(min=1), default=DEFAULTS.max_budget,
+              help="The largest budget a request may ask for (tale_budget, X-TALE-Budget); larger is a 400. [default: the predictor's budget range top]")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (never request text or headers).")
 def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_batch, max_body_bytes, timeout_s, request_log,
-          cache_size, precision, threads, verbose):
+          cache_size, precision, threads, max_questions, max_budget, verbose):
     """Serve an OpenAI-compatible /v1/chat/completions that estimates each question's token budget and
     applies it before forwarding to --upstream; also /v1/budgets, /healthz and /metrics.
 
@@ -54,7 +58,8 @@ def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_b
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = GatewayConfig(upstream=upstream, policy=policy, risk=risk, slack=slack, window_ms=window_ms,
                            max_batch=max_batch, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
-                           request_log=request_log, cache_size=cache_size, precision=precision, threads=threads)
+                           request_log=request_log, cache_size=cache_size, precision=precision, threads=threads,
+                           max_questions=max_questions, max_budget=max_budget)
     gateway = load_gateway(predictor, config)
     click.echo(f"tale serve on http://{host}:{port}/v1 -> {upstream} (policy {policy}, "
                f"{'risk ' + format(risk, 'g') if risk is not None else 'uncalibrated budgets'})", err=True)

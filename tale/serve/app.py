@@ -34,8 +34,8 @@ async def chat_completions(request: Request) -> Response:
     try:
         body = await gateway.read_json(request)
         messages = check_chat_body(body)
-        own = requested_budget(request.headers.get(BUDGET_HEADER), f"header {BUDGET_HEADER}")
-        own = requested_budget(body.pop("tale_budget", None), "field 'tale_budget'") or own
+        own = requested_budget(request.headers.get(BUDGET_HEADER), f"header {BUDGET_HEADER}", gateway.max_budget)
+        own = requested_budget(body.pop("tale_budget", None), "field 'tale_budget'", gateway.max_budget) or own
     except RequestError as error:
         gateway.metrics.requests.labels("chat", "too_large" if error.status == 413 else "bad_request").inc()
         return error_response(error.status, str(error))
@@ -164,6 +164,9 @@ def check_budgets_body(body: Any, gateway: Gateway) -> tuple[list[str], int | No
     questions = body.get("questions")
     if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
         raise RequestError(400, "field 'questions': must be a list of strings")
+    if len(questions) > gateway.config.max_questions:
+        raise RequestError(413, f"field 'questions': {len(questions)} questions, over the limit of {gateway.config.max_questions} "
+                                "per request (--max-questions); send them in several requests")
     total = body.get("total")
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
         raise RequestError(400, f"field 'total': must be a positive integer, got {total!r}")

@@ -29,6 +29,8 @@ class GatewayConfig:
     # budget would shift by a token or so with whatever other requests share its micro-batch.
     precision: str = "fp32"
     threads: int = 1  # CPU threads of the ONNX estimator
+    max_questions: int = 1024  # questions in one /v1/budgets request; more is a 413
+    max_budget: int | None = None  # the largest budget a request may ask for (tale_budget, the header); None: the estimator's range top
 
     def __post_init__(self) -> None:
         from urllib.parse import urlsplit
@@ -41,6 +43,8 @@ class GatewayConfig:
             raise ConfigError(f"--precision must be fp32 or int8, got {self.precision!r}")
         if self.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        if self.max_questions < 1 or (self.max_budget is not None and self.max_budget < 1):
+            raise ConfigError(f"--max-questions and --max-budget must be >= 1, got {self.max_questions}, {self.max_budget}")
         if self.policy not in POLICIES:
             raise ConfigError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.slack < 1:

@@ -146,6 +146,22 @@ class MicroBatcher:
                 start += len(qs)
 
 
+MAX_DEPTH = 32  # JSON nesting a request body may have (a chat request with content parts needs about 6)
+
+
+def nesting(value: Any) -> int:
+    """How deep ``value`` nests lists and objects (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def last_user_text(messages: list[dict[str, Any]]) -> tuple[int, str] | None:
     """(index, text) of the last user message, its text parts joined; None when there is none."""
     for index in range(len(messages) - 1, -1, -1):
@@ -176,8 +192,8 @@ def check_chat_body(body: Any) -> list[dict[str, Any]]:
     return messages
 
 
-def requested_budget(value: Any, where: str) -> int | str | None:
-    """A request's own budget: a positive integer, 'off', or None (not given)."""
+def requested_budget(value: Any, where: str, largest: int) -> int | str | None:
+    """A request's own budget: a positive integer up to ``largest``, 'off', or None (not given)."""
     if value is None:
         return None
     if isinstance(value, str) and value.strip().lower() in OPT_OUT:
@@ -186,8 +202,12 @@ def requested_budget(value: Any, where: str) -> int | str | None:
         budget = int(value) if not isinstance(value, bool) and float(value) == int(float(value)) else 0
     except (TypeError, ValueError):
         budget = 0
+    except OverflowError:  # infinite
+        budget = largest + 1 if float(value) > 0 else 0
     if budget < 1:
         raise RequestError(400, f"{where}: a budget must be a positive integer or 'off', got {value!r}")
+    if budget > largest:
+        raise RequestError(400, f"{where}: {value!r} is above the largest budget this gateway takes ({largest}, --max-budget)")
     return budget
 
 
@@ -225,12 +245,20 @@ class Gateway:
         self.cache: OrderedDict[str, float] = OrderedDict()  # question -> estimate, least recently used first
 
     async def estimates(self, questions: list[str]) -> list[float]:
-        """The estimator's unrounded budgets: remembered ones from the cache, the others in one micro-batch."""
+        """The estimator's unrounded budgets: remembered ones from the cache, the others in micro-batches.
+
+        A long list goes to the estimator ``max_batch`` questions at a time, each chunk queued only when the one
+        before is answered, so chat requests that arrive meanwhile are estimated between its chunks: one client's
+        list never holds the estimator for longer than a micro-batch."""
         known = {q: self.cache[q] for q in questions if q in self.cache}  # before any await: others may evict
         missing = list(dict.fromkeys(q for q in questions if q not in known))
         self.metrics.cache_hits.inc(sum(q in known for q in questions))
-        if missing:
-            known.update(zip(missing, await self.batcher.submit(missing)))
+        step = self.config.max_batch
+        for start in range(0, len(missing), step):
+            chunk = missing[start:start + step]
+            known.update(zip(chunk, await self.batcher.submit(chunk)))
+            if self.batcher.inline and start + step < len(missing):
+                await asyncio.sleep(0)  # an inline estimator runs on the loop: let waiting requests in between chunks
         for question in dict.fromkeys(questions):
             self.cache[question] = known[question]
             self.cache.move_to_end(question)
@@ -269,9 +297,18 @@ class Gateway:
             if len(data) > self.config.max_body_bytes:
                 raise RequestError(413, f"request body is over the limit of {self.config.max_body_bytes} bytes")
         try:
-            return json.loads(data)
+            body = json.loads(data)
         except (ValueError, UnicodeDecodeError) as error:
             raise RequestError(400, f"the request body is not valid JSON ({error})") from None
+        except RecursionError:
+            raise RequestError(400, f"the request body is nested more than {MAX_DEPTH} levels deep") from None
+        if nesting(body) > MAX_DEPTH:
+            raise RequestError(400, f"the request body is nested more than {MAX_DEPTH} levels deep")
+        return body
+
+    @property
+    def max_budget(self) -> int:
+        return self.config.max_budget or self.budget_range.max
 
     def log_request(self, **entry: Any) -> None:
         if self.config.request_log:
