@@ -106,6 +106,11 @@ def reasoning_prompt(
     return Prompt(user="\n".join(lines))
 
 
+def direct_instruction(language: Language = "en") -> str:
+    """The direct prompt's closing line alone: what a gateway appends to ask a non-thinking model for no reasoning."""
+    return _TEMPLATES[language]["direct"]
+
+
 def budget_instruction(budget: int, language: Language = "en") -> str:
     """TALE-EP's closing line for a budget, alone: what a gateway appends to a user's own message."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:

@@ -70,7 +70,9 @@ def test_each_policy_and_the_overrides(calibrated_dirs, scripted, tmp_path: Path
             response = httpx.post(f"{base}/v1/chat/completions", json=chat(QUESTION), timeout=30)
             assert response.status_code == 200, response.text
             assert response.headers["X-TALE-Budget"] == str(budget)
-            assert response.json()["tale"] == {"budget": budget, "source": "estimate", "policy": policy, "risk": 0.5}
+            fields = {"prompt": ["messages"], "cap": ["max_tokens"], "both": ["messages", "max_tokens"]}[policy]
+            assert response.json()["tale"] == {"budget": budget, "source": "estimate", "policy": policy, "risk": 0.5,
+                                               "upstream_kind": "openai-compatible", "route": "reason", "fields": fields}
             seen = echoed(response)
             user = seen["messages"][-1]["content"]
             assert user == (f"{QUESTION}\n{line}" if policy != "cap" else QUESTION)
@@ -287,3 +289,38 @@ def test_a_long_budgets_list_is_estimated_between_chat_requests() -> None:
     chat_call = next(i for i, batch in enumerate(calls) if "chat" in batch)
     last_list_call = max(i for i, batch in enumerate(calls) if any(q.startswith("list") for q in batch))
     assert chat_call < last_list_call, calls
+
+
+@pytest.mark.parametrize("kind", ["vllm", "openai", "anthropic-compat", "gemini-compat", "openrouter", "sglang", "llama.cpp",
+                                  "openai-compatible"])
+def test_each_upstream_kind_is_sent_the_exact_body_and_budget_0_skips_thinking(kind: str, calibrated_dirs, scripted,  # noqa: F811
+                                                                                 tmp_path: Path) -> None:
+    from tale.serve.upstreams import direct_prompt, thinking_fields
+
+    _, onnx_dir = calibrated_dirs
+    sent = chat(QUESTION, max_tokens=50)
+    with gateway(onnx_dir, scripted[0], tmp_path / "gw.log", "--upstream-kind", kind, "--answer-reserve", "100") as base:
+        url = f"{base}/v1/chat/completions"
+        for budget in (300, 0):
+            response = httpx.post(url, json={**sent, "tale_budget": budget}, timeout=30)
+            assert response.status_code == 200, response.text
+            received = echoed(response)["body"]
+            tale = response.json()["tale"]
+            assert tale["upstream_kind"] == kind and tale["route"] == ("direct" if budget == 0 else "reason")
+            if kind == "openai-compatible":  # today's behaviour: the policy (both) with budget N, the direct prompt at 0
+                if budget:
+                    assert received["messages"][-1]["content"].endswith("use less than 300 tokens:") and received["max_tokens"] == 50
+                else:
+                    assert received == direct_prompt(sent, 1)
+            else:
+                want, fields = thinking_fields(sent, kind, budget, 100)
+                assert received == want and tale["fields"] == fields
+                assert received["messages"] == sent["messages"]  # the question is sent as it came
+
+
+def test_auto_says_what_it_guessed_and_uses_it(calibrated_dirs, scripted, tmp_path: Path) -> None:  # noqa: F811
+    _, onnx_dir = calibrated_dirs
+    with gateway(onnx_dir, scripted[0], tmp_path / "gw.log", "--upstream-kind", "auto") as base:
+        response = httpx.post(f"{base}/v1/chat/completions", json=chat(QUESTION, tale_budget=200), timeout=30)
+        assert response.json()["tale"]["upstream_kind"] == "vllm" and echoed(response)["body"]["thinking_token_budget"] == 200
+    assert "--upstream-kind auto: vllm (from /v1/models says owned_by 'vllm')" in (tmp_path / "gw.log").read_text()

@@ -1,8 +1,9 @@
 """A real chat-completions server on 127.0.0.1 whose behaviour the request's ``model`` picks, for the
 gateway tests: ``python tests/upstream_server.py PORT EVENTS_FILE``.
 
-- ``echo``: answers with the request it received (messages, token caps, Authorization, body keys) as
-  the message content, streamed as SSE when asked;
+- ``echo``: answers with the request it received (messages, token caps, Authorization, body keys, and the whole
+  body as ``body``) as the message content, streamed as SSE when asked;
+- ``GET /v1/models`` says its one model is ``owned_by: vllm`` (for ``--upstream-kind auto``);
 - ``slow``: streams one chunk every 0.1 s for 60 s; when the client goes away it writes ``cancelled``
   to EVENTS_FILE;
 - ``status-500`` / ``status-429``: that HTTP status (429 with ``Retry-After: 7``);
@@ -59,7 +60,7 @@ async def chat(request: Request):
         return StreamingResponse(slowly(), media_type="text/event-stream")
     seen = json.dumps({"messages": body.get("messages"), "max_tokens": body.get("max_tokens"),
                        "max_completion_tokens": body.get("max_completion_tokens"),
-                       "authorization": request.headers.get("authorization"), "keys": sorted(body)})
+                       "authorization": request.headers.get("authorization"), "keys": sorted(body), "body": body})
     if body.get("stream"):
         async def stream():
             for part in (seen[: len(seen) // 2], seen[len(seen) // 2:]):
@@ -74,7 +75,11 @@ async def health(request: Request):
     return JSONResponse({"status": "ok"})
 
 
-app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/health", health)])
+async def models(request: Request):
+    return JSONResponse({"object": "list", "data": [{"id": "echo", "object": "model", "owned_by": "vllm"}]})
+
+
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models), Route("/health", health)])
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tale.serve.config import POLICIES, GatewayConfig
+from tale.serve.upstreams import UPSTREAM_KINDS, guess_kind
 
 DEFAULTS = GatewayConfig(upstream="http://127.0.0.1:8000/v1")  # the options' defaults (the upstream is required)
 
@@ -37,13 +38,18 @@ DEFAULTS = GatewayConfig(upstream="http://127.0.0.1:8000/v1")  # the options' de
 @click.option("--cache-size", type=click.IntRange(min=0), default=DEFAULTS.cache_size, show_default=True,
               help="Questions whose estimate is kept in memory (a repeated question is not estimated again); 0: none.")
 @click.option("--threads", type=click.IntRange(min=1), default=DEFAULTS.threads, show_default=True, help="CPU threads of the ONNX estimator.")
+@click.option("--upstream-kind", type=click.Choice([*UPSTREAM_KINDS, "auto"]), default=DEFAULTS.upstream_kind, show_default=True,
+              help=("What the upstream is, so a thinking budget goes into the field it honours (docs/serve.md has the table); "
+                    "auto guesses from the host or /v1/models and says what it guessed."))
+@click.option("--answer-reserve", type=click.IntRange(min=0), default=DEFAULTS.answer_reserve, show_default=True,
+              help="Thinking upstreams: tokens kept for the answer; the cap is at least the thinking budget plus this.")
 @click.option("--max-questions", type=click.IntRange(min=1), default=DEFAULTS.max_questions, show_default=True,
               help="Questions in one /v1/budgets request; more is a 413. Long lists are estimated --max-batch at a time between chat requests.")
 @click.option("--max-budget", type=click.IntRange(min=1), default=DEFAULTS.max_budget,
               help="The largest budget a request may ask for (tale_budget, X-TALE-Budget); larger is a 400. [default: the predictor's budget range top]")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (never request text or headers).")
 def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_batch, max_body_bytes, timeout_s, request_log,
-          cache_size, precision, threads, max_questions, max_budget, verbose):
+          cache_size, precision, threads, upstream_kind, answer_reserve, max_questions, max_budget, verbose):
     """Serve an OpenAI-compatible /v1/chat/completions that estimates each question's token budget and
     applies it before forwarding to --upstream; also /v1/budgets, /healthz and /metrics.
 
@@ -56,11 +62,27 @@ def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_b
     from tale.serve.app import create_app, load_gateway
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if upstream_kind == "auto":
+        upstream_kind, why = guess_kind(upstream, read_models(upstream, timeout_s))
+        click.echo(f"--upstream-kind auto: {upstream_kind} (from {why})", err=True)
     config = GatewayConfig(upstream=upstream, policy=policy, risk=risk, slack=slack, window_ms=window_ms,
                            max_batch=max_batch, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
                            request_log=request_log, cache_size=cache_size, precision=precision, threads=threads,
-                           max_questions=max_questions, max_budget=max_budget)
+                           max_questions=max_questions, max_budget=max_budget, upstream_kind=upstream_kind,
+                           answer_reserve=answer_reserve)
     gateway = load_gateway(predictor, config)
     click.echo(f"tale serve on http://{host}:{port}/v1 -> {upstream} (policy {policy}, "
                f"{'risk ' + format(risk, 'g') if risk is not None else 'uncalibrated budgets'})", err=True)
     uvicorn.run(create_app(gateway), host=host, port=port, log_level="info" if verbose else "warning", access_log=False)
+
+
+def read_models(upstream: str, timeout_s: float):
+    """The upstream's ``/v1/models`` reply, parsed; None when it cannot be read (auto then decides without it)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(upstream.rstrip("/") + "/models", timeout=min(timeout_s, 10)) as reply:
+            return json.loads(reply.read())
+    except (OSError, ValueError):
+        return None

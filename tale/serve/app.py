@@ -27,6 +27,7 @@ from tale.serve.gateway import (
     last_user_text,
     requested_budget,
 )
+from tale.serve.upstreams import direct_prompt, thinking_fields
 
 
 async def chat_completions(request: Request) -> Response:
@@ -35,7 +36,8 @@ async def chat_completions(request: Request) -> Response:
         body = await gateway.read_json(request)
         messages = check_chat_body(body)
         own = requested_budget(request.headers.get(BUDGET_HEADER), f"header {BUDGET_HEADER}", gateway.max_budget)
-        own = requested_budget(body.pop("tale_budget", None), "field 'tale_budget'", gateway.max_budget) or own
+        in_body = requested_budget(body.pop("tale_budget", None), "field 'tale_budget'", gateway.max_budget)
+        own = own if in_body is None else in_body  # the body's field wins over the header; 0 is a budget
     except RequestError as error:
         gateway.metrics.requests.labels("chat", "too_large" if error.status == 413 else "bad_request").inc()
         return error_response(error.status, str(error))
@@ -50,9 +52,16 @@ async def chat_completions(request: Request) -> Response:
         budget, source = gateway.budget(estimate), "estimate"
     gateway.metrics.budgets.observe(budget)
     gateway.log_request(question=question, budget=budget, source=source)
-    info = {"budget": budget, "source": source, "policy": gateway.config.policy, "risk": gateway.config.risk}
-    return await forward(gateway, request, apply_policy(body, index, budget, gateway.config.policy, gateway.config.slack),
-                         budget, info)
+    config = gateway.config
+    info = {"budget": budget, "source": source, "policy": config.policy, "risk": config.risk, "upstream_kind": config.upstream_kind,
+            "route": "direct" if budget == 0 else "reason"}
+    if config.upstream_kind == "openai-compatible":
+        forwarded = direct_prompt(body, index) if budget == 0 else apply_policy(body, index, budget, config.policy, config.slack)
+        info["fields"] = ["messages"] if budget == 0 else [*(["messages"] if config.policy != "cap" else []),
+                                                            *(["max_tokens"] if config.policy != "prompt" else [])]
+    else:
+        forwarded, info["fields"] = thinking_fields(body, config.upstream_kind, budget, config.answer_reserve)
+    return await forward(gateway, request, forwarded, budget, info)
 
 
 async def forward(gateway: Gateway, request: Request, body: dict[str, Any], budget: int | None,

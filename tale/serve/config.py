@@ -29,6 +29,10 @@ class GatewayConfig:
     # budget would shift by a token or so with whatever other requests share its micro-batch.
     precision: str = "fp32"
     threads: int = 1  # CPU threads of the ONNX estimator
+    # What the upstream is, so the budget goes into the field it honours for thinking (tale.serve.upstreams); the CLI
+    # resolves "auto" to one of these before the gateway starts.
+    upstream_kind: str = "openai-compatible"
+    answer_reserve: int = 256  # tokens kept for the answer above a thinking budget: the cap is at least budget + this
     max_questions: int = 1024  # questions in one /v1/budgets request; more is a 413
     max_budget: int | None = None  # the largest budget a request may ask for (tale_budget, the header); None: the estimator's range top
 
@@ -43,6 +47,12 @@ class GatewayConfig:
             raise ConfigError(f"--precision must be fp32 or int8, got {self.precision!r}")
         if self.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        from tale.serve.upstreams import UPSTREAM_KINDS
+
+        if self.upstream_kind not in UPSTREAM_KINDS:
+            raise ConfigError(f"--upstream-kind must be one of {UPSTREAM_KINDS} (or auto), got {self.upstream_kind!r}")
+        if self.answer_reserve < 0:
+            raise ConfigError(f"--answer-reserve must be >= 0, got {self.answer_reserve}")
         if self.max_questions < 1 or (self.max_budget is not None and self.max_budget < 1):
             raise ConfigError(f"--max-questions and --max-budget must be >= 1, got {self.max_questions}, {self.max_budget}")
         if self.policy not in POLICIES:

@@ -193,19 +193,19 @@ def check_chat_body(body: Any) -> list[dict[str, Any]]:
 
 
 def requested_budget(value: Any, where: str, largest: int) -> int | str | None:
-    """A request's own budget: a positive integer up to ``largest``, 'off', or None (not given)."""
+    """A request's own budget: an integer from 0 (answer directly) up to ``largest``, 'off', or None (not given)."""
     if value is None:
         return None
     if isinstance(value, str) and value.strip().lower() in OPT_OUT:
         return "off"
     try:
-        budget = int(value) if not isinstance(value, bool) and float(value) == int(float(value)) else 0
+        budget = int(value) if not isinstance(value, bool) and float(value) == int(float(value)) else -1
     except (TypeError, ValueError):
-        budget = 0
+        budget = -1
     except OverflowError:  # infinite
-        budget = largest + 1 if float(value) > 0 else 0
-    if budget < 1:
-        raise RequestError(400, f"{where}: a budget must be a positive integer or 'off', got {value!r}")
+        budget = largest + 1 if float(value) > 0 else -1
+    if budget < 0:
+        raise RequestError(400, f"{where}: a budget must be an integer from 0 (answer directly) or 'off', got {value!r}")
     if budget > largest:
         raise RequestError(400, f"{where}: {value!r} is above the largest budget this gateway takes ({largest}, --max-budget)")
     return budget
