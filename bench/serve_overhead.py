@@ -11,7 +11,9 @@ questions every round (none in its estimate cache); a ``cached`` side sends the 
 estimate remembered); a ``proxy`` side sends requests with their own budget (``tale_budget``), so the
 gateway forwards without estimating: what the HTTP hop costs apart from the estimator. The RSS run
 sends new questions too, so the cache fills to its bound. Then ``/v1/budgets``
-throughput (questions per second) at batch 1 and 32 with 16 clients, and the gateway's resident memory
+throughput (questions per second) at batch 1 and 32 with 16 clients, the fairness run (chat requests with new
+questions at 16 clients while one more client posts 1,024-question budget lists back to back, against the same run
+without the lists; ``--fairness-only`` runs just this), and the gateway's resident memory
 before and after ``--rss-requests`` more chat requests. For each side, the CPU milliseconds per request of
 the client, the gateway and the upstream (from /proc): what the hop costs whatever the queueing. Records
 the CPU count, the estimator's threads
@@ -101,6 +103,52 @@ async def load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[flo
     return latencies, failures
 
 
+async def under_flood(chat_url: str, budgets_url: str, bodies: list[dict], concurrency: int, list_size: int,
+                      flooded: bool) -> tuple[list[float], int, int]:
+    """Chat requests at ``concurrency`` clients, while (``flooded``) one more client posts ``list_size``-question
+    budget lists back to back; the chat latencies, their failures and how many lists were answered meanwhile."""
+    stop, lists = asyncio.Event(), 0
+
+    async def flood() -> None:
+        nonlocal lists
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as client:
+            while not stop.is_set():
+                data = json.dumps({"questions": questions(list_size, seed=100_000 + lists)}).encode()
+                async with client.post(budgets_url, data=data, headers={"Content-Type": "application/json"}) as response:
+                    await response.read()
+                    lists += response.status == 200
+
+    task = asyncio.create_task(flood()) if flooded else None
+    if task:
+        await asyncio.sleep(0.5)  # the first list is with the estimator before the chat requests start
+    latencies, failures = await load(chat_url, bodies, concurrency)
+    stop.set()
+    if task:
+        await task
+    return latencies, failures, lists
+
+
+def fairness(chat_url: str, budgets_url: str, n: int, rounds: int, list_size: int = 1024, concurrency: int = 16) -> dict:
+    """The chat side's latency with and without a client flooding /v1/budgets, quiet and flooded rounds alternating."""
+    sides: dict[str, list[float]] = {"quiet": [], "flooded": []}
+    failed, lists = 0, 0
+    for round_ in range(rounds):
+        for side in sides:
+            fresh = [{"model": "echo", "messages": [{"role": "user", "content": q}]}
+                     for q in questions(n, seed=50_000 + 10 * round_ + (side == "flooded"))]
+            latencies, failures, answered = asyncio.run(under_flood(chat_url, budgets_url, fresh, concurrency, list_size,
+                                                                    side == "flooded"))
+            sides[side] += latencies
+            failed += failures
+            lists += answered
+    row = {f"{side}_{name}_ms": round(1000 * quantile(values, q), 2) for side, values in sides.items()
+           for name, q in (("p50", .5), ("p99", .99))}
+    row |= {f"added_{name}_ms": round(row[f"flooded_{name}_ms"] - row[f"quiet_{name}_ms"], 2) for name in ("p50", "p99")}
+    row |= {"p99_ratio": round(row["flooded_p99_ms"] / row["quiet_p99_ms"], 2), "failed": failed, "lists_answered": lists,
+            "list_size": list_size, "concurrency": concurrency, "chat_requests_per_side": n * rounds}
+    return row
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -126,8 +174,10 @@ def rss_mb(pid: int) -> float:
 @click.option("--requests", "n", type=int, default=400, show_default=True, help="Chat requests per round and side.")
 @click.option("--rounds", type=int, default=2, show_default=True, help="Alternating direct/gateway rounds per concurrency.")
 @click.option("--rss-requests", type=int, default=10_000, show_default=True)
+@click.option("--fairness-only", is_flag=True,
+              help="Only the fairness run: chat requests at 16 clients with and without one client posting 1,024-question budget lists.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench/results/serve_overhead.json"), show_default=True)
-def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
+def main(predictor, risk, precision, threads, n, rounds, rss_requests, fairness_only, out):
     logs = Path(tempfile.mkdtemp(prefix="serve-overhead-"))  # the servers' output, shown when one fails to start
     up_port, gw_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}/v1"
@@ -142,6 +192,13 @@ def main(predictor, risk, precision, threads, n, rounds, rss_requests, out):
         bodies = [{"model": "echo", "messages": [{"role": "user", "content": q}]} for q in questions(n)]
         direct_url, gateway_url = f"{upstream}/chat/completions", f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         asyncio.run(load(gateway_url, bodies[:50], 4))  # warm both
+        result["fairness"] = fairness(gateway_url, f"http://127.0.0.1:{gw_port}/v1/budgets", n, rounds)
+        print(f"fairness (16 chat clients, one client posting 1,024-question lists): {result['fairness']}")
+        if fairness_only:
+            result["load_average_end"] = os.getloadavg()
+            out.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"saved {out}")
+            return
         own = [{**body, "tale_budget": 100} for body in bodies]  # the request's own budget: no estimate, proxy only
         for concurrency in (1, 16, 64):
             sides: dict[str, list[float]] = {"direct": [], "gateway": [], "cached": [], "proxy": []}

@@ -96,6 +96,7 @@ class MicroBatcher:
         self.queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tale-estimate")
         self.task: asyncio.Task | None = None
+        self.carried: tuple[list[str], asyncio.Future] | None = None  # a request that did not fit the last batch
 
     async def submit(self, questions: list[str]) -> list[float]:
         if self.inline:
@@ -120,14 +121,19 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
-            size, deadline = len(batch[0][0]), loop.time() + self.window
+            first, self.carried = self.carried or await self.queue.get(), None
+            batch = [first]
+            size, deadline = len(first[0]), loop.time() + self.window
             while size < self.max_batch and (left := deadline - loop.time()) > 0:
                 try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                    following = await asyncio.wait_for(self.queue.get(), left)
                 except asyncio.TimeoutError:
                     break
-                size += len(batch[-1][0])
+                if size + len(following[0]) > self.max_batch:  # never over max_batch: it opens the next batch instead
+                    self.carried = following
+                    break
+                batch.append(following)
+                size += len(following[0])
             questions = [q for qs, _ in batch for q in qs]
             started = time.perf_counter()
             try:
@@ -146,6 +152,7 @@ class MicroBatcher:
                 start += len(qs)
 
 
+LIST_CHUNKS = 4  # a budgets list is estimated in chunks of max_batch // LIST_CHUNKS questions
 MAX_DEPTH = 32  # JSON nesting a request body may have (a chat request with content parts needs about 6)
 
 
@@ -247,13 +254,13 @@ class Gateway:
     async def estimates(self, questions: list[str]) -> list[float]:
         """The estimator's unrounded budgets: remembered ones from the cache, the others in micro-batches.
 
-        A long list goes to the estimator ``max_batch`` questions at a time, each chunk queued only when the one
-        before is answered, so chat requests that arrive meanwhile are estimated between its chunks: one client's
-        list never holds the estimator for longer than a micro-batch."""
+        A long list goes to the estimator in chunks of a quarter micro-batch (``max_batch // LIST_CHUNKS``), each queued
+        only when the one before is answered, so chat requests that arrive meanwhile are estimated between its chunks,
+        in a batch the chunk leaves room in: one client's list holds a chat request back by about one batch, not the list."""
         known = {q: self.cache[q] for q in questions if q in self.cache}  # before any await: others may evict
         missing = list(dict.fromkeys(q for q in questions if q not in known))
         self.metrics.cache_hits.inc(sum(q in known for q in questions))
-        step = self.config.max_batch
+        step = max(1, self.config.max_batch // LIST_CHUNKS)
         for start in range(0, len(missing), step):
             chunk = missing[start:start + step]
             known.update(zip(chunk, await self.batcher.submit(chunk)))
