@@ -120,13 +120,27 @@ def _budget_range_of(estimator: Estimator) -> BudgetRange:
     return BudgetRange()
 
 
+def estimator_kind(directory: Path) -> str | None:
+    """The ``estimator`` key of a saved estimator directory's meta file (``bert-regressor``, ``tfidf-ridge``,
+    ``tfidf-linear``, ``constant``, ``reasoner-probe``, ``curves-*``); None without a meta file. The one place that
+    tells which kind a directory is (``export.runtime.directory_kind`` adds ONNX exports)."""
+    meta = Path(directory) / META_FILE
+    if not meta.is_file():
+        return None
+    try:
+        kind = json.loads(meta.read_text()).get("estimator")
+    except (json.JSONDecodeError, AttributeError):
+        raise InputError(f"{meta}: not a JSON object") from None
+    return kind if isinstance(kind, str) else None
+
+
 def load_estimator(directory: Path) -> TrainableEstimator:
     """Any saved estimator directory (BERT regressor, TF-IDF ridge or its linear export, constant, reasoner probe), by its meta file."""
     directory = Path(directory)
     meta = directory / META_FILE
-    if not meta.is_file():
+    kind = estimator_kind(directory)
+    if kind is None:
         raise MissingInputError(f"{directory} is not a saved estimator: no {META_FILE}")
-    kind = json.loads(meta.read_text()).get("estimator")
     if kind == "bert-regressor":
         from predictor.bert import BertRegressor
 

@@ -342,12 +342,13 @@ CURVE_KINDS = {MarginalCurves.kind: MarginalCurves, TfidfCurves.kind: TfidfCurve
 
 def load_curves(directory: Path) -> CurveEstimator:
     """The curve estimator saved in ``directory``."""
-    path = Path(directory) / META_FILE
-    if not path.exists():
+    from predictor import estimator_kind
+
+    kind = estimator_kind(directory)
+    if kind is None:
         raise MissingInputError(f"{directory}: no {META_FILE} (a curve estimator is saved by tale train-curves)")
-    kind = json.loads(path.read_text()).get("estimator")
     if kind not in CURVE_KINDS:
-        raise InputError(f"{path}: {kind!r} is not a curve estimator ({', '.join(CURVE_KINDS)})")
+        raise InputError(f"{Path(directory) / META_FILE}: {kind!r} is not a curve estimator ({', '.join(CURVE_KINDS)})")
     return CURVE_KINDS[kind].load(directory)
 
 

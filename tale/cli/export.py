@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
+from export.load import directory_kind
 from export.manifest import MANIFEST_FILE, PRECISIONS, RuntimeConfig
 from export.onnx import ExportConfig, export_regressor
-from predictor import META_FILE
 from predictor.linear import LINEAR_FILE
 from tale.cli.common import setup, torch_threads
 
@@ -43,7 +43,7 @@ def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, thre
     Example: tale export --predictor runs/predictor --out runs/predictor-onnx --int8
     """
     setup(verbose, threads)
-    if _kind(source) == "tfidf-ridge":
+    if directory_kind(source) == "tfidf-ridge":
         if int8 or int8_all:
             raise click.UsageError("--int8 is for the BERT regressor; a TF-IDF export is its exact numbers")
         from export.linear import export_tfidf
@@ -60,15 +60,6 @@ def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, thre
         click.echo(f"{precision}: {out / exported.file} ({exported.bytes / 2**20:.1f} MiB), "
                    f"max |ORT - torch| {diff:.2g} on {manifest.check['probes']} probe questions")
     click.echo(f"tokenizer and {MANIFEST_FILE} written to {out}")
-
-
-def _kind(directory: Path) -> str | None:
-    """The ``estimator`` of a saved estimator directory's meta file (None without one)."""
-    meta = directory / META_FILE
-    try:
-        return json.loads(meta.read_text()).get("estimator") if meta.is_file() else None
-    except json.JSONDecodeError:
-        raise click.ClickException(f"{meta}: not JSON") from None
 
 
 def _question(row: Any, where: str, index: int) -> tuple[Any, str]:
@@ -100,16 +91,10 @@ def read_questions(lines: Iterable[str], name: str, *, jsonl: bool) -> Iterator[
 
 
 def _estimator(directory: Path, config: RuntimeConfig) -> Any:
-    if (directory / MANIFEST_FILE).is_file():
-        from export.runtime import OnnxEstimator
-
-        return OnnxEstimator.load(directory, config)
-    if config.precision is not None:
-        raise click.UsageError(f"--precision applies to an ONNX export; {directory} has no {MANIFEST_FILE}")
-    from predictor import load_estimator
+    from export.load import load_any
 
     try:
-        estimator = load_estimator(directory)  # a TF-IDF linear export loads with the standard library alone
+        estimator = load_any(directory, config)  # a TF-IDF linear export loads with the standard library alone
     except ModuleNotFoundError as error:
         raise click.ClickException(f"{directory} is not an ONNX export (no {MANIFEST_FILE}) and loading it needs "
                                    f"{error.name}, which is not installed: export it with tale export") from None

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from predictor.allocate import ALLOCATIONS, greedy, proportional
+from reasoner.errors import InputError
 from tale.serve.config import _FORWARDED_HEADERS, BUDGET_HEADER, GatewayConfig
 from tale.serve.gateway import (
     Gateway,
@@ -230,12 +231,13 @@ def load_gateway(predictor: Path, config: GatewayConfig) -> Gateway:
     """A gateway over the export in ``predictor`` (the BERT regressor's ONNX export, run at ``config.precision``
     with ``config.threads``, or a TF-IDF linear export), calibrated at ``config.risk`` where one is asked. A linear
     export needs no threads and no precision: it is a dot product per question."""
-    from predictor.linear import LINEAR_FILE, LinearEstimator
+    from export.load import ONNX, directory_kind, load_any
+    from export.manifest import RuntimeConfig
 
-    if (Path(predictor) / LINEAR_FILE).is_file():
-        linear = LinearEstimator.load(predictor)
-        return Gateway(config, linear.predict_float, linear.budget_range, linear.calibration, str(predictor), inline=True)
-    from export.runtime import OnnxEstimator, RuntimeConfig
-
-    estimator = OnnxEstimator.load(predictor, RuntimeConfig(precision=config.precision, threads=config.threads))
-    return Gateway(config, estimator.predict_float, estimator.manifest.budget_range, estimator.calibration, str(predictor))
+    kind = directory_kind(predictor)
+    if kind not in (ONNX, "tfidf-linear"):
+        raise InputError(f"{predictor}: tale serve takes an ONNX export or a TF-IDF linear export (tale export), not {kind or 'this'}")
+    estimator = load_any(predictor, RuntimeConfig(precision=config.precision, threads=config.threads) if kind == ONNX else RuntimeConfig())
+    inline = kind != ONNX  # a dot product per question: answered on the event loop
+    budget_range = estimator.manifest.budget_range if kind == ONNX else estimator.budget_range
+    return Gateway(config, estimator.predict_float, budget_range, estimator.calibration, str(predictor), inline=inline)
