@@ -24,6 +24,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from export.manifest import MANIFEST_FILE, ExportedFile, ExportManifest, RuntimeConfig
+from predictor import BudgetRange
 from predictor.calibrate import Calibration
 from predictor.target import length_batches
 from reasoner.errors import InputError, MissingInputError, TaleError
@@ -126,6 +127,10 @@ class OnnxEstimator:
             for i, value in zip(chunk, logits[:, 0].tolist()):
                 outputs[i] = value
         return outputs
+
+    @property
+    def budget_range(self) -> BudgetRange:
+        return self.manifest.budget_range
 
     def predict_float(self, questions: Sequence[str]) -> list[float]:
         """Budgets in tokens before rounding and clamping."""

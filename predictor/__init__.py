@@ -29,7 +29,19 @@ RANGE_CENTRE = math.sqrt(2)
 
 
 class Estimator(Protocol):
-    def predict(self, questions: Sequence[str]) -> list[int]: ...
+    """What every estimator offers, and all that its callers use: unrounded budgets, rounded and clamped budgets,
+    and the range they are clamped into. (The zero-shot LLM estimator also reports what each estimate cost:
+    ``SpendsTokens``.)"""
+
+    budget_range: BudgetRange  # every predicted budget is clamped into it
+
+    def predict_float(self, questions: Sequence[str]) -> list[float]:
+        """Budgets in tokens before rounding and clamping (what scaling and calibration multiply)."""
+        ...
+
+    def predict(self, questions: Sequence[str]) -> list[int]:
+        """Budgets: ``predict_float`` rounded and clamped into ``budget_range``."""
+        ...
 
 
 class TrainableEstimator(Estimator, Protocol):
@@ -91,7 +103,7 @@ class Scaled:
                             f"would hide it, so {why} only estimators without one")
         self.estimator = estimator
         self.factor = factor
-        self.budget_range = budget_range or _budget_range_of(estimator)
+        self.budget_range = budget_range or estimator.budget_range
 
     @property
     def training_fingerprint(self) -> str | None:
@@ -99,8 +111,7 @@ class Scaled:
         return getattr(self.estimator, "training_fingerprint", None)
 
     def predict_float(self, questions: Sequence[str]) -> list[float]:
-        estimate = getattr(self.estimator, "predict_float", None) or self.estimator.predict
-        return [float(b) * self.factor for b in estimate(list(questions))]
+        return [b * self.factor for b in self.estimator.predict_float(list(questions))]
 
     def predict(self, questions: Sequence[str]) -> list[int]:
         return [self.budget_range.clamp(b) for b in self.predict_float(questions)]
@@ -111,13 +122,6 @@ def Aimed(estimator: Estimator, factor: float, budget_range: BudgetRange | None 
     searched budgets' spread, so about half of their budgets fall below the budget the question needs; ``factor``
     trades tokens for slack, the same for every estimator it wraps."""
     return Scaled(estimator, factor, budget_range)
-
-
-def _budget_range_of(estimator: Estimator) -> BudgetRange:
-    for owner in (estimator, *(getattr(estimator, a, None) for a in ("config", "meta", "manifest"))):
-        if isinstance(found := getattr(owner, "budget_range", None), BudgetRange):
-            return found
-    return BudgetRange()
 
 
 def estimator_kind(directory: Path) -> str | None:

@@ -59,6 +59,13 @@ class ConstantEstimator:
         median = statistics.median(e.budget for e in examples)
         return cls(budget_range.clamp(median), n_train=len(examples), training_fingerprint=fingerprint(examples))
 
+    @property
+    def budget_range(self) -> BudgetRange:
+        return BudgetRange(min(BudgetRange().min, self.budget), max(BudgetRange().max, self.budget))
+
+    def predict_float(self, questions: Sequence[str]) -> list[float]:
+        return [float(self.budget)] * len(questions)
+
     def predict(self, questions: Sequence[str]) -> list[int]:
         return [self.budget] * len(questions)
 
@@ -128,8 +135,12 @@ class TfidfRidgeEstimator:
             return []
         return [math.exp(min(v, 700.0)) for v in self.pipeline.predict(list(questions))]
 
+    @property
+    def budget_range(self) -> BudgetRange:
+        return self.config.budget_range
+
     def predict(self, questions: Sequence[str]) -> list[int]:
-        return [self.config.budget_range.clamp(v) for v in self.predict_float(questions)]
+        return [self.budget_range.clamp(v) for v in self.predict_float(questions)]
 
     def save(self, directory: Path) -> None:
         import joblib

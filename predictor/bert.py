@@ -270,6 +270,10 @@ class BertRegressor:
                     outputs[i] = value
         return outputs
 
+    @property
+    def budget_range(self) -> BudgetRange:
+        return self.meta.budget_range
+
     def predict_float(self, questions: Sequence[str]) -> list[float]:
         """Budgets in tokens before rounding and clamping."""
         return [self.meta.target.decode(o) for o in self.raw_outputs(questions)]

@@ -60,12 +60,6 @@ def records_needed(alpha: float) -> int:
     return n
 
 
-def unrounded(estimator: Estimator, questions: Sequence[str]) -> list[float]:
-    """The estimator's budgets before rounding where it has them (``predict_float``)."""
-    estimate = getattr(estimator, "predict_float", None) or estimator.predict
-    return [float(e) for e in estimate(list(questions))]
-
-
 @dataclass(frozen=True)
 class Calibration:
     """The sorted conformal scores of one estimator on one calibration split."""
@@ -158,7 +152,7 @@ def fit(estimator: Estimator, questions: Sequence[str], budgets: Sequence[int], 
     if not questions:
         raise TooFewRecordsError("a calibration needs at least one feasible record")
     return Calibration.from_estimates(
-        unrounded(estimator, questions), budgets, estimator=name,
+        [float(b) for b in estimator.predict_float(list(questions))], budgets, estimator=name,
         source_fingerprint=str(getattr(estimator, "training_fingerprint", "") or ""),
         calibration_fingerprint=calibration_fingerprint)
 

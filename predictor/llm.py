@@ -169,5 +169,13 @@ class LLMEstimator:
             clamped = not limits.min <= parsed.value <= limits.max  # a huge number parses as inf: clamped
         return BudgetEstimate(budget, reply, parsed.source, clamped, prompt_tokens, output_tokens)
 
+    @property
+    def budget_range(self) -> BudgetRange:
+        return self.config.budget_range
+
+    def predict_float(self, questions: Sequence[str]) -> list[float]:
+        """The stated budgets (already whole numbers, clamped): a reply is one number, with nothing finer behind it."""
+        return [float(b) for b in self.predict(questions)]
+
     def predict(self, questions: Sequence[str]) -> list[int]:
         return [e.budget for e in self.estimate(questions)]

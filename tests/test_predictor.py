@@ -325,6 +325,8 @@ def test_aimed_scales_before_rounding_and_clamps_into_the_wrapped_range() -> Non
     assert aimed.predict(questions) == expected and aimed.budget_range == BudgetRange(8, 200)
 
     class Unrounded:  # 10.4 tokens: scaled then rounded is 16, rounded then scaled would be 15
+        budget_range = BudgetRange()
+
         def predict(self, questions):
             return [10] * len(questions)
 
@@ -332,7 +334,7 @@ def test_aimed_scales_before_rounding_and_clamps_into_the_wrapped_range() -> Non
             return [10.4] * len(questions)
 
     assert Aimed(Unrounded(), 1.5).predict(["a"]) == [16]
-    # an estimator without unrounded budgets or a range of its own: its budgets, scaled, default range
+    # a constant: its budget, scaled, clamped into the default range
     assert Aimed(ConstantEstimator(35), 1.5).predict(["a", "b"]) == [52, 52]  # 52.5, half to even
     assert Aimed(ConstantEstimator(900), 2).predict(["a"]) == [BudgetRange().max]
     for factor in (0, -1.0, math.nan, math.inf):
@@ -398,3 +400,24 @@ def test_evaluate_flags_estimators_trained_on_other_examples() -> None:
     assert [r.trained_on_split for r in evaluation.results] == [True, True, False, None]
     assert "| constant:elsewhere |" in markdown_table(evaluation) and "NO: other data" in markdown_table(evaluation)
 
+
+
+def test_every_estimator_declares_the_contract_its_callers_use() -> None:
+    """budget_range, predict_float and predict on every estimator class: callers use them, never probe for them."""
+    from export.runtime import OnnxEstimator
+    from predictor import Estimator, Scaled
+    from predictor.bert import BertRegressor
+    from predictor.linear import LinearEstimator
+    from predictor.llm import LLMEstimator
+    from predictor.probe import ProbeEstimator
+
+    declared = [name for name in ("budget_range", "predict_float", "predict") if name in Estimator.__annotations__ or hasattr(Estimator, name)]
+    assert declared == ["budget_range", "predict_float", "predict"]
+    for cls in (ConstantEstimator, TfidfRidgeEstimator, BertRegressor, OnnxEstimator, LinearEstimator, ProbeEstimator, LLMEstimator):
+        assert callable(getattr(cls, "predict_float", None)) and callable(getattr(cls, "predict", None)), cls
+        assert "budget_range" in dir(cls) or "budget_range" in cls.__init__.__code__.co_names, cls
+    ridge = TfidfRidgeEstimator.fit(synthetic(40))
+    questions = [e.question for e in synthetic(5, seed=3)]
+    for estimator in (ConstantEstimator(35), ridge, Scaled(ridge, 1.5)):
+        assert isinstance(estimator.budget_range, BudgetRange)
+        assert estimator.predict(questions) == [estimator.budget_range.clamp(b) for b in estimator.predict_float(questions)]

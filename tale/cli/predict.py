@@ -60,7 +60,6 @@ def train_predictor(records, out, encoder, epochs, learning_rate, batch_size, ma
 
 def _report_coverage(chosen: dict, calibrating, scored, alphas: tuple[float, ...], out: Path) -> None:
     """Calibrate each estimator on ``calibrating`` and report coverage and cost on ``scored`` at each risk of ``alphas``."""
-    from predictor.calibrate import unrounded
     from predictor.coverage import coverage_rows, coverage_table, write_coverage
 
     if not calibrating:
@@ -68,8 +67,8 @@ def _report_coverage(chosen: dict, calibrating, scored, alphas: tuple[float, ...
     rows = []
     for name, estimator in chosen.items():
         # The zero-shot estimator has only rounded budgets, and pays for each again: counted in its report row.
-        cal = unrounded(estimator, [e.question for e in calibrating])
-        test = unrounded(estimator, [e.question for e in scored])
+        cal = estimator.predict_float([e.question for e in calibrating])
+        test = estimator.predict_float([e.question for e in scored])
         rows += coverage_rows(name, cal, [e.budget for e in calibrating], test, [e.budget for e in scored], alphas)
     markdown, _, plot = write_coverage(rows, out)
     click.echo(coverage_table(rows))
