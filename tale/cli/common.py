@@ -114,14 +114,14 @@ class BudgetSourceSpec(click.ParamType):
     def convert(self, value, param, ctx):
         from pathlib import Path
 
-        from tale.eval.sources import check_source, split_aim, split_risk
+        from tale.eval.sources import check_source, split_aim, split_risk, takes_directory
 
         try:
             spec = check_source(value)
             kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
         except ValueError as error:
             self.fail(str(error), param, ctx)
-        if kind in ("oracle", "matched", "replay", "bert", "onnx", "constant", "tfidf", "probe") and arg and not Path(arg).is_dir():
+        if takes_directory(kind) and arg and not Path(arg).is_dir():
             self.fail(f"{arg}: no such directory", param, ctx)
         return spec
 

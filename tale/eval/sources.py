@@ -45,7 +45,15 @@ logger = logging.getLogger(__name__)
 
 ESTIMATORS = ("bert:DIR, onnx:DIR, llm:MODEL, constant[:DIR], tfidf[:DIR], probe[:DIR] (each but llm optionally @FACTOR, "
               "or %ALPHA with a calibrated DIR)")
-AIMABLE = ("bert", "onnx", "constant", "tfidf", "probe")  # estimators whose budgets @FACTOR may scale
+# Every name's kind, once: what its argument is (None: it takes none). The parsers and the CLI read this table.
+KINDS: dict[str, str | None] = {"fixed": "N", "oracle": "RECORDS_DIR", "matched": "RUN_DIR", "replay": "RUN_DIR", "llm": None,
+                                "bert": "DIR", "onnx": "DIR", "constant": "DIR", "tfidf": "DIR", "probe": "DIR"}
+AIMABLE = ("bert", "onnx", "constant", "tfidf", "probe")  # estimators whose budgets @FACTOR and %ALPHA may scale
+
+
+def takes_directory(kind: str) -> bool:
+    """Whether a name of ``kind`` names a directory after its colon (the CLI checks that it exists)."""
+    return (KINDS.get(kind) or "").endswith("DIR")
 POLICIES = "price=LAMBDA:CURVES_DIR, target=SHARE:CURVES_DIR, total=MEAN_TOKENS:CURVES_DIR"
 SOURCES = f"oracle:RECORDS_DIR, fixed:N, matched:RUN_DIR, replay:RUN_DIR, {POLICIES}, {ESTIMATORS}"
 
@@ -354,10 +362,10 @@ def check_source(spec: str) -> str:
     if split_policy(spec) is not None:
         return spec.strip()
     kind, _, arg = split_aim(split_risk(spec)[0])[0].partition(":")
-    if kind not in ("fixed", "oracle", "matched", "replay", "llm", "bert", "onnx", "constant", "tfidf", "probe"):
+    if kind not in KINDS:
         raise UnknownNameError(f"unknown budget source {spec!r}; use {SOURCES}")
-    if kind in ("fixed", "oracle", "matched", "replay", "bert", "onnx", "constant", "tfidf", "probe") and not arg:
-        raise ConfigError(f"budget source {kind} needs an argument: '{kind}:{'N' if kind == 'fixed' else 'DIR'}'")
+    if KINDS[kind] is not None and not arg:  # as a budget source every kind but llm names what it reads
+        raise ConfigError(f"budget source {kind} needs an argument: '{kind}:{KINDS[kind]}'")
     if kind == "fixed" and not (arg.isdigit() and int(arg) >= 1):
         raise ConfigError(f"fixed needs a positive integer: 'fixed:N', got {spec!r}")
     return spec.strip()
