@@ -166,8 +166,12 @@ def test_train_curves_and_frontier_commands_on_scripted_ladders(tmp_path: Path, 
                                   "--probe-model", str(tiny_lm_dir), "--out", str(tmp_path / "probe")])
     assert result.exit_code == 0, result.output
     assert load_curves(tmp_path / "probe").rungs == (0, 32, 64, None)
+    from predictor.baselines import ConstantEstimator
+
+    ConstantEstimator(40).save(tmp_path / "constant")
     result = runner.invoke(main, ["frontier", "--train", str(tmp_path / "train"), "--test", str(tmp_path / "test"),
-                                  "--out", str(tmp_path / "f"), "--resamples", "100", "--probe-model", str(tiny_lm_dir)])
+                                  "--out", str(tmp_path / "f"), "--resamples", "100", "--probe-model", str(tiny_lm_dir),
+                                  "--budgets", f"constant:{tmp_path / 'constant'}"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "f" / "frontier.json").read_text())
     assert (tmp_path / "f" / "frontier.png").stat().st_size > 0 and (tmp_path / "f" / "reliability.png").exists()
@@ -179,6 +183,8 @@ def test_train_curves_and_frontier_commands_on_scripted_ladders(tmp_path: Path, 
     assert report["comparisons"]["marginal price"]["gain"]["value"] <= 1e-9  # question-blind: never above the constants
     assert {"tfidf price", "tfidf target", "tfidf total", "probe price"} <= set(report["comparisons"])
     assert (tmp_path / "f" / "estimators" / "probe" / "probe.json").exists()
+    # A constant budget of 40 lands every question on the 64 rung: the 64 constant's point.
+    assert report["points"][f"budgets constant:{tmp_path / 'constant'}"] == [{"accuracy": 1.0, "tokens": 32.0}]
     result = runner.invoke(main, ["train-curves", "--ladder", str(tmp_path / "nothing-here")])
     assert result.exit_code == 2
 
@@ -216,3 +222,10 @@ def test_probe_curves_read_the_reasoner_and_round_trip_as_json(tiny_lm_dir: Path
     assert isinstance(again, ProbeCurves) and again.rungs == RUNGS
     for got, want in zip(again.curves(list(data.questions)), curves):
         assert got.success == pytest.approx(want.success, abs=1e-9)
+
+
+def test_budgets_land_on_the_cheapest_rung_that_grants_them() -> None:
+    from tale.eval.frontier import rung_for_budgets
+
+    assert rung_for_budgets([8, 32, 33, 64, 200, 256, 300, 1024], (0, 32, 64, 128, 256, None)) == [1, 1, 2, 2, 4, 4, 5, 5]
+    assert rung_for_budgets([500], (0, 32, 64)) == [2]  # no vanilla rung: the largest budget rung

@@ -56,7 +56,9 @@ def train_curves(ladders, estimator, probe_model, out):
 @click.option("--seed", type=int, default=STUDY.seed, show_default=True)
 @click.option("--probe-model", default=STUDY.probe_model,
               help="Also score the reasoner probe on this model's hidden states (the reasoner the ladders asked, e.g. its directory).")
-def frontier(train, test, out, validation, resamples, seed, probe_model):
+@click.option("--budgets", "budget_estimators", multiple=True,
+              help="Also score a budget estimator (tfidf:DIR%0.1, onnx:DIR, ...): each question on the smallest rung granting its budget.")
+def frontier(train, test, out, validation, resamples, seed, probe_model, budget_estimators):
     """Score every curve policy and every constant rung on the same held-out ladder outcomes, without generating.
 
     Example: tale frontier --train runs/ladder-train --test runs/ladder-test --out runs/frontier
@@ -64,7 +66,7 @@ def frontier(train, test, out, validation, resamples, seed, probe_model):
     from tale.eval.frontier import run_study
 
     report = run_study(StudyConfig(train=tuple(train), test=tuple(test), out=out, validation=validation, resamples=resamples, seed=seed,
-                                   probe_model=probe_model))
+                                   probe_model=probe_model, budget_estimators=tuple(budget_estimators)))
     q = report["questions"]
     click.echo(f"{q['train']} training, {q['validation']} validation, {q['test']} held-out questions")
     for p in report["points"]["constant"]:

@@ -21,6 +21,7 @@ from predictor.curves import Curve, CurveData, MarginalCurves, TfidfCurves, cali
 from predictor.frontier import compare_to_constants, frontier_points, scores
 from predictor.policies import Policy
 from reasoner.errors import ConfigError, InputError
+from tale.eval.sources import build_estimator
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +42,21 @@ class StudyConfig:
     resamples: int = 2000  # paired bootstrap resamples
     seed: int = 0
     probe_model: str | None = None  # also the reasoner probe on this model's hidden states (its directory); None: without
+    budget_estimators: tuple[str, ...] = ()  # budget estimators by name (tfidf:DIR%0.1, onnx:DIR, ...), each budget on its rung
 
     def __post_init__(self) -> None:
         if not 0 < self.validation < 1:
             raise ConfigError(f"validation must be in (0, 1), got {self.validation}")
         if not self.train or not self.test:
             raise ConfigError("a study needs training and held-out ladder directories")
+
+
+def rung_for_budgets(budgets: Sequence[int], rungs: Sequence[Any]) -> list[int]:
+    """Each budget's rung index: the smallest budget rung at or above it (the rung that grants at least that budget),
+    vanilla above the largest; a budget estimator never answers directly, so the direct rung (0) is skipped."""
+    budgeted = [(r, i) for i, r in enumerate(rungs) if r]  # 0 (direct) and None (vanilla) left out
+    top = len(rungs) - 1 if rungs[-1] is None else budgeted[-1][1]
+    return [next((i for r, i in budgeted if r >= b), top) for b in budgets]
 
 
 def _in_validation(problem_id: str, share: float) -> bool:
@@ -140,6 +150,11 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     sweeps_for_plot["ceiling (observed curves)"] = [c for _, c in ceiling]
     report["comparisons"]["ceiling (observed curves)"] = compare_to_constants(
         test, _best_setting(ceiling, test).choose(observed), [c for _, c in ceiling], resamples=config.resamples, seed=config.seed)
+    for spec in config.budget_estimators:  # one budget per question, on the cheapest rung that grants it
+        chosen = rung_for_budgets(build_estimator(spec).predict(list(test.questions)), test.rungs)
+        label = f"budgets {spec}"
+        sweeps_for_plot[label] = [chosen]
+        report["comparisons"][label] = compare_to_constants(test, chosen, [chosen], resamples=config.resamples, seed=config.seed)
     report["points"] = frontier_points(test, sweeps_for_plot)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "frontier.json").write_text(json.dumps(report, indent=1) + "\n")
