@@ -16,7 +16,7 @@ STAGES=("${@:-1 2 3 4}")
 OUT=${OUT:-artifacts/ladder}
 TALE=${TALE:-.venv/bin/tale}
 COMMON=(--search ladder --model runs/reasoner-sft-lengths --backend ort --precision int8 --batch-size 16 --threads 2
-        --temperature 0.7 --samples 2 --sampling-seed 0 --max-new-tokens 384 --pool 48)
+        --temperature 0.7 --samples 2 --sampling-seed 0 --max-new-tokens 384 --pool 32)
 
 # set name, data set spec, split, seed, shard, then the --limit of each of the 4 stages (before sharding)
 SETS=(
