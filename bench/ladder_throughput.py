@@ -52,12 +52,15 @@ def plain_rate(args: argparse.Namespace) -> dict:
     backend = make_backend("ort", args.model, sampling=SamplingConfig(temperature=args.temperature, seed=0), precision=args.precision,
                            batch_size=args.batch_size, threads=args.threads)
     prompts = [reasoning_prompt(p.question, kind=p.kind, options=p.options, language=p.language) for p in problems]
+    backend.generate(prompts[:2], 8)  # warm up: the first call of a session pays for its allocations
     load = os.getloadavg()[0]
     began = time.perf_counter()
     generations = backend.generate(prompts, args.max_new_tokens)
     seconds = time.perf_counter() - began
     tokens = sum(g.output_tokens for g in generations)
+    slots = len(prompts) * max(g.output_tokens for g in generations)  # a single static batch when N <= batch size
     return {"questions": len(prompts), "output_tokens": tokens, "seconds": round(seconds, 1), "tokens_per_second": tokens / seconds,
+            "padding": 1 - tokens / slots if len(prompts) <= args.batch_size else None,
             "load_before": load, "load_after": os.getloadavg()[0]}
 
 
