@@ -30,8 +30,7 @@ from data_builder.reference import SEARCH_NAMES, NoSolutionError, Style, referen
 from data_builder.run_dir import RunMismatchError, check_identity
 from data_builder.search import SearchConfig, search_budgets
 from data_builder.sources import Problem, load_problems
-from reasoner.backends import Backend
-from reasoner.backends import check_identity as check_engine
+from reasoner.backends import Backend, check_engine
 from reasoner.errors import OutputExistsError
 from reasoner.prompts import PROMPT_VERSION
 

@@ -29,8 +29,7 @@ from data_builder.records import JsonlWriter, Shard, json_lines, load_records, p
 from data_builder.rows import short
 from data_builder.run_dir import RunMismatchError, check_identity
 from data_builder.sources import Problem, load_problems
-from reasoner.backends import MAX_NEW_TOKENS, Backend
-from reasoner.backends import check_identity as check_engine
+from reasoner.backends import MAX_NEW_TOKENS, Backend, check_engine
 from reasoner.errors import MissingInputError, TaleError
 from reasoner.grading import grade
 from reasoner.prompts import PROMPT_VERSION, Kind, Language, reasoning_prompt

@@ -76,7 +76,7 @@ def backend_identity(kind: str, *, precision: str | None = None, dtype: str = "f
     return kind
 
 
-def check_identity(configured: str, backend: object) -> None:
+def check_engine(configured: str, backend: object) -> None:
     """Refuse a run whose config names another engine than the backend it is given (its records would be labelled
     with the wrong engine); a backend that states no ``identity`` (a test's scripted one) is taken at its word."""
     actual = getattr(backend, "identity", None)

@@ -25,8 +25,7 @@ from typing import Any
 from data_builder.records import JsonlWriter, Shard, write_meta
 from data_builder.run_dir import check_identity
 from data_builder.sources import Problem, load_problems
-from reasoner.backends import MAX_NEW_TOKENS, Backend
-from reasoner.backends import check_identity as check_engine
+from reasoner.backends import MAX_NEW_TOKENS, Backend, check_engine
 from reasoner.errors import ConfigError
 from reasoner.prompts import PROMPT_VERSION, Method
 from tale.eval.answer import answer_problems

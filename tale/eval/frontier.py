@@ -73,7 +73,7 @@ def _load(directories: Sequence[Path]) -> list[LadderRecord]:
     return records
 
 
-def _sweeps(curves: list[Curve], data: CurveData) -> dict[str, list[tuple[Policy, list[int]]]]:
+def _sweeps(curves: list[Curve]) -> dict[str, list[tuple[Policy, list[int]]]]:
     return {kind: [(p, p.choose(curves)) for p in (Policy(kind, v) for v in values)]
             for kind, values in (("price", PRICES), ("target", TARGETS), ("total", TOTALS))}
 
@@ -130,12 +130,12 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     sweeps_for_plot: dict[str, list[list[int]]] = {}
     for name, make in makers.items():
         on_valid = make(fit_part).curves(list(valid.questions))
-        chosen_settings = {kind: _best_setting(sweep, valid) for kind, sweep in _sweeps(on_valid, valid).items()}
+        chosen_settings = {kind: _best_setting(sweep, valid) for kind, sweep in _sweeps(on_valid).items()}
         model = make(train_all)  # refit on every training question, settings kept
         model.save(config.out / "estimators" / name)
         predicted = model.curves(list(test.questions))
         report["calibration"][name] = asdict(calibration(predicted, test))
-        for kind, sweep in _sweeps(predicted, test).items():
+        for kind, sweep in _sweeps(predicted).items():
             policy = chosen_settings[kind]
             chosen = policy.choose(predicted)
             label = f"{name} {kind}"
