@@ -20,12 +20,12 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from data_builder.ladder import LadderRecord, Rung, rung_name
-from predictor.probe import ProbeConfig, ReasonerFeatures, read_probe, write_probe
+from predictor.probe import ProbeConfig, ReasonerFeatures, held_features, read_probe, write_probe
 from reasoner.errors import ConfigError, InputError, MissingInputError
 
 logger = logging.getLogger(__name__)
@@ -286,9 +286,7 @@ class ProbeCurves:
 
     @property
     def features(self) -> ReasonerFeatures:
-        if self._features is None:
-            self._features = ReasonerFeatures(replace(self.config, layer=self.layer))
-        return self._features
+        return held_features(self)
 
     @classmethod
     def fit(cls, data: Any, config: ProbeConfig = ProbeConfig(), *, c: float = 0.1, alpha: float = 10.0,

@@ -57,6 +57,14 @@ def read_probe(directory: Path, kind: str) -> tuple[dict[str, Any], dict[str, An
     return meta, json.loads((Path(directory) / meta["weights"]).read_text())
 
 
+def held_features(probe: Any) -> ReasonerFeatures:
+    """A probe's reasoner features, loaded on first use (its config at its layer) and kept on it: the budget probe
+    and the curve probe share this."""
+    if probe._features is None:
+        probe._features = ReasonerFeatures(replace(probe.config, layer=probe.layer))
+    return probe._features
+
+
 class ReasonerFeatures:
     """Mean-pooled hidden states of one layer of a causal LM, for questions asked with the vanilla prompt."""
 
@@ -124,9 +132,7 @@ class ProbeEstimator:
 
     @property
     def features(self) -> ReasonerFeatures:
-        if self._features is None:
-            self._features = ReasonerFeatures(replace(self.config, layer=self.layer))
-        return self._features
+        return held_features(self)
 
     @classmethod
     def fit(cls, examples: Sequence[Example], config: ProbeConfig = ProbeConfig()) -> ProbeEstimator:
