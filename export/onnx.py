@@ -7,6 +7,7 @@ gains nothing for a plain encoder), writes the tokenizer and quantizes the weigh
 asked. Before the manifest is written, the export is run on onnxruntime against torch on a few
 probe questions: identical token ids, and fp32 outputs within ``config.tolerance``, or it fails.
 The manifest is written last, so an interrupted export leaves no loadable directory.
+``export_curves`` does the same for a BERT curve estimator (``predictor.bert_curves``): 2 outputs per rung.
 
 torch and transformers are imported inside the functions; importing this module is cheap.
 """
@@ -22,10 +23,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from export.manifest import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE, ExportedFile, ExportManifest, RuntimeConfig, sha256
+from export.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILES,
+    TOKENIZER_FILE,
+    CurvesManifest,
+    ExportedFile,
+    ExportManifest,
+    RuntimeConfig,
+    sha256,
+)
 from predictor.calibrate import CALIBRATION_FILE
 from predictor.target import RegressorMeta, as_json
-from reasoner.errors import ConfigError, TaleError
+from reasoner.errors import ConfigError, InputError, TaleError
 
 logger = logging.getLogger(__name__)
 
@@ -155,22 +165,21 @@ def _versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
-def _check(regressor: Any, out: Path, precisions: Sequence[str], config: ExportConfig) -> dict[str, float]:
-    """Run the export on onnxruntime against torch on the probes; raise when fp32 disagrees."""
+def _check(source: Any, out: Path, precisions: Sequence[str], config: ExportConfig, load: Any) -> dict[str, float]:
+    """Run the export (``load(out, runtime_config)``) on onnxruntime against the torch ``source`` on the probes: the same
+    token ids, and every fp32 output within the tolerance, or raise."""
     import numpy as np
 
-    from export.runtime import OnnxEstimator
-
     questions = list(PROBES)
-    expected = np.asarray(regressor.raw_outputs(questions))
+    expected = np.asarray(source.raw_outputs(questions))
     check: dict[str, float] = {"probes": len(questions)}
     for precision in precisions:
-        estimator = OnnxEstimator.load(out, RuntimeConfig(precision=precision, threads=1))
-        ids = estimator.encode(questions)
-        torch_ids = {k: v.numpy() for k, v in regressor.encode(questions).items()}
+        runtime = load(out, RuntimeConfig(precision=precision, threads=1))
+        ids = runtime.encode(questions)
+        torch_ids = {k: v.numpy() for k, v in source.encode(questions).items()}
         if any(not np.array_equal(ids[k], torch_ids[k]) for k in torch_ids):
-            raise ExportMismatchError(f"{out / TOKENIZER_FILE} tokenizes the probe questions differently from the regressor's tokenizer")
-        diff = np.abs(np.asarray(estimator.raw_outputs(questions)) - expected)
+            raise ExportMismatchError(f"{out / TOKENIZER_FILE} tokenizes the probe questions differently from the source's tokenizer")
+        diff = np.abs(np.asarray(runtime.raw_outputs(questions)) - expected)
         check[f"{precision}_max_abs_diff"] = float(diff.max())
         if precision == "fp32" and not np.all(diff <= config.tolerance * np.maximum(1.0, np.abs(expected))):
             raise ExportMismatchError(f"{out / MODEL_FILES['fp32']} disagrees with torch by up to {diff.max():.3g} "
@@ -178,79 +187,110 @@ def _check(regressor: Any, out: Path, precisions: Sequence[str], config: ExportC
     return check
 
 
-def export_regressor(source: Path, out: Path, config: ExportConfig = ExportConfig()) -> ExportManifest:
-    """Export the BERT regressor saved in ``source`` into ``out`` (created; an earlier export is replaced)."""
-    import torch
-
-    from predictor.bert import BertRegressor
-
-    source, out = Path(source), Path(out)
-    meta = RegressorMeta.load(source)  # refuses anything but a log-target BERT regressor
+def _prepare(source: Path, out: Path) -> None:
     if out.resolve() == source.resolve():
-        raise ConfigError(f"export into a directory of its own, not the regressor's ({source})")
-    regressor = BertRegressor.load(source, device="cpu")
+        raise ConfigError(f"export into a directory of its own, not the source's ({source})")
     out.mkdir(parents=True, exist_ok=True)
     for stale in (MANIFEST_FILE, *MODEL_FILES.values(), CALIBRATION_FILE):  # the manifest first: no half-old export loads
         (out / stale).unlink(missing_ok=True)
 
-    names = list(meta.input_names)
-    example = regressor.encode(PROBES[:2])
+
+def _write_graph(model: Any, encode: Any, names: Sequence[str], output_name: str, out: Path, config: ExportConfig) -> list[str]:
+    """Trace ``model`` (fed ``encode``-d probe questions) into fp32 ONNX, and quantize it to int8 where asked; the
+    precisions written."""
+    import torch
+
+    example = encode(PROBES[:2])
     with _quiet_export(), torch.no_grad():
         torch.onnx.export(
-            _raw_output_module(regressor.model, names),
+            _raw_output_module(model, names),
             tuple(example[n] for n in names),
             str(out / MODEL_FILES["fp32"]),
             dynamo=False,
             opset_version=config.opset,
-            input_names=names,
-            output_names=[meta.output_name],
-            dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, meta.output_name: {0: "batch"}},
+            input_names=list(names),
+            output_names=[output_name],
+            dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, output_name: {0: "batch"}},
         )
     precisions = ["fp32"]
     if config.int8:
         kept = quantize_int8(out / MODEL_FILES["fp32"], out / MODEL_FILES["int8"], config)
         logger.info("int8: %d MatMul nodes kept in fp32: %s", len(kept), kept)
         precisions.append("int8")
+    return precisions
 
+
+def _write_tokenizer(hf_tokenizer: Any, max_length: int, out: Path) -> dict[str, Any]:
+    """The torch-free tokenizer, truncating and padding as ``hf_tokenizer`` does; its manifest fields."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_str(regressor.tokenizer.backend_tokenizer.to_str())  # a copy: the regressor's stays as it is
-    tokenizer.enable_truncation(meta.max_length, direction=regressor.tokenizer.truncation_side)
-    tokenizer.enable_padding(direction=regressor.tokenizer.padding_side, pad_id=regressor.tokenizer.pad_token_id,
-                             pad_token=regressor.tokenizer.pad_token)
+    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())  # a copy: the source's stays as it is
+    tokenizer.enable_truncation(max_length, direction=hf_tokenizer.truncation_side)
+    tokenizer.enable_padding(direction=hf_tokenizer.padding_side, pad_id=hf_tokenizer.pad_token_id, pad_token=hf_tokenizer.pad_token)
     tokenizer.save(str(out / TOKENIZER_FILE))
-    calibrated = (source / CALIBRATION_FILE).is_file()
-    if calibrated:  # the regressor's calibration travels with it, pinned like the graph
-        shutil.copyfile(source / CALIBRATION_FILE, out / CALIBRATION_FILE)
+    return {"pad_id": hf_tokenizer.pad_token_id, "pad_token": hf_tokenizer.pad_token, "padding_side": hf_tokenizer.padding_side,
+            "truncation_side": hf_tokenizer.truncation_side, "tokenizer": _exported(out, TOKENIZER_FILE)}
 
-    manifest = ExportManifest(
-        target=meta.target,
-        budget_range=meta.budget_range,
-        max_length=meta.max_length,
-        input_names=tuple(names),
-        output_name=meta.output_name,
-        pad_id=regressor.tokenizer.pad_token_id,
-        pad_token=regressor.tokenizer.pad_token,
-        padding_side=regressor.tokenizer.padding_side,
-        truncation_side=regressor.tokenizer.truncation_side,
-        source_fingerprint=meta.training_fingerprint,
-        models={p: _exported(out, MODEL_FILES[p]) for p in precisions},
-        tokenizer=_exported(out, TOKENIZER_FILE),
-        calibration=_exported(out, CALIBRATION_FILE) if calibrated else None,
-        opset=config.opset,
-        source=str(source),
-        encoder=meta.encoder,
-        export_config=as_json(config),
-        versions=_versions(),
-    )
-    # The runtime reads the manifest, so it is written for the check and again with the results.
+
+def _checked_save(manifest: Any, source: Any, out: Path, precisions: Sequence[str], config: ExportConfig, load: Any) -> Any:
+    """Save ``manifest`` (the runtime reads it), check the export against torch, and save it again with the check; an
+    export that fails the check is left without a manifest, so it never loads."""
     manifest.save(out)
     try:
-        check = _check(regressor, out, precisions, config)
+        check = _check(source, out, precisions, config, load)
     except Exception:
         (out / MANIFEST_FILE).unlink()
         raise
     manifest = replace(manifest, check=check)
     manifest.save(out)
-    logger.info("exported %s to %s (%s): %s", source, out, ", ".join(precisions), check)
+    logger.info("exported %s to %s (%s): %s", manifest.source, out, ", ".join(precisions), check)
     return manifest
+
+
+def export_regressor(source: Path, out: Path, config: ExportConfig = ExportConfig()) -> ExportManifest:
+    """Export the BERT regressor saved in ``source`` into ``out`` (created; an earlier export is replaced)."""
+    from export.runtime import OnnxEstimator
+    from predictor.bert import BertRegressor
+
+    source, out = Path(source), Path(out)
+    meta = RegressorMeta.load(source)  # refuses anything but a log-target BERT regressor
+    _prepare(source, out)
+    regressor = BertRegressor.load(source, device="cpu")
+    names = list(meta.input_names)
+    precisions = _write_graph(regressor.model, regressor.encode, names, meta.output_name, out, config)
+    tokenizer = _write_tokenizer(regressor.tokenizer, meta.max_length, out)
+    calibrated = (source / CALIBRATION_FILE).is_file()
+    if calibrated:  # the regressor's calibration travels with it, pinned like the graph
+        shutil.copyfile(source / CALIBRATION_FILE, out / CALIBRATION_FILE)
+    manifest = ExportManifest(
+        target=meta.target, budget_range=meta.budget_range, max_length=meta.max_length, input_names=tuple(names),
+        output_name=meta.output_name, source_fingerprint=meta.training_fingerprint,
+        models={p: _exported(out, MODEL_FILES[p]) for p in precisions},
+        calibration=_exported(out, CALIBRATION_FILE) if calibrated else None, opset=config.opset, source=str(source),
+        encoder=meta.encoder, export_config=as_json(config), versions=_versions(), **tokenizer,
+    )
+    return _checked_save(manifest, regressor, out, precisions, config, OnnxEstimator.load)
+
+
+def export_curves(source: Path, out: Path, config: ExportConfig = ExportConfig()) -> CurvesManifest:
+    """Export the BERT curve estimator saved in ``source`` (``predictor.bert_curves``) into ``out``: its graph returns the
+    2R outputs per question that ``CurveHead`` decodes, so ``export.runtime.OnnxCurves`` predicts the same curves."""
+    from export.runtime import OnnxCurves
+    from predictor import estimator_kind
+    from predictor.bert_curves import BertCurves
+    from predictor.curves import BERT_CURVES, META_FILE
+
+    source, out = Path(source), Path(out)
+    if estimator_kind(source) != BERT_CURVES:
+        raise InputError(f"{source / META_FILE}: not a BERT curve estimator (tale train-curves --estimator bert)")
+    _prepare(source, out)
+    curves = BertCurves.load(source, device="cpu")
+    names = list(curves.meta["input_names"])
+    precisions = _write_graph(curves.model, curves.encode, names, "logits", out, config)
+    manifest = CurvesManifest(
+        head=curves.head, max_length=curves.max_length, input_names=tuple(names), output_name="logits",
+        source_fingerprint=curves.training_fingerprint, models={p: _exported(out, MODEL_FILES[p]) for p in precisions},
+        opset=config.opset, source=str(source), encoder=curves.meta["encoder"], export_config=as_json(config),
+        versions=_versions(), **_write_tokenizer(curves.tokenizer, curves.max_length, out),
+    )
+    return _checked_save(manifest, curves, out, precisions, config, OnnxCurves.load)

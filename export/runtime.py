@@ -5,10 +5,11 @@ layout), checks the sha256 of the graph and the tokenizer against ``tale_onnx.js
 onnxruntime session. It tokenizes with ``tokenizers`` exactly as the regressor's transformers
 tokenizer does (same ``tokenizer.json``, truncation at ``max_length``, padding to the batch's
 longest question) and feeds the graph the regressor's input names, so its outputs match
-``BertRegressor.raw_outputs`` (``tests/test_export.py`` holds it to 1e-4).
+``BertRegressor.raw_outputs`` (``tests/test_export.py`` holds it to 1e-4). ``OnnxCurves`` does the same for an
+exported BERT curve estimator (``predictor.bert_curves``), decoding its outputs with ``predictor.curves.CurveHead``.
 
-Imports: onnxruntime, tokenizers, numpy and the torch-free ``predictor``, ``predictor.calibrate`` and
-``predictor.target``.
+Imports: onnxruntime, tokenizers, numpy and the torch-free ``predictor``, ``predictor.calibrate``,
+``predictor.curves`` and ``predictor.target``.
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from export.manifest import MANIFEST_FILE, ExportedFile, ExportManifest, RuntimeConfig
+from export.manifest import MANIFEST_FILE, CurvesManifest, ExportedFile, ExportManifest, RuntimeConfig
 from predictor import BudgetRange
 from predictor.calibrate import Calibration
+from predictor.curves import Curve
 from predictor.target import length_batches
 from reasoner.errors import InputError, MissingInputError, TaleError
 
-__all__ = ["CorruptExportError", "OnnxEstimator", "RuntimeConfig"]
+__all__ = ["CorruptExportError", "OnnxCurves", "OnnxEstimator", "RuntimeConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,23 +72,21 @@ def _tokenizer(data: bytes, manifest: ExportManifest) -> Tokenizer:
     return tokenizer
 
 
-class OnnxEstimator:
-    """Satisfies ``predictor.Estimator`` with an exported regressor on onnxruntime."""
+class OnnxGraph:
+    """An export's graph on onnxruntime and its torch-free tokenizer: questions in, the graph's output rows out.
+    ``OnnxEstimator`` (the regressor) and ``OnnxCurves`` (the curve estimator) read their own heads from it."""
 
-    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, manifest: ExportManifest,
-                 precision: str, batch_size: int = RuntimeConfig.batch_size,
-                 calibration: Calibration | None = None) -> None:
-        self.calibration = calibration  # the regressor's, pinned in the manifest; None if never calibrated
+    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, manifest: ExportManifest | CurvesManifest,
+                 precision: str, batch_size: int = RuntimeConfig.batch_size) -> None:
         self.session = session
         self.tokenizer = tokenizer
         self.manifest = manifest
         self.precision = precision
         self.batch_size = batch_size
 
-    @classmethod
-    def load(cls, directory: Path, config: RuntimeConfig = RuntimeConfig()) -> OnnxEstimator:
-        directory = Path(directory)
-        manifest = ExportManifest.load(directory)
+    @staticmethod
+    def open(directory: Path, manifest: ExportManifest | CurvesManifest, config: RuntimeConfig) -> tuple[ort.InferenceSession, Tokenizer, str]:
+        """(session, tokenizer, precision) of an export directory, every file's sha256 checked against ``manifest``."""
         precision = config.precision or ("int8" if "int8" in manifest.models else "fp32")
         if precision not in manifest.models:
             raise InputError(f"{directory} holds no {precision} model (it has {sorted(manifest.models)}); "
@@ -97,36 +98,57 @@ class OnnxEstimator:
         if names != list(manifest.input_names):
             raise InputError(f"{directory / manifest.models[precision].file}: graph inputs {names}, "
                              f"{MANIFEST_FILE} lists {list(manifest.input_names)}")
-        calibration = None
-        if manifest.calibration is not None:
-            raw = read_verified(directory, manifest.calibration)
-            calibration = Calibration.from_json(json.loads(raw), str(directory / manifest.calibration.file))
         logger.info("loaded %s (%s, %d threads)", directory, precision, config.threads)
-        return cls(session, tokenizer, manifest, precision, batch_size=config.batch_size, calibration=calibration)
+        return session, tokenizer, precision
 
     @property
     def training_fingerprint(self) -> str:
-        """The source regressor's ``training_fingerprint``."""
+        """The source estimator's ``training_fingerprint``."""
         return self.manifest.source_fingerprint
 
     def encode(self, questions: Sequence[str]) -> dict[str, np.ndarray]:
-        """The graph's inputs for ``questions`` (int64, [batch, longest]), as ``BertRegressor.encode``."""
+        """The graph's inputs for ``questions`` (int64, [batch, longest]), as the torch estimator's ``encode``."""
         encodings = self.tokenizer.encode_batch(list(questions))
         columns = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
                    "token_type_ids": [e.type_ids for e in encodings]}
         return {name: np.asarray(columns[name], dtype=np.int64) for name in self.manifest.input_names}
 
-    def raw_outputs(self, questions: Sequence[str]) -> list[float]:
-        """The graph's output per question: the standardized log budget, before any transform.
-
-        Batched by length, ``batch_size`` at a time, in the same order as ``BertRegressor.raw_outputs``.
-        """
-        outputs = [0.0] * len(questions)
+    def rows(self, questions: Sequence[str]) -> list[list[float]]:
+        """The graph's output row per question, batched by length ``batch_size`` at a time, in the questions' order."""
+        outputs: list[list[float]] = [[] for _ in questions]
         for chunk in length_batches(questions, self.batch_size):
             (logits,) = self.session.run([self.manifest.output_name], self.encode([questions[i] for i in chunk]))
-            for i, value in zip(chunk, logits[:, 0].tolist()):
-                outputs[i] = value
+            for i, row in zip(chunk, logits.tolist()):
+                outputs[i] = row
         return outputs
+
+
+class OnnxEstimator(OnnxGraph):
+    """Satisfies ``predictor.Estimator`` with an exported regressor on onnxruntime."""
+
+    manifest: ExportManifest
+
+    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, manifest: ExportManifest,
+                 precision: str, batch_size: int = RuntimeConfig.batch_size,
+                 calibration: Calibration | None = None) -> None:
+        super().__init__(session, tokenizer, manifest, precision, batch_size)
+        self.calibration = calibration  # the regressor's, pinned in the manifest; None if never calibrated
+
+    @classmethod
+    def load(cls, directory: Path, config: RuntimeConfig = RuntimeConfig()) -> OnnxEstimator:
+        directory = Path(directory)
+        manifest = ExportManifest.load(directory)
+        session, tokenizer, precision = cls.open(directory, manifest, config)
+        calibration = None
+        if manifest.calibration is not None:
+            raw = read_verified(directory, manifest.calibration)
+            calibration = Calibration.from_json(json.loads(raw), str(directory / manifest.calibration.file))
+        return cls(session, tokenizer, manifest, precision, batch_size=config.batch_size, calibration=calibration)
+
+    def raw_outputs(self, questions: Sequence[str]) -> list[float]:
+        """The graph's output per question: the standardized log budget, before any transform (as
+        ``BertRegressor.raw_outputs``)."""
+        return [row[0] for row in self.rows(questions)]
 
     @property
     def budget_range(self) -> BudgetRange:
@@ -138,3 +160,27 @@ class OnnxEstimator:
 
     def predict(self, questions: Sequence[str]) -> list[int]:
         return self.manifest.budgets(self.raw_outputs(questions))
+
+
+class OnnxCurves(OnnxGraph):
+    """Satisfies ``predictor.curves.CurveEstimator`` with an exported BERT curve estimator on onnxruntime."""
+
+    manifest: CurvesManifest
+
+    @classmethod
+    def load(cls, directory: Path, config: RuntimeConfig = RuntimeConfig()) -> OnnxCurves:
+        directory = Path(directory)
+        manifest = CurvesManifest.load(directory)
+        session, tokenizer, precision = cls.open(directory, manifest, config)
+        return cls(session, tokenizer, manifest, precision, batch_size=config.batch_size)
+
+    @property
+    def rungs(self) -> tuple[Any, ...]:
+        return self.manifest.head.rungs
+
+    def raw_outputs(self, questions: Sequence[str]) -> list[list[float]]:
+        """The 2R outputs per question, before decoding (as ``BertCurves.raw_outputs``)."""
+        return self.rows(questions)
+
+    def curves(self, questions: Sequence[str]) -> list[Curve]:
+        return self.manifest.head.decode(self.rows(list(questions))) if questions else []

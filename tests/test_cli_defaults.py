@@ -15,6 +15,7 @@ from data_builder.search import SearchConfig
 from export.manifest import RuntimeConfig
 from export.onnx import ExportConfig
 from predictor.bert import BertRegressorConfig
+from predictor.bert_curves import BertCurvesConfig
 from predictor.data import ExampleConfig
 from reasoner.backends import SamplingConfig
 from reasoner.backends.hf import HFConfig
@@ -47,6 +48,7 @@ COMMANDS: dict[str, tuple[tuple[type, ...], dict[str, tuple[type, str]]]] = {
     "estimate": ((RuntimeConfig,), {}),
     "serve": ((GatewayConfig,), {}),
     "frontier": ((StudyConfig,), {}),
+    "train-curves": ((BertCurvesConfig,), {}),
     "elasticity": ((), ENGINE),
 }
 NOT_COMPARED = {("eval-predictor", "seed"), ("build", "shard"), ("ablate", "methods"), ("ablate", "model")}  # other meanings or shapes, checked below

@@ -19,7 +19,8 @@ import click
 
 from export.load import directory_kind
 from export.manifest import MANIFEST_FILE, PRECISIONS, RuntimeConfig
-from export.onnx import ExportConfig, export_regressor
+from export.onnx import ExportConfig, export_curves, export_regressor
+from predictor.curves import BERT_CURVES
 from predictor.linear import LINEAR_FILE
 from tale.cli.common import setup, torch_threads
 
@@ -28,7 +29,8 @@ CHUNK = 256  # questions read, estimated and written at a time, so long inputs s
 
 @click.command("export")
 @click.option("--predictor", "source", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="A trained BERT regressor directory (tale train-predictor), or a TF-IDF one (linear export, no ONNX).")
+              help=("A trained BERT regressor directory (tale train-predictor), a BERT curve estimator (tale train-curves "
+                    "--estimator bert), or a TF-IDF regressor (linear export, no ONNX)."))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The export directory (created; an earlier export there is replaced).")
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx: weights dynamically quantized to int8.")
 @click.option("--int8-all", is_flag=True, help="int8: quantize the feed-forward down projections too (kept in fp32 by default): "
@@ -37,8 +39,8 @@ CHUNK = 256  # questions read, estimated and written at a time, so long inputs s
 @torch_threads("exports the regressor and runs it for the check")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, threads: int | None, verbose: bool) -> None:
-    """Export a trained budget regressor to ONNX (fp32, and int8 with --int8), checked against torch;
-    or a TF-IDF baseline to tale_linear.json (its numbers, read without scikit-learn or pickle).
+    """Export a trained budget regressor or BERT curve estimator to ONNX (fp32, and int8 with --int8), checked against
+    torch; or a TF-IDF baseline to tale_linear.json (its numbers, read without scikit-learn or pickle).
 
     Example: tale export --predictor runs/predictor --out runs/predictor-onnx --int8
     """
@@ -54,7 +56,9 @@ def export(source: Path, out: Path, int8: bool, int8_all: bool, opset: int, thre
         return
     if int8_all and not int8:
         raise click.UsageError("--int8-all sets how --int8 quantizes; give --int8 too")
-    manifest = export_regressor(source, out, ExportConfig(int8=int8, opset=opset, fp32_down_projections=not int8_all))
+    config = ExportConfig(int8=int8, opset=opset, fp32_down_projections=not int8_all)
+    curves = directory_kind(source) == BERT_CURVES
+    manifest = (export_curves if curves else export_regressor)(source, out, config)
     for precision, exported in manifest.models.items():
         diff = manifest.check[f"{precision}_max_abs_diff"]
         click.echo(f"{precision}: {out / exported.file} ({exported.bytes / 2**20:.1f} MiB), "

@@ -43,6 +43,8 @@ class StudyConfig:
     seed: int = 0
     probe_model: str | None = None  # also the reasoner probe on this model's hidden states (its directory); None: without
     budget_estimators: tuple[str, ...] = ()  # budget estimators by name (tfidf:DIR%0.1, onnx:DIR, ...), each budget on its rung
+    bert_encoder: str | None = None  # also the BERT curve estimator fine-tuned from this encoder ("default": MiniLM); None: without
+    bert_epochs: int = 10  # its epochs at most (early stopping)
 
     def __post_init__(self) -> None:
         if not 0 < self.validation < 1:
@@ -121,6 +123,15 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
             return ProbeCurves.fit(data, probe, features=features)
 
         makers["probe"] = fit_probe
+    if config.bert_encoder:
+        from predictor.bert_curves import BertCurves, BertCurvesConfig
+
+        bert = BertCurvesConfig(encoder=config.bert_encoder, epochs=config.bert_epochs, seed=config.seed)
+
+        def fit_bert(data: CurveData) -> BertCurves:
+            return BertCurves.fit(data, bert)
+
+        makers["bert"] = fit_bert
     report: dict[str, Any] = {
         "train": [str(p) for p in config.train], "test": [str(p) for p in config.test],
         "questions": {"train": len(fit_part), "validation": len(valid), "test": len(test)},

@@ -332,9 +332,9 @@ def split_policy(spec: str) -> tuple[Any, str] | None:
 def build_source(spec: str, *, reasoner: Backend, backend_for: BackendFor, llm_default: int | None = None) -> BudgetSource:
     """The budget source ``spec`` names; bare ``llm`` estimates with ``reasoner`` itself."""
     if (policy := split_policy(spec)) is not None:
-        from predictor.curves import load_curves
+        from export.load import load_curves_any
 
-        return PolicyBudget(load_curves(Path(policy[1])), policy[0], spec.strip())
+        return PolicyBudget(load_curves_any(Path(policy[1])), policy[0], spec.strip())
     kind, _, arg = spec.strip().partition(":")
     if kind == "fixed":
         try:
