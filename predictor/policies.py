@@ -13,6 +13,7 @@ Standard library only, so the torch-free gateway can use them.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -47,6 +48,18 @@ class Policy:
 
     def __str__(self) -> str:
         return f"{self.kind}={self.value:g}"
+
+
+def parse_policy(text: str) -> Policy:
+    """``"price=0.002"`` -> ``Policy("price", 0.002)``; a ``ConfigError`` naming the form otherwise."""
+    kind, eq, value = text.strip().partition("=")
+    try:
+        number = float(value) if eq and kind in POLICY_KINDS else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"{text!r}: a policy is price=LAMBDA, target=SHARE (0..1) or total=TOKENS, with a number after '='")
+    return Policy(kind, number)  # type: ignore[arg-type]  (checked: one of POLICY_KINDS)
 
 
 def by_price(curve: Curve, lam: float) -> int:

@@ -324,3 +324,73 @@ def test_auto_says_what_it_guessed_and_uses_it(calibrated_dirs, scripted, tmp_pa
         response = httpx.post(f"{base}/v1/chat/completions", json=chat(QUESTION, tale_budget=200), timeout=30)
         assert response.json()["tale"]["upstream_kind"] == "vllm" and echoed(response)["body"]["thinking_token_budget"] == 200
     assert "--upstream-kind auto: vllm (from /v1/models says owned_by 'vllm')" in (tmp_path / "gw.log").read_text()
+
+
+@pytest.mark.parametrize("kind", ["openai-compatible", "vllm"])
+def test_the_graceful_cut_asks_for_the_answer_after_a_cut_reply(kind: str, calibrated_dirs, scripted, tmp_path: Path) -> None:  # noqa: F811
+    from tale.serve.config import WRAP_UP
+
+    _, onnx_dir = calibrated_dirs
+    sent = chat(QUESTION, model="cut", tale_budget=40)
+    with gateway(onnx_dir, scripted[0], tmp_path / "cut.log", "--upstream-kind", kind, "--answer-reserve", "100",
+                 "--graceful-cut") as base, gateway(onnx_dir, scripted[0], tmp_path / "plain.log", "--upstream-kind", kind) as plain:
+        response = httpx.post(f"{base}/v1/chat/completions", json=sent, timeout=30)
+        assert response.status_code == 200, response.text
+        reply = response.json()
+        cut, _, answer = reply["choices"][0]["message"]["content"].partition("\n")
+        assert cut == "Let me think: 6 times 7 is" and reply["choices"][0]["finish_reason"] == "stop"
+        follow = json.loads(answer)["body"]  # what the follow-up asked: the cut reply, then the wrap-up line
+        assert follow["messages"][-2:] == [{"role": "assistant", "content": cut}, {"role": "user", "content": WRAP_UP}]
+        assert follow["max_tokens"] == 100 and "thinking_token_budget" not in follow
+        first_cap = 40 + 100 if kind == "vllm" else 40  # vllm: thinking budget + reserve; openai-compatible: the policy's cap
+        assert reply["usage"]["completion_tokens"] == first_cap + 5
+        if kind == "vllm":
+            assert follow["chat_template_kwargs"] == {"enable_thinking": False}
+        assert reply["tale"]["graceful_cut"] == {"applied": True, "answer_tokens": 5}
+        untouched = httpx.post(f"{plain}/v1/chat/completions", json=sent, timeout=30).json()  # off by default
+        assert untouched["choices"][0]["finish_reason"] == "length" and "graceful_cut" not in untouched["tale"]
+
+
+def test_a_curve_policy_routes_each_question_to_its_rung(scripted, tmp_path: Path, tiny_bert_dir: Path) -> None:
+    import subprocess
+
+    from test_bert_curves import EASY, HARD, ladder_data, tiny_curves_config
+
+    from export.manifest import RuntimeConfig
+    from export.onnx import ExportConfig, export_curves
+    from export.runtime import OnnxCurves
+    from predictor.bert_curves import BertCurves
+    from predictor.policies import parse_policy
+    from tale.serve.upstreams import direct_prompt
+
+    BertCurves.fit(ladder_data(), tiny_curves_config(tiny_bert_dir)).save(tmp_path / "curves")
+    export_curves(tmp_path / "curves", tmp_path / "onnx", ExportConfig())
+    curves = OnnxCurves.load(tmp_path / "onnx", RuntimeConfig(precision="fp32", threads=1))
+    questions = [EASY.format(i=3), HARD.format(i=3)]
+    routes = set()
+    for setting in ("price=0", "price=1"):
+        predicted = curves.curves(questions)
+        rungs = [c.rungs[i] for c, i in zip(predicted, parse_policy(setting).choose(predicted))]
+        with gateway(tmp_path / "onnx", scripted[0], tmp_path / f"{setting}.log", "--curve-policy", setting) as base:
+            for question, rung in zip(questions, rungs):
+                sent = chat(question)
+                response = httpx.post(f"{base}/v1/chat/completions", json=sent, timeout=30)
+                assert response.status_code == 200, response.text
+                tale, received = response.json()["tale"], echoed(response)["body"]
+                route = "direct" if rung == 0 else "vanilla" if rung is None else "reason"
+                routes.add(route)
+                assert tale["route"] == route and tale["budget"] == rung and tale["curve_policy"] == setting
+                if route == "direct":
+                    assert received == direct_prompt(sent, 1)
+                elif route == "vanilla":
+                    assert received == sent and "X-TALE-Budget" not in response.headers
+                else:
+                    assert received["messages"][-1]["content"].endswith(f"use less than {rung} tokens:")
+            listed = httpx.post(f"{base}/v1/budgets", json={"questions": questions}, timeout=30).json()
+            assert listed["budgets"] == rungs
+            total = httpx.post(f"{base}/v1/budgets", json={"questions": questions, "total": 100}, timeout=30)
+            assert total.status_code == 400 and "chooses each question's rung on its own" in total.text
+    assert {"direct", "vanilla"} <= routes  # price 1 buys nothing above the cheapest rung; price 0 the likeliest, here vanilla
+    refused = subprocess.run([TALE, "serve", "--predictor", str(tmp_path / "onnx"), "--upstream", scripted[0]],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "choose how its curves become budgets with --curve-policy" in refused.stderr

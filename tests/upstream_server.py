@@ -7,7 +7,9 @@ gateway tests: ``python tests/upstream_server.py PORT EVENTS_FILE``.
 - ``slow``: streams one chunk every 0.1 s for 60 s; when the client goes away it writes ``cancelled``
   to EVENTS_FILE;
 - ``status-500`` / ``status-429``: that HTTP status (429 with ``Retry-After: 7``);
-- ``hang``: never answers.
+- ``hang``: never answers;
+- ``cut``: a reply cut by the cap (finish_reason ``length``, as many tokens as the cap), unless the last message asks
+  for the final answer (the gateway's graceful cut): then the echo, finished.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: the gateway's wrap-up line
+from tale.serve.config import WRAP_UP  # noqa: E402
 
 EVENTS = sys.argv[2] if len(sys.argv) > 2 else "/dev/null"
 
@@ -58,6 +64,12 @@ async def chat(request: Request):
                     events.write("cancelled\n")
 
         return StreamingResponse(slowly(), media_type="text/event-stream")
+    if model == "cut" and body["messages"][-1].get("content") != WRAP_UP:
+        reply = completion(model, "Let me think: 6 times 7 is")
+        reply["choices"][0]["finish_reason"] = "length"
+        reply["usage"]["completion_tokens"] = cap = body.get("max_tokens") or body.get("max_completion_tokens") or 16
+        reply["usage"]["total_tokens"] = 10 + cap
+        return JSONResponse(reply)
     seen = json.dumps({"messages": body.get("messages"), "max_tokens": body.get("max_tokens"),
                        "max_completion_tokens": body.get("max_completion_tokens"),
                        "authorization": request.headers.get("authorization"), "keys": sorted(body), "body": body})

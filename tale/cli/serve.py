@@ -47,9 +47,15 @@ DEFAULTS = GatewayConfig(upstream="http://127.0.0.1:8000/v1")  # the options' de
               help="Questions in one /v1/budgets request; more is a 413. Long lists are estimated --max-batch at a time between chat requests.")
 @click.option("--max-budget", type=click.IntRange(min=1), default=DEFAULTS.max_budget,
               help="The largest budget a request may ask for (tale_budget, X-TALE-Budget); larger is a 400. [default: the predictor's budget range top]")
+@click.option("--curve-policy", default=DEFAULTS.curve_policy,
+              help=("With a BERT curve estimator's ONNX export as --predictor: price=LAMBDA or target=SHARE picks each question's "
+                    "rung from its predicted curve (0: answer directly, N: budget N, the top: vanilla, no budget)."))
+@click.option("--graceful-cut", is_flag=True, default=DEFAULTS.graceful_cut,
+              help=("A reply cut off by the token cap gets one more short turn (at most --answer-reserve tokens) asking for the "
+                    "final answer, joined to it (non-streaming requests; docs/serve.md says what each server does at its limit)."))
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (never request text or headers).")
 def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_batch, max_body_bytes, timeout_s, request_log,
-          cache_size, precision, threads, upstream_kind, answer_reserve, max_questions, max_budget, verbose):
+          cache_size, precision, threads, upstream_kind, answer_reserve, max_questions, max_budget, curve_policy, graceful_cut, verbose):
     """Serve an OpenAI-compatible /v1/chat/completions that estimates each question's token budget and
     applies it before forwarding to --upstream; also /v1/budgets, /healthz and /metrics.
 
@@ -69,7 +75,7 @@ def serve(predictor, upstream, policy, risk, slack, host, port, window_ms, max_b
                            max_batch=max_batch, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
                            request_log=request_log, cache_size=cache_size, precision=precision, threads=threads,
                            max_questions=max_questions, max_budget=max_budget, upstream_kind=upstream_kind,
-                           answer_reserve=answer_reserve)
+                           answer_reserve=answer_reserve, curve_policy=curve_policy, graceful_cut=graceful_cut)
     gateway = load_gateway(predictor, config)
     click.echo(f"tale serve on http://{host}:{port}/v1 -> {upstream} (policy {policy}, "
                f"{'risk ' + format(risk, 'g') if risk is not None else 'uncalibrated budgets'})", err=True)

@@ -311,19 +311,12 @@ class PolicyBudget:
 
 def split_policy(spec: str) -> tuple[Any, str] | None:
     """``"price=0.002:DIR"`` -> (``Policy("price", 0.002)``, ``"DIR"``); None for a spec that names no policy."""
-    from predictor.policies import POLICY_KINDS, Policy
+    from predictor.policies import POLICY_KINDS, parse_policy
 
     head, _, arg = spec.strip().partition(":")
-    kind, eq, value = head.partition("=")
-    if kind not in POLICY_KINDS:
+    if head.partition("=")[0] not in POLICY_KINDS:
         return None
-    try:
-        number = float(value) if eq else math.nan
-        policy = Policy(kind, number)  # type: ignore[arg-type]
-        if not math.isfinite(number):
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"{spec!r}: a policy is {POLICIES}, with a number after '=' ({kind} {'0..1' if kind == 'target' else '>= 0'})") from None
+    policy = parse_policy(head)
     if not arg:
         raise ConfigError(f"{spec!r}: a policy needs a curve estimator directory after ':' (tale train-curves writes one)")
     return policy, arg

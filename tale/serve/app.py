@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from starlette.routing import Route
 
 from predictor.allocate import ALLOCATIONS, greedy, proportional
 from reasoner.errors import InputError
-from tale.serve.config import _FORWARDED_HEADERS, BUDGET_HEADER, GatewayConfig
+from tale.serve.config import _FORWARDED_HEADERS, BUDGET_HEADER, WRAP_UP, GatewayConfig
 from tale.serve.gateway import (
     Gateway,
     RequestError,
@@ -51,11 +53,15 @@ async def chat_completions(request: Request) -> Response:
     else:
         [estimate] = await gateway.estimates([question])
         budget, source = gateway.budget(estimate), "estimate"
-    gateway.metrics.budgets.observe(budget)
     gateway.log_request(question=question, budget=budget, source=source)
     config = gateway.config
     info = {"budget": budget, "source": source, "policy": config.policy, "risk": config.risk, "upstream_kind": config.upstream_kind,
-            "route": "direct" if budget == 0 else "reason"}
+            "route": "direct" if budget == 0 else "vanilla" if budget is None else "reason"}
+    if gateway.rungs:
+        info["curve_policy"] = config.curve_policy
+    if budget is None:  # the curve policy's top rung: the request goes as the client sent it
+        return await forward(gateway, request, body, None, {**info, "fields": []})
+    gateway.metrics.budgets.observe(budget)
     if config.upstream_kind == "openai-compatible":
         forwarded = direct_prompt(body, index) if budget == 0 else apply_policy(body, index, budget, config.policy, config.slack)
         info["fields"] = ["messages"] if budget == 0 else [*(["messages"] if config.policy != "cap" else []),
@@ -105,10 +111,57 @@ async def forward(gateway: Gateway, request: Request, body: dict[str, Any], budg
         payload = json.loads(data)
     except ValueError:
         return upstream_failure(gateway, 502, "bad_body", "the upstream's response is not JSON")
+    if gateway.config.graceful_cut and budget and isinstance(payload, dict) and _cut(payload):
+        payload = await wrap_up(gateway, headers, body, payload, info)
     if info and isinstance(payload, dict):
         payload["tale"] = info
     gateway.metrics.requests.labels("chat", "ok" if info else "passthrough").inc()
     return JSONResponse(payload, status_code=response.status, headers=extra)
+
+
+def _cut(payload: dict[str, Any]) -> bool:
+    """Whether the reply's first choice was cut by the token cap with text in it."""
+    choices = payload.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = first.get("message") if isinstance(first.get("message"), dict) else {}
+    return first.get("finish_reason") == "length" and isinstance(message.get("content"), str)
+
+
+async def wrap_up(gateway: Gateway, headers: dict[str, str], body: dict[str, Any], payload: dict[str, Any],
+                  info: dict[str, Any]) -> dict[str, Any]:
+    """The graceful cut: ask once more, with the cut reply as the assistant's turn and ``WRAP_UP`` after it, for at most
+    ``answer_reserve`` tokens without thinking, and join the answer to the cut reply (usage summed). A failed follow-up
+    leaves the cut reply as it was."""
+    config = gateway.config
+    message = payload["choices"][0]["message"]
+    follow = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens", "thinking_token_budget")}
+    if isinstance(follow.get("chat_template_kwargs"), dict):
+        follow["chat_template_kwargs"] = {k: v for k, v in follow["chat_template_kwargs"].items() if k != "thinking_budget"}
+    follow["messages"] = [*body["messages"], {"role": "assistant", "content": message["content"]},
+                          {"role": "user", "content": WRAP_UP}]
+    if config.upstream_kind != "openai-compatible":
+        follow, _ = thinking_fields(follow, config.upstream_kind, 0, config.answer_reserve)
+    follow["max_completion_tokens" if config.upstream_kind == "openai" else "max_tokens"] = max(1, config.answer_reserve)
+    try:
+        async with gateway.client.post(gateway.chat_url, data=json.dumps(follow).encode(), headers=headers) as response:
+            answer = await response.json(content_type=None) if response.status < 400 else None
+        text = answer["choices"][0]["message"]["content"]
+        if not isinstance(text, str):
+            raise TypeError
+    except (asyncio.TimeoutError, aiohttp.ClientError, ValueError, LookupError, TypeError):
+        info["graceful_cut"] = {"applied": False, "why": "the follow-up request failed"}
+        return payload
+    payload = copy.deepcopy(payload)
+    first = payload["choices"][0]
+    first["message"]["content"] = f"{message['content']}\n{text}"
+    first["finish_reason"] = answer["choices"][0].get("finish_reason", "stop")
+    usage, extra = payload.get("usage"), answer.get("usage") or {}
+    if isinstance(usage, dict):
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            if isinstance(usage.get(key), int) and isinstance(extra.get(key), int):
+                usage[key] += extra[key]
+    info["graceful_cut"] = {"applied": True, "answer_tokens": extra.get("completion_tokens")}
+    return payload
 
 
 def upstream_failure(gateway: Gateway, status: int, label: str, message: str, **extra: Any) -> JSONResponse:
@@ -152,7 +205,8 @@ async def budgets(request: Request) -> Response:
         gateway.metrics.requests.labels("budgets", "too_large" if error.status == 413 else "bad_request").inc()
         return error_response(error.status, str(error))
     estimates = await gateway.estimates(questions) if questions else []
-    result: dict[str, Any] = {"risk": body.get("risk", gateway.config.risk), "estimates": [round(e, 2) for e in estimates]}
+    result: dict[str, Any] = {"risk": body.get("risk", gateway.config.risk),
+                              "estimates": [None if math.isinf(e) else round(e, 2) for e in estimates]}  # inf: a vanilla rung
     if total is None:
         result["budgets"] = [gateway.budget(e, factor) for e in estimates]
     else:
@@ -180,6 +234,9 @@ def check_budgets_body(body: Any, gateway: Gateway) -> tuple[list[str], int | No
     total = body.get("total")
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
         raise RequestError(400, f"field 'total': must be a positive integer, got {total!r}")
+    if total is not None and gateway.rungs:
+        raise RequestError(400, f"field 'total': this gateway's curve policy ({gateway.config.curve_policy}) chooses each "
+                                "question's rung on its own; send the questions without a total")
     factor = gateway.factor
     if "risk" in body:
         risk = body["risk"]
@@ -231,13 +288,42 @@ def load_gateway(predictor: Path, config: GatewayConfig) -> Gateway:
     """A gateway over the export in ``predictor`` (the BERT regressor's ONNX export, run at ``config.precision``
     with ``config.threads``, or a TF-IDF linear export), calibrated at ``config.risk`` where one is asked. A linear
     export needs no threads and no precision: it is a dot product per question."""
-    from export.load import ONNX, directory_kind, load_any
+    from export.load import ONNX, ONNX_CURVES, directory_kind, load_any
     from export.manifest import RuntimeConfig
 
     kind = directory_kind(predictor)
-    if kind not in (ONNX, "tfidf-linear"):
-        raise InputError(f"{predictor}: tale serve takes an ONNX export or a TF-IDF linear export (tale export), not {kind or 'this'}")
+    if kind not in (ONNX, ONNX_CURVES, "tfidf-linear"):
+        raise InputError(f"{predictor}: tale serve takes an ONNX export (of the regressor or of the BERT curve estimator) or a "
+                         f"TF-IDF linear export (tale export), not {kind or 'this'}")
+    if kind == ONNX_CURVES:
+        return _curve_gateway(predictor, config)
+    if config.curve_policy is not None:
+        raise InputError(f"--curve-policy needs a curve estimator's ONNX export as --predictor; {predictor} is {kind}")
     estimator = load_any(predictor, RuntimeConfig(precision=config.precision, threads=config.threads) if kind == ONNX else RuntimeConfig())
     inline = kind != ONNX  # a dot product per question: answered on the event loop
     budget_range = estimator.manifest.budget_range if kind == ONNX else estimator.budget_range
     return Gateway(config, estimator.predict_float, budget_range, estimator.calibration, str(predictor), inline=inline)
+
+
+def _curve_gateway(predictor: Path, config: GatewayConfig) -> Gateway:
+    """A gateway whose estimates are rungs: each question's curve predicted by the exported curve estimator, its rung
+    chosen by ``config.curve_policy`` (0: answer directly, N: budget N, the top rung: vanilla, sent as infinity)."""
+    from export.manifest import RuntimeConfig
+    from export.runtime import OnnxCurves
+    from predictor import BudgetRange
+    from predictor.policies import parse_policy
+
+    if config.curve_policy is None:
+        raise InputError(f"{predictor} is a curve estimator: choose how its curves become budgets with --curve-policy "
+                         "price=LAMBDA (e.g. price=0.002) or target=SHARE")
+    if config.risk is not None:
+        raise InputError("--risk calibrates a budget regressor; a curve estimator's policy has no risk")
+    curves = OnnxCurves.load(predictor, RuntimeConfig(precision=config.precision, threads=config.threads))
+    policy = parse_policy(config.curve_policy)
+
+    def rungs(questions: list[str]) -> list[float]:
+        predicted = curves.curves(questions)
+        chosen = [c.rungs[i] for c, i in zip(predicted, policy.choose(predicted))]
+        return [math.inf if rung is None else float(rung) for rung in chosen]
+
+    return Gateway(config, rungs, BudgetRange(), None, str(predictor), rungs=True)

@@ -10,6 +10,7 @@ from reasoner.errors import ConfigError
 POLICIES = ("prompt", "cap", "both")
 BUDGET_HEADER = "X-TALE-Budget"
 OPT_OUT = ("off", "none")
+WRAP_UP = "Your token budget is spent. Stop reasoning now and give only the final answer."
 _FORWARDED_HEADERS = ("authorization", "openai-organization", "openai-project")
 
 
@@ -35,6 +36,12 @@ class GatewayConfig:
     answer_reserve: int = 256  # tokens kept for the answer above a thinking budget: the cap is at least budget + this
     max_questions: int = 1024  # questions in one /v1/budgets request; more is a 413
     max_budget: int | None = None  # the largest budget a request may ask for (tale_budget, the header); None: the estimator's range top
+    # With a curve estimator's ONNX export as the predictor: how each question's rung is chosen from its predicted curve,
+    # price=LAMBDA or target=SHARE (predictor.policies); the rung is 0 (answer directly), a budget, or vanilla (no budget).
+    curve_policy: str | None = None
+    # A reply cut by the cap (finish_reason "length") gets one more short turn that asks for the final answer only
+    # (WRAP_UP, at most answer_reserve tokens), joined to it: non-streaming budgeted requests, any upstream.
+    graceful_cut: bool = False
 
     def __post_init__(self) -> None:
         from urllib.parse import urlsplit
@@ -55,6 +62,12 @@ class GatewayConfig:
             raise ConfigError(f"--answer-reserve must be >= 0, got {self.answer_reserve}")
         if self.max_questions < 1 or (self.max_budget is not None and self.max_budget < 1):
             raise ConfigError(f"--max-questions and --max-budget must be >= 1, got {self.max_questions}, {self.max_budget}")
+        if self.curve_policy is not None:
+            from predictor.policies import parse_policy
+
+            if parse_policy(self.curve_policy).kind == "total":
+                raise ConfigError(f"--curve-policy {self.curve_policy}: a total spans a list of questions; a gateway chooses per "
+                                  "question (price=LAMBDA or target=SHARE)")
         if self.policy not in POLICIES:
             raise ConfigError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.slack < 1:

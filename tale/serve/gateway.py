@@ -239,10 +239,11 @@ class Gateway:
     """The service: one estimator, one upstream client, the metrics."""
 
     def __init__(self, config: GatewayConfig, estimate: Callable[[list[str]], list[float]], budget_range: BudgetRange,
-                 calibration: Calibration | None = None, name: str = "", inline: bool = False) -> None:
+                 calibration: Calibration | None = None, name: str = "", inline: bool = False, rungs: bool = False) -> None:
         if config.risk is not None and calibration is None:
             raise InputError(f"{name or 'the predictor'}: a risk needs a calibrated export (tale calibrate, then tale export)")
         self.config, self.budget_range, self.name, self.calibration = config, budget_range, name, calibration
+        self.rungs = rungs  # the estimates are a curve policy's rungs (0 direct, N, inf vanilla), not budgets to scale
         self.scores = calibration.scores if calibration else None
         self.factor = calibration.factor(config.risk) if config.risk is not None else 1.0  # refuses a risk too small
         self.metrics = Metrics()
@@ -273,7 +274,11 @@ class Gateway:
             self.cache.popitem(last=False)
         return [known[q] for q in questions]
 
-    def budget(self, estimate: float, factor: float | None = None) -> int:
+    def budget(self, estimate: float, factor: float | None = None) -> int | None:
+        """A chat request's budget from its estimate: scaled and clamped; for a curve policy, the rung as it is (0: answer
+        directly; None: vanilla, no budget)."""
+        if self.rungs:
+            return None if math.isinf(estimate) else int(estimate)
         return self.budget_range.clamp(estimate * (self.factor if factor is None else factor))
 
     async def startup(self) -> None:
