@@ -21,19 +21,23 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from data_builder.run_dir import RunMismatchError, check_identity, write_meta  # noqa: F401  (RunMismatchError re-exported)
 from data_builder.search import SearchConfig
 from data_builder.sources import GENERATED_KINDS
+from predictor.bert import BertRegressorConfig
+from predictor.target import as_json
 from reasoner.backends import MAX_NEW_TOKENS
 from reasoner.errors import ConfigError, InputError, TaleError
 from reasoner.train_log import log_file
 
 if TYPE_CHECKING:
+    from data_builder.build import BuildConfig
     from data_builder.record import BudgetRecord
+    from tale.eval.evaluate import EvalConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +58,15 @@ class PipelineConfig:
     questions: int = 48  # questions searched (enough that the calibration split can hold the 4 feasible ones risk 0.2 needs)
     eval_questions: int = 32  # questions evaluated per configuration
     seed: int = 0  # shuffles (or, for generated problems, generates) the training questions
-    model: str = "default"  # the reasoner
-    backend: str = "hf"
+    # The reasoner, held once: the search and the evaluation ask the same one (two stage configs could disagree).
+    model: str = "default"
+    backend: str = "hf"  # the engine's identity (``EngineOptions.identity`` on the command line)
     temperature: float = 0.0  # the reasoner's sampling temperature (0: greedy), in the search and the evaluation
-    encoder: str = "default"  # the regressor's encoder
     search: SearchConfig = field(default_factory=lambda: SearchConfig(mode="elastic"))
     pool: int = 16  # questions in flight during the search
+    # The regressor's own settings, composed: its seed is the run's (``regressor_config``).
+    regressor: BertRegressorConfig = field(default_factory=BertRegressorConfig)
     min_feasible: int = 8  # fewer feasible records: the regressor also learns from infeasible ones
-    epochs: int = 10  # regressor epochs (at most; early stopping)
-    max_length: int = 256  # regressor: question tokens kept
     calibration: float = 0.4  # share of the searched questions (by id) kept out of the regressor's training to calibrate it
     risk: float | None = 0.2  # evaluate budgets calibrated to suffice for 1 - risk of questions; None: uncalibrated
     post_train: bool = False  # also LoRA-SFT the reasoner and evaluate it
@@ -83,6 +87,25 @@ class PipelineConfig:
         if self.post_train and self.backend == "openai":
             raise ConfigError("post-training needs a local model (backend ort or hf)")
 
+    def build_config(self) -> BuildConfig:
+        """Stage 1's settings: the budget search on the training questions."""
+        from data_builder.build import BuildConfig
+
+        return BuildConfig(dataset=self.dataset, out=self.paths()["records"], model=self.model, backend=self.backend,
+                           search=self.search, limit=self.questions, seed=self.seed, pool=self.pool, temperature=self.temperature)
+
+    def regressor_config(self) -> BertRegressorConfig:
+        """Stage 2's settings: the regressor's, with the run's seed."""
+        return replace(self.regressor, seed=self.seed)
+
+    def eval_config(self) -> EvalConfig:
+        """Stage 5's base settings (the grid adds models, methods and the budget source)."""
+        from tale.eval.evaluate import EvalConfig
+
+        dataset, seed = self.eval_spec
+        return EvalConfig(dataset=dataset, out=self.paths()["evaluate"], backend=self.backend, limit=self.eval_questions, seed=seed,
+                          max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+
     @property
     def eval_spec(self) -> tuple[str, int]:
         """The evaluation data set and its seed."""
@@ -97,6 +120,7 @@ class PipelineConfig:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out)
+        data["regressor"] = {k: v for k, v in as_json(self.regressor).items() if k != "seed"}  # its seed is the run's
         return data
 
     def identity(self) -> dict[str, Any]:
@@ -163,7 +187,7 @@ def check_disjoint(config: PipelineConfig) -> None:
 def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], progress: Progress,
                  echo: Callable[[str], None] = print) -> PipelineResult:
     """Run (or resume) every stage; ``backend_for(model)`` gives a (cached) reasoner backend."""
-    from data_builder.build import BuildConfig, build_records, summarize
+    from data_builder.build import build_records, summarize
     from data_builder.records import load_records
 
     _check_config(config)
@@ -175,9 +199,7 @@ def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], prog
     if len(records) >= config.questions:
         skipped.append("records")
     else:
-        build = BuildConfig(dataset=config.dataset, out=paths["records"], model=config.model, backend=config.backend,
-                            search=config.search, limit=config.questions, seed=config.seed, pool=config.pool,
-                            temperature=config.temperature)
+        build = config.build_config()
         with progress("1/5 budget search", config.questions) as bar:
             bar.update(len(records))
             build_records(build, backend_for(config.model), on_record=lambda _: bar.update(1))
@@ -206,7 +228,7 @@ def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], prog
 def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: list[BudgetRecord], progress: Progress,
                      skipped: list[str]) -> dict[str, Any]:
     from predictor import META_FILE
-    from predictor.bert import BertRegressorConfig, train_regressor
+    from predictor.bert import train_regressor
     from predictor.data import ExampleConfig
     from predictor.target import RegressorMeta
 
@@ -224,8 +246,7 @@ def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: li
             raise InputError(f"--calibration {config.calibration:g} keeps none of the {len(records)} searched records "
                              "out of training to calibrate on: search more --questions, raise --calibration, "
                              "or use --calibration 0 --risk none (uncalibrated budgets), in a new --out")
-        model = train_regressor([paths["records"]], out, BertRegressorConfig(
-            encoder=config.encoder, epochs=config.epochs, max_length=config.max_length, seed=config.seed),
+        model = train_regressor([paths["records"]], out, config.regressor_config(),
             ExampleConfig(include_infeasible=include_infeasible, held_out_fraction=0.0,
                           calibration_fraction=config.calibration))
     return _examples_used(model.meta)
@@ -297,14 +318,11 @@ def method_label(budget_source: str | None) -> str:
 def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str], backend_for: Callable[[str], Any],
               progress: Progress):
     from tale.eval.ablate import AblationConfig, ablate, collect_all
-    from tale.eval.evaluate import EvalConfig
     from tale.eval.paired import paired
     from tale.eval.runs import load_rows
 
-    dataset, seed = config.eval_spec
-    base = EvalConfig(dataset=dataset, out=paths["evaluate"], backend=config.backend, limit=config.eval_questions, seed=seed,
-                      max_new_tokens=config.max_new_tokens, temperature=config.temperature)
-    grid = AblationConfig(base=base, datasets=(dataset,), models=tuple(models), methods=("vanilla", "budget"),
+    base = config.eval_config()
+    grid = AblationConfig(base=base, datasets=(base.dataset,), models=tuple(models), methods=("vanilla", "budget"),
                           budget_sources=(config.budget_source,))
     runs = grid.configs()
     done = sum(len(load_rows(r.run_dir)) for r in runs)

@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[tuple[type, ...], dict[str, tuple[type, str]]]] = {
     "build": ((BuildConfig, SearchConfig), {**ENGINE, "ladder_text": (LadderConfig, "rungs")}),
     "evaluate": ((EvalConfig,), ENGINE),
     "ablate": ((EvalConfig, AblationConfig), ENGINE),
-    "run": ((PipelineConfig,), ENGINE),
+    "run": ((PipelineConfig, BertRegressorConfig), ENGINE),
     "train-predictor": ((BertRegressorConfig, ExampleConfig), {"held_out": (ExampleConfig, "held_out_fraction"),
                                                                "calibration": (ExampleConfig, "calibration_fraction")}),
     "eval-predictor": ((ExampleConfig,), ENGINE),

@@ -45,7 +45,8 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     budgeted = [r for r in rows if r["method"] == "budget"]
     assert len(budgeted) == 3 and all(8 <= r["budget"] <= 1024 for r in budgeted)
     config = json.loads((out / "config.json").read_text())["identity"]
-    assert config["questions"] == 6 and config["encoder"] == str(tiny_bert_dir)
+    assert config["questions"] == 6 and config["regressor"]["encoder"] == str(tiny_bert_dir)
+    assert (config["regressor"]["epochs"], config["regressor"]["max_length"]) == (2, 64) and "seed" not in config["regressor"]
     predictor_files = {p: p.stat().st_mtime_ns for p in (out / "predictor").iterdir()}
 
     again = CliRunner().invoke(main, args, catch_exceptions=False)

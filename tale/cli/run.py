@@ -11,6 +11,7 @@ from tale.cli.common import DATASET, RISK_OR_NONE, backend_options, setup
 from tale.pipeline import PipelineConfig
 
 DEFAULTS = PipelineConfig()
+REGRESSOR = DEFAULTS.regressor
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -56,10 +57,10 @@ def summary_words(summaries: list[dict]) -> list[str]:
 @click.option("--seed", type=int, default=PipelineConfig.seed, show_default=True)
 @click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect"]), default=DEFAULTS.search.mode, show_default=True,
               help="Budget search (elastic: the labels follow the tokens the reasoner really spends).")
-@click.option("--encoder", default=PipelineConfig.encoder, show_default=True,
+@click.option("--encoder", default=REGRESSOR.encoder, show_default=True,
               help="The regressor's encoder: 'default' (packaged all-MiniLM-L6-v2), a directory or a hub id.")
-@click.option("--epochs", type=click.IntRange(min=1), default=PipelineConfig.epochs, show_default=True, help="Regressor epochs, at most (early stopping).")
-@click.option("--max-length", type=click.IntRange(min=8), default=PipelineConfig.max_length, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=REGRESSOR.epochs, show_default=True, help="Regressor epochs, at most (early stopping).")
+@click.option("--max-length", type=click.IntRange(min=8), default=REGRESSOR.max_length, show_default=True,
               help="Regressor: question tokens kept.")
 @click.option("--min-feasible", type=click.IntRange(min=1), default=PipelineConfig.min_feasible, show_default=True,
               help="With fewer feasible records the regressor also learns infeasible ones (their vanilla tokens).")
@@ -89,13 +90,14 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
     from tqdm import tqdm
 
     from data_builder.search import SearchConfig
+    from predictor.bert import BertRegressorConfig
     from tale.pipeline import PipelineConfig, run_pipeline
 
     config = PipelineConfig(out=out, dataset=dataset, eval_dataset=eval_dataset, questions=questions,
                             eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity,
-                            temperature=engine.temperature, encoder=encoder,
-                            search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens), pool=pool, epochs=epochs,
-                            max_length=max_length, min_feasible=min_feasible, calibration=calibration, risk=risk,
+                            temperature=engine.temperature, search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens),
+                            pool=pool, regressor=BertRegressorConfig(encoder=encoder, epochs=epochs, max_length=max_length, seed=seed),
+                            min_feasible=min_feasible, calibration=calibration, risk=risk,
                             post_train=post_train, max_new_tokens=max_new_tokens)
     backend_for = engine.cached()
 
