@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # Ladder labels for the success-curve study (docs/results/success-curves.md): the length-paired SFT reasoner asked
 # every question at direct, 32, 64, 128, 256 and vanilla CoT, 2 samples each at temperature 0.7, on the mixed
-# workload. Resumable: rerun the same command and every set continues where it stopped (finished questions are
+# workload, on vLLM's CPU engine in fp32 (2x ort int8's plain-batch tokens/s on a 2-core AVX2 machine, and no padding
+# waste; docs/results/success-curves.md). ENGINE picks another engine, e.g. ENGINE="--backend ort --precision int8
+# --batch-size 16" (artifacts/ladder-ort holds the first 48 questions asked that way). Resumable: rerun the same command and every set continues where it stopped (finished questions are
 # skipped; a larger --limit grows a set with the same seed). Stages grow all sets together, so a build stopped
 # part-way still has training and held-out questions of every kind.
 #
 #   bash bench/ladder_labels.sh DATA_DIR [STAGE...]     # DATA_DIR: your local copy of gsm8k/, gsm8k_zero/, mathbench/
 #
 # Needs runs/reasoner-sft-lengths: tale rebuild-reasoner --from artifacts/reasoner-sft-lengths --out runs/reasoner-sft-lengths
+# and, for vLLM, its environment (docs/engines.md): python3 -m venv .venv-vllm && .venv-vllm/bin/pip install torch==2.13.0
+# -e '.[vllm]' && .venv-vllm/bin/pip uninstall -y torchvision torchaudio torchcodec
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: bash bench/ladder_labels.sh DATA_DIR [STAGE...]}
 shift
 STAGES=("${@:-1 2 3 4}")
 OUT=${OUT:-artifacts/ladder}
-TALE=${TALE:-.venv/bin/tale}
-COMMON=(--search ladder --model runs/reasoner-sft-lengths --backend ort --precision int8 --batch-size 16 --threads 2
-        --temperature 0.7 --samples 2 --sampling-seed 0 --max-new-tokens 384 --pool 32)
+TALE=${TALE:-.venv-vllm/bin/tale}
+read -r -a ENGINE_OPTS <<<"${ENGINE:---backend vllm --dtype float32 --batch-size 64}"
+COMMON=(--search ladder --model runs/reasoner-sft-lengths "${ENGINE_OPTS[@]}" --threads 2
+        --temperature 0.7 --samples 2 --sampling-seed 0 --max-new-tokens 384 --pool 64)
 
 # set name, data set spec, split, seed, shard, then the --limit of each of the 4 stages (before sharding)
 SETS=(

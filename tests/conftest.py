@@ -68,9 +68,10 @@ def build_tiny_tokenizer():
     return fast
 
 
-def save_tiny_causal_lm(path: Path, *, seed: int = 0, heads: int = 4) -> Path:
+def save_tiny_causal_lm(path: Path, *, seed: int = 0, heads: int = 4, hidden: int = 32) -> Path:
     """A 2-layer Qwen2 with hidden size 32 and the tiny tokenizer, saved as a model directory.
-    ``heads=2`` gives head size 16, the smallest onnxruntime's GroupQueryAttention runs on a CPU."""
+    ``heads=2`` gives head size 16, the smallest onnxruntime's GroupQueryAttention runs on a CPU; vLLM's CPU
+    attention wants head size 32 or more (``hidden=128, heads=2``: 64)."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -78,8 +79,8 @@ def save_tiny_causal_lm(path: Path, *, seed: int = 0, heads: int = 4) -> Path:
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=heads,
         num_key_value_heads=heads // 2,

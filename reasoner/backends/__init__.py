@@ -1,8 +1,8 @@
 """Generation backends: a batch of prompts in, one ``Generation`` per prompt out.
 
-Three implementations satisfy ``Backend``: ``ort`` (local onnxruntime-genai, the fast CPU engine),
-``hf`` (local transformers, also what training uses) and ``openai`` (any OpenAI-compatible
-chat-completions server). Each counts output tokens itself, with the model's own tokenizer or
+Four implementations satisfy ``Backend``: ``ort`` (local onnxruntime-genai, the fast CPU engine),
+``hf`` (local transformers, also what training uses), ``vllm`` (vLLM's offline engine: continuous batching, CPU
+or GPU) and ``openai`` (any OpenAI-compatible chat-completions server). Each counts output tokens itself, with the model's own tokenizer or
 from the server's reported usage, never with a stand-in tokenizer.
 """
 
@@ -63,14 +63,17 @@ class SamplingConfig:
         return self.temperature == 0
 
 
-BACKENDS = ("ort", "hf", "openai")
+BACKENDS = ("ort", "hf", "vllm", "openai")
 
 
 def backend_identity(kind: str, *, precision: str | None = None, dtype: str = "float32") -> str:
     """The engine as records and run identities name it: ``ort:int8`` (a precision is another model in effect),
-    ``hf`` (float32; ``hf:bfloat16`` and so on otherwise), ``openai``. Every backend states its own as ``identity``."""
+    ``hf`` (float32; ``hf:bfloat16`` and so on otherwise), ``vllm:float32`` (always with its dtype), ``openai``.
+    Every backend states its own as ``identity``."""
     if kind == "ort":
         return f"ort:{precision}"
+    if kind == "vllm":
+        return f"vllm:{dtype}"
     if kind == "hf" and dtype != "float32":
         return f"hf:{dtype}"
     return kind
@@ -86,8 +89,8 @@ def check_engine(configured: str, backend: object) -> None:
 
 
 def make_backend(kind: str, model: str, *, sampling: SamplingConfig | None = None, **options) -> Backend:
-    """A backend by name: ``ort`` (options of ``ORTConfig``), ``hf`` (of ``HFConfig``) or ``openai``
-    (of ``OpenAIConfig``)."""
+    """A backend by name: ``ort`` (options of ``ORTConfig``), ``hf`` (of ``HFConfig``), ``vllm`` (of ``VLLMConfig``)
+    or ``openai`` (of ``OpenAIConfig``)."""
     sampling = sampling or SamplingConfig()
     if kind == "ort":
         from reasoner.backends.ort import ORTBackend, ORTConfig
@@ -97,6 +100,10 @@ def make_backend(kind: str, model: str, *, sampling: SamplingConfig | None = Non
         from reasoner.backends.hf import HFBackend, HFConfig
 
         return HFBackend(HFConfig(model=model, sampling=sampling, **options))
+    if kind == "vllm":
+        from reasoner.backends.vllm import VLLMBackend, VLLMConfig
+
+        return VLLMBackend(VLLMConfig(model=model, sampling=sampling, **options))
     if kind == "openai":
         from reasoner.backends.openai import OpenAIBackend, OpenAIConfig
 

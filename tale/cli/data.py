@@ -188,7 +188,9 @@ def _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool,
     try:
         config = LadderBuildConfig(
             dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split, shard=shard,
-            pool=pool or LADDER_BUILD.pool, batch=None if engine.kind == "openai" else engine.batch_size, temperature=engine.temperature,
+            # a server or vLLM batches continuously: each rung's prompts go in at once; ort and hf in static batches
+            pool=pool or LADDER_BUILD.pool, batch=None if engine.kind in ("openai", "vllm") else engine.batch_size,
+            temperature=engine.temperature,
             sampling_seed=engine.sampling_seed, reuse=tuple(reuse),
             ladder=LadderConfig(rungs=parse_ladder(ladder_text), samples=samples or LADDER.samples, max_new_tokens=max_new_tokens))
     except LadderError as error:
@@ -199,7 +201,13 @@ def _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool,
     from data_builder.ladder import build_ladder, load_ladder, summarize_ladder
 
     def backends():
-        return [(s, dataclasses.replace(engine, sampling_seed=s or 0).build(model)) for s in config.seeds]
+        first = dataclasses.replace(engine, sampling_seed=config.seeds[0] or 0).build(model)
+        reseed = getattr(first, "with_sampling_seed", None)  # vllm: one engine for every sample, not one each
+
+        def other(seed):
+            return reseed(seed or 0) if reseed else dataclasses.replace(engine, sampling_seed=seed or 0).build(model)
+
+        return [(s, first if i == 0 else other(s)) for i, s in enumerate(config.seeds)]
 
     with tqdm(desc="questions", unit="q") as bar:
         def on_record(record):
