@@ -11,7 +11,8 @@ two rates come from one machine. The issue's target: the build at >= 0.9x the pl
 
 Static batches run until their longest row ends: ``padding`` is the share of row-steps spent on rows that had
 already finished (1 - output tokens / (prompts x longest)), the waste the build's grouping by expected length
-is there to cut.
+is there to cut. On vLLM (``--backend vllm``, run with .venv-vllm/bin/python) finished rows free their slot at once, so
+its ``padding`` is only an upper bound on waste.
 """
 
 from __future__ import annotations
@@ -49,8 +50,12 @@ def plain_rate(args: argparse.Namespace) -> dict:
     from reasoner.prompts import reasoning_prompt
 
     problems = load_problems(args.dataset, limit=args.plain, seed=args.seed)
-    backend = make_backend("ort", args.model, sampling=SamplingConfig(temperature=args.temperature, seed=0), precision=args.precision,
-                           batch_size=args.batch_size, threads=args.threads)
+    sampling = SamplingConfig(temperature=args.temperature, seed=0)
+    if args.backend == "vllm":  # the build's engine settings: every prompt in flight at once
+        backend = make_backend("vllm", args.model, sampling=sampling, dtype=args.dtype, max_num_seqs=args.batch_size, threads=args.threads)
+    else:
+        backend = make_backend("ort", args.model, sampling=sampling, precision=args.precision, batch_size=args.batch_size,
+                               threads=args.threads)
     prompts = [reasoning_prompt(p.question, kind=p.kind, options=p.options, language=p.language) for p in problems]
     backend.generate(prompts[:2], 8)  # warm up: the first call of a session pays for its allocations
     load = os.getloadavg()[0]
@@ -71,7 +76,9 @@ def main() -> None:
     parser.add_argument("--dataset", default="gsm8k:../shared/data/gsm8k/test.jsonl")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="runs/reasoner-sft-lengths")
-    parser.add_argument("--precision", default="int8")
+    parser.add_argument("--backend", choices=("ort", "vllm"), default="ort", help="The build's engine (vllm: run in its environment).")
+    parser.add_argument("--precision", default="int8", help="ort: the model's precision.")
+    parser.add_argument("--dtype", default="float32", help="vllm: the weights' dtype.")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--temperature", type=float, default=0.7)
