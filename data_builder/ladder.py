@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 LADDER_FORMAT = 1  # the layout of LadderRecord; a change of a field's name, type or meaning takes the next number
 DIRECT = 0  # the rung that asks for the answer without reasoning
 VANILLA = None  # the rung that asks for chain of thought with no budget
+EVERY_RUNG = "every rung"  # the label of a backend call that asks all of a sample's rungs at once (ask_ladder's together)
 Rung = int | None
 DEFAULT_LADDER: tuple[Rung, ...] = (DIRECT, 32, 64, 128, 256, VANILLA)
 
@@ -209,46 +210,62 @@ def ask_ladder(
     *,
     pool: int = 64,
     batch: int | None = None,
+    together: bool = False,
     reuse: Mapping[str, Sequence[Sample]] | None = None,
-    on_call: Callable[[Rung, int, int], None] | None = None,
-    on_batch: Callable[[Rung, int, Sequence[Any], float], None] | None = None,
+    on_call: Callable[[str, int, int], None] | None = None,
+    on_batch: Callable[[str, int, Sequence[Any], float], None] | None = None,
 ) -> Iterator[tuple[Problem, tuple[LadderRung, ...]]]:
     """Each problem's rungs, ``pool`` problems at a time, each chunk yielded once all its rungs are asked.
 
     ``backends`` holds one (seed, backend) per sample. ``reuse`` maps a problem id to vanilla samples
     already written elsewhere; they fill the vanilla rung first and only the rest are asked. With ``batch``
     each rung's prompts go to the backend ``batch`` at a time, ordered by expected answer length (the
-    question's answers at this rung so far, else at the rung below): for static-batch engines (ort).
-    ``on_call(rung, sample, n_prompts)`` is called before each rung's calls, for progress display, and
-    ``on_batch(rung, sample, generations, seconds)`` after each backend call, for throughput.
+    question's answers at this rung so far, else at the rung below): for static-batch engines (ort). With
+    ``together`` every rung's prompts of a sample go in one call (``EVERY_RUNG``), so an engine that batches
+    continuously (vLLM, a server) stays full until the sample's last answer instead of each rung's.
+    ``on_call(label, sample, n_prompts)`` is called before each rung's calls (the label is the rung's name), for
+    progress display, and ``on_batch(label, sample, generations, seconds)`` after each backend call, for throughput.
     """
     if pool < 1:
         raise ValueError(f"pool must be >= 1, got {pool}")
     if len(backends) != config.samples:
         raise ValueError(f"{config.samples} samples need {config.samples} backends, got {len(backends)}")
+    if together and batch is not None:
+        raise ValueError("together asks every rung in one call; batch splits calls into static batches: choose one")
     reuse = reuse or {}
     queue = iter(problems)
     while chunk := [p for _, p in zip(range(pool), queue)]:
-        answers: dict[tuple[int, Rung], list[Sample]] = {}
-        for rung in config.rungs:
-            for i, p in enumerate(chunk):
-                kept = list(reuse.get(p.id, ()))[: config.samples] if rung is VANILLA else []
-                answers[i, rung] = kept
+        answers: dict[tuple[int, Rung], list[Sample]] = {
+            (i, rung): list(reuse.get(p.id, ()))[: config.samples] if rung is VANILLA else []
+            for rung in config.rungs for i, p in enumerate(chunk)}
+
+        def ask(backend: Backend, seed: int | None, k: int, label: str, asked: list[tuple[int, Rung]]) -> None:
+            began = time.perf_counter()
+            generations = backend.generate([ladder_prompt(chunk[i], rung) for i, rung in asked], config.max_new_tokens)
+            if on_batch:
+                on_batch(label, k, generations, time.perf_counter() - began)
+            for (i, rung), g in zip(asked, generations, strict=True):
+                graded = grade(g.text, chunk[i].gold, chunk[i].kind)
+                answers[i, rung].append(Sample(seed, graded.correct, g.output_tokens, g.prompt_tokens, graded.predicted,
+                                               g.finish_reason, g.text))
+
+        if together:
             for k, (seed, backend) in enumerate(backends):
-                asked = [i for i in range(len(chunk)) if len(answers[i, rung]) <= k]
-                if not asked:
-                    continue
-                if on_call:
-                    on_call(rung, k, len(asked))
-                for group in _groups(asked, lambda i: _expected_length(answers, i, rung, config.rungs), batch):
-                    began = time.perf_counter()
-                    generations = backend.generate([ladder_prompt(chunk[i], rung) for i in group], config.max_new_tokens)
-                    if on_batch:
-                        on_batch(rung, k, generations, time.perf_counter() - began)
-                    for i, g in zip(group, generations, strict=True):
-                        graded = grade(g.text, chunk[i].gold, chunk[i].kind)
-                        answers[i, rung].append(Sample(seed, graded.correct, g.output_tokens, g.prompt_tokens, graded.predicted,
-                                                       g.finish_reason, g.text))
+                asked = [(i, rung) for rung in config.rungs for i in range(len(chunk)) if len(answers[i, rung]) <= k]
+                if asked:
+                    if on_call:
+                        on_call(EVERY_RUNG, k, len(asked))
+                    ask(backend, seed, k, EVERY_RUNG, asked)
+        else:
+            for rung in config.rungs:
+                for k, (seed, backend) in enumerate(backends):
+                    waiting = [i for i in range(len(chunk)) if len(answers[i, rung]) <= k]
+                    if not waiting:
+                        continue
+                    if on_call:
+                        on_call(rung_name(rung), k, len(waiting))
+                    for group in _groups(waiting, lambda i: _expected_length(answers, i, rung, config.rungs), batch):
+                        ask(backend, seed, k, rung_name(rung), [(i, rung) for i in group])
         for i, p in enumerate(chunk):
             yield p, tuple(LadderRung(rung, tuple(answers[i, rung])) for rung in config.rungs)
 
@@ -286,6 +303,7 @@ class LadderBuildConfig:
     shard: Shard = field(default_factory=Shard)
     pool: int = 64  # questions per chunk: every rung of a chunk is asked before its records are written
     batch: int | None = None  # backend calls of this many prompts of similar expected length (ort's static batches); None: one call
+    together: bool = False  # every rung of a sample in one call (continuous batching: vLLM, a server); not with batch
     temperature: float = 0.7  # sampling temperature; 0 (greedy) allows one sample only
     sampling_seed: int = 0  # sample k decodes with seed sampling_seed + k
     reuse: tuple[Path, ...] = ()  # search-record directories whose vanilla answers count as vanilla samples
@@ -381,7 +399,7 @@ def build_ladder(
     problems: Sequence[Problem] | None = None,
     *,
     on_record: Callable[[LadderRecord], None] | None = None,
-    on_call: Callable[[Rung, int, int], None] | None = None,
+    on_call: Callable[[str, int, int], None] | None = None,
     threads: int | None = None,
 ) -> Path:
     """Ask (or resume asking) this shard's problems at every rung; returns the ladder file.
@@ -414,14 +432,15 @@ def build_ladder(
         ladder = config.ladder if config.temperature > 0 else LadderConfig(config.ladder.rungs, 1, config.ladder.max_new_tokens)
         with open(config.out / f"ladder-calls-{config.shard.stem()}.jsonl", "a", encoding="utf-8") as calls:
 
-            def on_batch(rung: Rung, sample: int, generations: Sequence[Any], seconds: float) -> None:
-                calls.write(json.dumps({"rung": rung_name(rung), "sample": sample, "prompts": len(generations),
+            def on_batch(label: str, sample: int, generations: Sequence[Any], seconds: float) -> None:
+                calls.write(json.dumps({"rung": label, "sample": sample, "prompts": len(generations),
                                         "output_tokens": sum(g.output_tokens for g in generations),
                                         "longest": max(g.output_tokens for g in generations), "seconds": round(seconds, 3),
                                         "threads": threads, "load": os.getloadavg()[0]}) + "\n")
                 calls.flush()
 
-            for problem, rungs in ask_ladder(todo, asked, ladder, pool=config.pool, batch=config.batch, reuse=reuse,
+            for problem, rungs in ask_ladder(todo, asked, ladder, pool=config.pool, batch=config.batch, together=config.together,
+                                             reuse=reuse,
                                                 on_call=on_call, on_batch=on_batch):
                 record = LadderRecord(**problem_fields(problem), rungs=rungs, **run)
                 writer.append(record.to_json())

@@ -69,6 +69,22 @@ def test_every_rung_every_sample_in_one_call_per_rung_and_sample() -> None:
     assert first[0].samples[0].predicted == "42" and first[1].samples[0].predicted == "421"
 
 
+def test_together_asks_every_rung_of_a_sample_in_one_call_with_the_same_records() -> None:
+    problems = [make_problem(0), make_problem(1)]
+    scripts = ([curve(True, 64), curve(False, 256)], [curve(False, 128), curve(False, 512)])
+    per_rung = list(ask_ladder(problems, scripted(problems, *scripts), LadderConfig(samples=2)))
+    backends = scripted(problems, *scripts)
+    labels = []
+    together = list(ask_ladder(problems, backends, LadderConfig(samples=2), together=True,
+                               on_batch=lambda label, k, generations, seconds: labels.append((label, k, len(generations)))))
+    for _, backend in backends:  # one call per sample: every rung's prompts, rung by rung, both questions each
+        assert backend.calls == [[(p.id, rung) for rung in DEFAULT_LADDER for p in problems]]
+    assert labels == [("every rung", 0, 12), ("every rung", 1, 12)]
+    assert together == per_rung
+    with pytest.raises(ValueError, match="choose one"):
+        list(ask_ladder(problems, backends, LadderConfig(samples=2), together=True, batch=4))
+
+
 def test_chunks_of_pool_questions_are_finished_before_the_next_is_asked() -> None:
     problems = [make_problem(i) for i in range(3)]
     backends = scripted(problems, [threshold_script(100, 50)] * 3)

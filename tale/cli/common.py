@@ -160,6 +160,9 @@ MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), 'coder-1.5b
               "with the install extra [coder-1-5b]), a local model directory, a hub id, or the served model name with --backend openai.")
 
 
+VLLM_CHUNK_BATCHES = 4
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """The shared reasoner options of a command (all but --model), bundled by ``backend_options``."""
@@ -175,6 +178,12 @@ class EngineOptions:
     threads: int | None  # ort: its intra-op threads (default: every core); hf: torch's (set by ``setup``)
     sampling_seed: int = 0  # seeds sampling (with --temperature above 0); another seed is another sample
     request_timeout: float = OPENAI_TIMEOUT_S  # openai: seconds per request (connect, write, each read)
+
+    @property
+    def chunk(self) -> int:
+        """Questions per backend call in evaluate and ablate (each call ends with its longest answer): a batch for ort
+        and hf; for vllm ``VLLM_CHUNK_BATCHES`` batches, so its slots are refilled instead of waiting on each call's tail."""
+        return self.batch_size * (VLLM_CHUNK_BATCHES if self.kind == "vllm" else 1)
 
     @property
     def identity(self) -> str:

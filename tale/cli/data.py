@@ -185,11 +185,12 @@ def _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool,
                   verbose):
     from data_builder.ladder import LadderError, parse_ladder
 
+    continuous = engine.kind in ("openai", "vllm")
     try:
         config = LadderBuildConfig(
             dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split, shard=shard,
-            # a server or vLLM batches continuously: each rung's prompts go in at once; ort and hf in static batches
-            pool=pool or LADDER_BUILD.pool, batch=None if engine.kind in ("openai", "vllm") else engine.batch_size,
+            # a server or vLLM batches continuously: every rung of a sample goes in one call; ort and hf in static batches
+            pool=pool or LADDER_BUILD.pool, batch=None if continuous else engine.batch_size, together=continuous,
             temperature=engine.temperature,
             sampling_seed=engine.sampling_seed, reuse=tuple(reuse),
             ladder=LadderConfig(rungs=parse_ladder(ladder_text), samples=samples or LADDER.samples, max_new_tokens=max_new_tokens))
@@ -215,8 +216,8 @@ def _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool,
             curve = " ".join(f"{rung_name(r.budget)}:{sum(s.correct for s in r.samples)}/{len(r.samples)}" for r in record.rungs)
             bar.write(f"{curve}  {record.id}")
 
-        def on_call(rung, sample, asked):
-            bar.set_description(f"rung {rung_name(rung)}, sample {sample}, {asked} asked")
+        def on_call(label, sample, asked):
+            bar.set_description(f"rung {label}, sample {sample}, {asked} asked")
 
         path = build_ladder(config, backends, on_record=on_record, on_call=on_call, threads=threads)
     records = load_ladder(out)

@@ -89,7 +89,7 @@ def evaluate(dataset, method, budget_source, baseline, out, limit, seed, shard, 
                         backend=engine.identity, split=split, limit=limit, seed=seed, shard=shard and str(shard),
                         max_new_tokens=max_new_tokens,
                         temperature=engine.temperature, sampling_seed=engine.sampling_seed, llm_default=llm_default,
-                        chunk=engine.batch_size, prices=_prices(price_in, price_out))
+                        chunk=engine.chunk, prices=_prices(price_in, price_out))
     backend_for = engine.cached()
     backend = backend_for(model)
     source = None
@@ -142,7 +142,7 @@ def ablate(datasets, budget_sources, methods, out, limit, seed, shard, split, ma
         chosen = tuple(m for m in chosen if m != "budget")
     base = EvalConfig(dataset=datasets[0], out=out, backend=engine.identity, split=split, limit=limit, seed=seed,
                       shard=shard and str(shard), max_new_tokens=max_new_tokens, temperature=engine.temperature,
-                      sampling_seed=engine.sampling_seed, llm_default=llm_default, chunk=engine.batch_size,
+                      sampling_seed=engine.sampling_seed, llm_default=llm_default, chunk=engine.chunk,
                       prices=_prices(price_in, price_out))
     config = AblationConfig(base=base, datasets=datasets, models=tuple(model), methods=chosen, budget_sources=budget_sources)
     configs = config.configs()
