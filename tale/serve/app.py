@@ -287,7 +287,8 @@ def create_app(gateway: Gateway) -> Starlette:
 def load_gateway(predictor: Path, config: GatewayConfig) -> Gateway:
     """A gateway over the export in ``predictor`` (the BERT regressor's ONNX export, run at ``config.precision``
     with ``config.threads``, or a TF-IDF linear export), calibrated at ``config.risk`` where one is asked. A linear
-    export needs no threads and no precision: it is a dot product per question."""
+    export needs no threads and no precision: it is a dot product per question. A BERT curve estimator's ONNX export
+    gives each question a rung through ``config.curve_policy`` instead (``_curve_gateway``)."""
     from export.load import ONNX, ONNX_CURVES, directory_kind, load_any
     from export.manifest import RuntimeConfig
 
