@@ -41,7 +41,7 @@ class VLLMConfig:
 
     model: str = "default"  # "default" (the embedded reasoner), a local directory or a hub id
     dtype: str = "auto"  # the weights' dtype in vLLM ("auto": the checkpoint's, bfloat16 where it says so)
-    max_model_len: int = 2048  # prompt + output tokens per sequence (the KV cache is sized for it)
+    max_model_len: int = 2048  # prompt + output tokens per sequence, at most the model's positions (the KV cache is sized for it)
     max_num_seqs: int = 32  # sequences in flight at once (continuous batching)
     threads: int | None = None  # CPU engine: cores bound to its OpenMP threads (0..threads-1); None: vLLM's choice
     kv_cache_gib: float = 4.0  # CPU engine: GiB of KV cache
@@ -58,6 +58,16 @@ class VLLMConfig:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if not self.kv_cache_gib > 0:
             raise ConfigError(f"kv_cache_gib must be > 0, got {self.kv_cache_gib}")
+
+
+def _model_len(path: str, wanted: int) -> int:
+    """``wanted``, or the model's own ``max_position_embeddings`` where that is smaller (vLLM refuses a longer one)."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    positions = json.loads(config.read_text()).get("max_position_embeddings") if config.is_file() else None
+    return min(wanted, int(positions)) if isinstance(positions, (int, float)) and positions > 0 else wanted
 
 
 def import_vllm() -> Any:
@@ -87,7 +97,7 @@ class VLLMBackend:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         vllm = import_vllm()
         path = str(resolve_model(config.model))
-        self.llm = vllm.LLM(model=path, dtype=config.dtype, max_model_len=config.max_model_len, max_num_seqs=config.max_num_seqs,
+        self.llm = vllm.LLM(model=path, dtype=config.dtype, max_model_len=_model_len(path, config.max_model_len), max_num_seqs=config.max_num_seqs,
                             tensor_parallel_size=config.tensor_parallel_size, seed=config.sampling.seed,
                             enforce_eager=config.enforce_eager)
         self.tokenizer = self.llm.get_tokenizer()
