@@ -72,6 +72,8 @@ def plain_rate(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ladder", type=Path, action="append", required=True, help="Ladder directory (repeat).")
+    parser.add_argument("--rung", action="append", default=None,
+                        help="Count only the calls of this rung (repeat; 'every rung' for the together calls of vllm/openai builds).")
     parser.add_argument("--plain", type=int, default=0, help="Also time N vanilla prompts in plain batches on the same engine.")
     parser.add_argument("--dataset", default="gsm8k:../shared/data/gsm8k/test.jsonl")
     parser.add_argument("--seed", type=int, default=0)
@@ -86,7 +88,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    calls = read_calls(args.ladder)
+    calls = [c for c in read_calls(args.ladder) if args.rung is None or c["rung"] in args.rung]
+    if not calls:
+        raise SystemExit(f"no calls of rung {', '.join(args.rung)} in {', '.join(map(str, args.ladder))}")
     by_rung = defaultdict(list)
     for c in calls:
         by_rung[c["rung"]].append(c)

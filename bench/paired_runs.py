@@ -80,15 +80,20 @@ def oracle_breakdown(a: dict[str, EvalRow], feasible: dict[str, BudgetRecord]) -
 @click.option("--records", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
 @click.option("--exclude", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Leave out the questions this run directory holds.")
+@click.option("--shared", is_flag=True, help="Pair the questions both runs hold (e.g. the first 200 of a 300-question run).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also save the numbers here (JSON).")
 def main(run_dirs: tuple[Path, ...], against_dirs: tuple[Path, ...], records: Path | None, exclude: Path | None,
-         out: Path | None) -> None:
+         shared: bool, out: Path | None) -> None:
     if len(run_dirs) != len(against_dirs):
         raise click.UsageError(f"give one --against for each --run ({len(run_dirs)} against {len(against_dirs)})")
     a: dict[str, EvalRow] = {}
     b: dict[str, EvalRow] = {}
     for run_dir, against in zip(run_dirs, against_dirs):
         ra, rb = rows(run_dir), rows(against)
+        if shared:
+            ra, rb = {k: r for k, r in ra.items() if k in rb}, {k: r for k, r in rb.items() if k in ra}
+            if not ra:
+                raise click.ClickException(f"{run_dir} and {against} share no question")
         if set(ra) != set(rb):
             raise click.ClickException(f"{run_dir} and {against} hold different questions")
         if set(ra) & set(a):

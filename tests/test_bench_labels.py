@@ -100,3 +100,16 @@ def test_paired_runs_keeps_a_small_p_value_nonzero(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(REPO / "bench" / "paired_runs.py"), "--run", a, "--against", b, "--out", out],
                    check=True, capture_output=True, cwd=REPO)
     assert json.loads(out.read_text())["sign_test_p"] == 1.91e-06
+
+
+def test_paired_runs_pairs_only_the_shared_questions_when_asked(tmp_path: Path) -> None:
+    # a 2-question run against a 3-question one: refused as different questions, paired on the 2 with --shared
+    a = _run_dir(tmp_path / "a", [("q1", True, 10), ("q2", False, 20)])
+    b = _run_dir(tmp_path / "b", [("q1", False, 30), ("q2", False, 40), ("q3", True, 50)])
+    out = tmp_path / "p.json"
+    script = [sys.executable, str(REPO / "bench" / "paired_runs.py"), "--run", a, "--against", b]
+    different = subprocess.run(script, capture_output=True, text=True, cwd=REPO)
+    assert different.returncode == 1 and "hold different questions" in different.stderr
+    subprocess.run([*script, "--shared", "--out", out], check=True, capture_output=True, cwd=REPO)
+    paired = json.loads(out.read_text())
+    assert paired["n"] == 2 and (paired["gained"], paired["lost"]) == (1, 0) and paired["against_tokens"] == 35.0

@@ -99,22 +99,6 @@ def test_rows_of_one_batch_stop_on_their_own(lm_dir: Path, tmp_path: Path, hf: H
     assert batched[1].finish_reason == "length" and batched[1].output_tokens == steps
     assert batched == [backend.generate([p], max_new_tokens=steps)[0] for p in PROMPTS[:2]]
     assert batched == HFBackend(HFConfig(model=str(stopping), device="cpu")).generate(PROMPTS[:2], max_new_tokens=steps)
-    # Segmented, one row at a time in 2 slots: the first row's end frees its slot for the third prompt while
-    # the second row is requeued every 3 steps; every answer is still the one asked alone.
-    segmented = ORTBackend(ORTConfig(model=str(stopping), precision="fp32", threads=1, batch_size=2, segment=3))
-    assert segmented.generate(PROMPTS, max_new_tokens=steps) == [backend.generate([p], max_new_tokens=steps)[0] for p in PROMPTS]
-
-
-def test_segmented_batches_answer_as_whole_batches_do(lm_dir: Path, hf: HFBackend) -> None:
-    """Rows requeued every few steps (their tokens prefilled again) continue greedily as if never
-    stopped: the same tokens, counts and finish reasons as whole static batches and the hf backend,
-    whether the cap falls on a segment's end or inside one."""
-    prompts = PROMPTS * 2
-    for segment, cap in ((4, 24), (5, 24), (1, 7), (30, 24)):
-        segmented = ORTBackend(ORTConfig(model=str(lm_dir), precision="fp32", threads=1, batch_size=3, segment=segment))
-        answers = segmented.generate(prompts, max_new_tokens=cap)
-        assert answers == hf.generate(prompts, max_new_tokens=cap), (segment, cap)
-        assert all(a.output_tokens == cap and a.finish_reason == "length" for a in answers)
 
 
 def test_sampling_is_seeded(lm_dir: Path) -> None:
@@ -204,8 +188,6 @@ def test_config_is_validated() -> None:
         ORTConfig(precision="int3")
     with pytest.raises(ValueError, match="threads"):
         ORTConfig(threads=0)
-    with pytest.raises(ValueError, match="segment"):
-        ORTConfig(segment=0)
 
 
 def test_evaluate_records_the_engine_and_its_precision_in_the_run_identity(lm_dir: Path, tmp_path: Path) -> None:

