@@ -114,8 +114,8 @@ def test_the_openai_backend_against_a_real_vllm_server(vllm_server) -> None:
 def test_the_gateway_gives_a_real_vllm_server_its_thinking_budget(vllm_server, calibrated_dirs, tmp_path: Path) -> None:  # noqa: F811
     """``tale serve --upstream-kind vllm`` in front of vLLM's server: a request whose budget is 3 reaches vLLM as
     ``thinking_token_budget: 3`` with room for the answer, and vLLM (which refuses the field unless the server has a
-    reasoning config) ends the thinking after 3 tokens with its end string, where the same request without a budget
-    goes on thinking."""
+    reasoning config) ends the thinking once 3 tokens are spent (the turn's role line counts) with its end string,
+    where the same request without a budget goes on thinking."""
     import httpx
     from conftest import free_port, server_process
 
@@ -131,6 +131,7 @@ def test_the_gateway_gives_a_real_vllm_server_its_thinking_budget(vllm_server, c
         free = httpx.post(f"{base_url}/chat/completions", json={**body, "max_tokens": 9}, timeout=120).json()
     assert budgeted.headers["X-TALE-Budget"] == "3"
     reply = budgeted.json()
+    assert reply["tale"]["fields"] == ["thinking_token_budget", "max_tokens"] and reply["tale"]["route"] == "reason"
     assert reply["usage"]["completion_tokens"] <= 3 + 6  # the budget and the answer reserve: max_tokens 9
     thought = reply["choices"][0]["message"]
     text = (thought.get("reasoning_content") or thought.get("reasoning") or "") + (thought.get("content") or "")
