@@ -113,3 +113,21 @@ def test_paired_runs_pairs_only_the_shared_questions_when_asked(tmp_path: Path) 
     subprocess.run([*script, "--shared", "--out", out], check=True, capture_output=True, cwd=REPO)
     paired = json.loads(out.read_text())
     assert paired["n"] == 2 and (paired["gained"], paired["lost"]) == (1, 0) and paired["against_tokens"] == 35.0
+
+
+def test_static_batch_waste_counts_steps_as_a_hand_computation(tmp_path: Path) -> None:
+    """Answers of 10, 1, 1 and 10 tokens (prompts of 10) in batches of 2: as asked, [10, 1] and [1, 10] run 20 steps;
+    sorted by true length, [1, 1] and [10, 10] run 11; the hint run's budgets (5, 1, 1, 5) sort the same way. Cut every
+    4 steps with the unfinished rows requeued in front: 4 + 4 + 4 + 4 + 2 = 18 steps, prefilling again 10 + 4, 10 + 8,
+    10 + 4 and 10 + 8 tokens (64, 16 a row)."""
+    run = _run_dir(tmp_path / "run", [("a", True, 10), ("b", True, 1), ("c", False, 1), ("d", True, 10)])
+    hint = tmp_path / "hint"
+    hint.mkdir()
+    (hint / "rows.jsonl").write_text("".join(json.dumps({"id": i, "budget": b}) + "\n" for i, b in zip("abcd", (5, 1, 1, 5))))
+    out = tmp_path / "waste.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "static_batch_waste.py"), "--runs", run, "--hint-run", hint, "--batch", "2",
+                    "--chunk", "4", "--segments", "4", "--out", out], check=True, capture_output=True, cwd=REPO)
+    entry = json.loads(out.read_text())["runs"][0]
+    assert entry["steps_in_order"] == 20 and entry["busy_share_in_order"] == round(22 / 40, 3)
+    assert entry["by_expected_length"] == entry["by_actual_length"] == 0.55
+    assert entry["segmented"]["4"] == {"steps": 0.9, "prefilled_again_per_row": 16.0}
