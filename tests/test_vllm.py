@@ -1,6 +1,7 @@
 """The vllm backend: one line when vLLM is missing; on a tiny model built from config (slow, where vLLM is installed:
 .ci/run installs the vllm extra in a virtual environment of its own and points TALE_VLLM_PYTHON at it), the offline
-engine's Generation fields and token counts against the hf backend's tokenizer and greedy text equal to hf's in fp32."""
+engine's Generation fields and token counts against the hf backend's tokenizer and greedy text equal to hf's in fp32;
+vLLM's OpenAI server answering the openai backend as hf does; and the gateway's thinking_token_budget honoured by it."""
 
 from __future__ import annotations
 
