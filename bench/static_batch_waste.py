@@ -8,7 +8,7 @@ of static batches of ``--batch`` rows: a batch runs as many steps as its longest
   or for vanilla and direct rows the estimate in ``--hint-run``'s rows, e.g. the regressor's budgets), then batched;
 - by actual length: the same sort by the answer's own length, known only afterwards (the ceiling of any ordering);
 - segmented: batches run at most ``--segment`` steps, then finished rows leave and unfinished rows are requeued with
-  their tokens so far (ort's --segment), counting the tokens prefilled again.
+  their tokens so far (the ort experiment of commit 839bbef, since removed), counting the tokens prefilled again.
 
     python bench/static_batch_waste.py --runs artifacts/eval-gsm8k-500-ort/runs/gsm8k-test__reasoner-sft-lengths__* \\
         --hint-run artifacts/eval-gsm8k-500-ort/runs/gsm8k-test__reasoner-sft-lengths__onnx-predictor-sft-labels-2000-onnx-0.1__a5253790 \\
@@ -42,7 +42,7 @@ def sorted_steps(lengths: list[int], keys: list[float], batch: int, chunk: int) 
 
 def segmented(lengths: list[int], prompt_tokens: list[int], batch: int, segment: int) -> tuple[int, int]:
     """(decode steps, tokens prefilled again) when batches run ``segment`` steps and unfinished rows are requeued
-    at the front of the queue, as ort's --segment does."""
+    at the front of the queue, as the removed ort experiment did."""
     queue, decode, again = deque((n, p, 0) for n, p in zip(lengths, prompt_tokens)), 0, 0
     while queue:
         rows_ = [queue.popleft() for _ in range(min(batch, len(queue)))]

@@ -31,11 +31,15 @@ def test_a_missing_vllm_is_one_line_saying_how_to_install_it(tmp_path: Path, tin
     assert "Traceback" not in result.stderr
 
 
-def _in_vllm_env(code: str, timeout: int = 900) -> dict:
+def _vllm_python() -> str:
     if not VLLM_PYTHON:
         pytest.fail("TALE_VLLM_PYTHON is not set: point it at a Python with vLLM and this project (.ci/run sets it)")
+    return VLLM_PYTHON
+
+
+def _in_vllm_env(code: str, timeout: int = 900) -> dict:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([VLLM_PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    result = subprocess.run([_vllm_python(), "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -78,13 +82,11 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory):
     see: after the budget, vLLM forces the end string (" Answer:") into the answer."""
     from conftest import free_port, save_tiny_causal_lm, server_process
 
-    if not VLLM_PYTHON:
-        pytest.fail("TALE_VLLM_PYTHON is not set: point it at a Python with vLLM and this project (.ci/run sets it)")
     directory = tmp_path_factory.mktemp("vllm-server")
     model = save_tiny_causal_lm(directory / "tiny-lm", hidden=128, heads=2)
     port = free_port()
     reasoning = json.dumps({"reasoning_start_str": "<|im_start|>", "reasoning_end_str": " Answer:"})
-    command = [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "tiny",
+    command = [_vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "tiny",
                "--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port),
                "--reasoning-config", reasoning]
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
