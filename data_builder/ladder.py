@@ -295,7 +295,7 @@ class LadderBuildConfig:
     dataset: str  # KIND[:PATH], as for load_problems
     out: Path  # the ladder directory
     model: str = "default"
-    backend: str = "ort:int4-b128"  # the engine's identity, as records name it (EngineOptions.identity)
+    backend: str = "ort:int8"  # the engine's identity, as records name it (EngineOptions.identity)
     ladder: LadderConfig = field(default_factory=LadderConfig)
     limit: int | None = None  # problems before sharding; a larger limit later grows the run (with the same seed)
     seed: int | None = None  # shuffle before limit; None keeps file order

@@ -47,7 +47,7 @@ def test_default_encoder_trains_exports_and_matches_torch(tmp_path: Path) -> Non
 
 
 def test_generate_with_the_default_model_on_the_ort_engine(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
-    """The packaged reasoner built into an int8 onnxruntime-genai model (once, into the cache) and
+    """The packaged reasoner built at the default precision, int8 (once, into the cache), and
     asked through the CLI: the same questions, prompts and prompt token counts as the hf backend."""
     from reasoner.backends import ort
 
@@ -62,14 +62,13 @@ def test_generate_with_the_default_model_on_the_ort_engine(shared_data: Path, tm
     answers = {}
     for backend in ("ort", "hf"):
         out = tmp_path / f"{backend}.jsonl"
-        precision = ["--precision", "int8"] if backend == "ort" else []
-        result = CliRunner().invoke(main, ["generate", "--backend", backend, *precision, "--threads", "1",
+        result = CliRunner().invoke(main, ["generate", "--backend", backend, "--threads", "1",
                                            "--dataset", f"gsm8k:{shared_data / 'gsm8k' / 'test.jsonl'}",
                                            "--limit", "2", "--max-new-tokens", "32", "--out", str(out)],
                                     catch_exceptions=False)
         assert result.exit_code == 0, result.output
         answers[backend] = [json.loads(line) for line in out.read_text().splitlines()]
-    assert built == ["int8"]  # the int8 weights, not the default int4-b128
+    assert built == ["int8"]  # the default precision: int8 weights
     assert [a["gold"] for a in answers["ort"]] == ["18", "3"]
     assert [a["prompt_tokens"] for a in answers["ort"]] == [a["prompt_tokens"] for a in answers["hf"]]
     assert all(1 <= a["output_tokens"] <= 32 and a["text"] for a in answers["ort"])

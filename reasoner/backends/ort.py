@@ -30,10 +30,10 @@ class ORTConfig:
     """Settings of the onnxruntime-genai backend."""
 
     model: str = "default"  # "default" (the embedded reasoner) or a local model directory
-    # A PRESETS name. int4-b128 is the fastest whose accuracy stays within 2 points of the hf backend's (17.0%
-    # against 18.5% on 200 GSM8K questions, p = 0.71), but it gives other answers (the same on 17.5%); int8
-    # keeps more of them (73.5%), fp32 all: docs/results/ort-engine.md.
-    precision: str = "int4-b128"
+    # A PRESETS name. int8 keeps most of the hf backend's answers (73.5% the same on 200 GSM8K questions; fp32 all).
+    # int4-b128 is 1.3-1.6x faster and within 2 points on GSM8K, but on the main job's arithmetic it answered 43.8%
+    # against int8's 68.8% (p = 0.039): docs/results/ort-engine.md, docs/results/main-job.md.
+    precision: str = "int8"
     extra_options: tuple[tuple[str, str], ...] = ()  # more builder options, e.g. (("accuracy_level", "1"),)
     batch_size: int = 8  # prompts per static batch; similar lengths are batched together
     # Intra-op threads: every core measured best on an idle 2-core machine (1.9x one thread at batch 8);
