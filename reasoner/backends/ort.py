@@ -31,7 +31,7 @@ class ORTConfig:
 
     model: str = "default"  # "default" (the embedded reasoner) or a local model directory
     # A PRESETS name. int8 keeps most of the hf backend's answers (73.5% the same on 200 GSM8K questions; fp32 all).
-    # int4-b128 is 1.3-1.6x faster and within 2 points on GSM8K, but on the main job's arithmetic it answered 43.8%
+    # int4-b128 is 1.3-2x faster and within 2 points on GSM8K, but on the main job's arithmetic it answered 43.8%
     # against int8's 68.8% (p = 0.039): docs/results/ort-engine.md, docs/results/main-job.md.
     precision: str = "int8"
     extra_options: tuple[tuple[str, str], ...] = ()  # more builder options, e.g. (("accuracy_level", "1"),)
