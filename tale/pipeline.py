@@ -50,7 +50,7 @@ EVAL_SEED_OFFSET = 1_000_000
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """One end-to-end run. The defaults took 13m41s on 2 slow CPU cores with ort int8 (docs/results/main-job.md)."""
+    """One end-to-end run (`tale run`); its time on the defaults is in docs/results/main-job.md."""
 
     out: Path = Path("runs/pipeline")
     dataset: str = "arithmetic"  # training questions for the budget search, KIND[:PATH]
