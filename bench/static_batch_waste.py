@@ -22,9 +22,7 @@ import json
 from collections import deque
 from pathlib import Path
 
-
-def rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "rows.jsonl").read_text().splitlines() if line.strip()]
+from tale.eval.runs import load_rows
 
 
 def steps(lengths: list[int], batch: int) -> int:
@@ -64,21 +62,21 @@ def main() -> None:
     parser.add_argument("--segments", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64, 128])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    hint = {r["id"]: r["budget"] for r in rows(args.hint_run)} if args.hint_run else {}
+    hint = {r.id: r.budget for r in load_rows(args.hint_run)} if args.hint_run else {}
     report = {"batch": args.batch, "chunk": args.chunk, "limit": args.limit,
               "hint_run": None if args.hint_run is None else str(args.hint_run), "runs": []}
     for run in args.runs:
-        got = rows(run)[: args.limit]
-        lengths = [r["output_tokens"] for r in got]
+        got = load_rows(run)[: args.limit]
+        lengths = [r.output_tokens for r in got]
         in_order = steps(lengths, args.batch)
-        keys = [r["budget"] if r.get("budget") is not None else hint.get(r["id"], 0) for r in got]
+        keys = [r.budget if r.budget is not None else hint.get(r.id, 0) for r in got]
         entry = {"run": run.name, "n": len(got), "output_tokens": sum(lengths), "steps_in_order": in_order,
                  "busy_share_in_order": round(sum(lengths) / (in_order * args.batch), 3),
                  "by_expected_length": round(sorted_steps(lengths, keys, args.batch, args.chunk) / in_order, 3),
                  "by_actual_length": round(sorted_steps(lengths, lengths, args.batch, args.chunk) / in_order, 3),
                  "segmented": {}}
         for segment in args.segments:
-            decode, again = segmented(lengths, [r["prompt_tokens"] for r in got], args.batch, segment)
+            decode, again = segmented(lengths, [r.prompt_tokens for r in got], args.batch, segment)
             entry["segmented"][str(segment)] = {"steps": round(decode / in_order, 3), "prefilled_again_per_row": round(again / len(got), 1)}
         report["runs"].append(entry)
         print(f"{run.name}: n {len(got)}, busy {entry['busy_share_in_order']:.0%} of batch slots in order; steps x "

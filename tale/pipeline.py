@@ -14,6 +14,13 @@ Stages, each skipped when its output is already complete, so rerunning the same 
 ``config.json`` holds the run's settings; a rerun with other settings is refused, because the stages
 already on disk would not match them. The risk is the exception: it only picks the evaluated budgets,
 so a rerun at another risk keeps every finished stage and adds its own evaluation runs.
+
+With success curves (``ladder`` set: ``tale run --search ladder``) the stages are instead:
+
+1. ``ladder/``: every training question asked at every rung of the ladder, one answer each (``data_builder.ladder``);
+2. ``curves/``: TF-IDF success curves, P(correct) and expected output tokens per rung, with the price per token
+   chosen on the ``calibration`` share of the ladder questions (``tale.eval.frontier.fit_priced``), in ``policy.json``;
+3. ``eval/``: vanilla CoT against the price policy's budgets (0: the direct prompt), as stage 5 above.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from data_builder.ladder import LadderError, Rung, check_ladder, rung_name
 from data_builder.run_dir import RunMismatchError, check_identity, write_meta  # noqa: F401  (RunMismatchError re-exported)
 from data_builder.search import SearchConfig
 from data_builder.sources import GENERATED_KINDS
@@ -36,6 +44,7 @@ from reasoner.train_log import log_file
 
 if TYPE_CHECKING:
     from data_builder.build import BuildConfig
+    from data_builder.ladder import LadderBuildConfig
     from data_builder.record import BudgetRecord
     from tale.eval.evaluate import EvalConfig
 
@@ -72,6 +81,9 @@ class PipelineConfig:
     post_train: bool = False  # also LoRA-SFT the reasoner and evaluate it
     sft_epochs: float = 3.0
     max_new_tokens: int = MAX_NEW_TOKENS  # per answer in the evaluation
+    # Success curves instead of the budget search: the ladder's rungs (0: direct, None: vanilla CoT), one answer each;
+    # the curves' validation share is ``calibration``. None: the budget search and the regressor.
+    ladder: tuple[Rung, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.questions < 1 or self.eval_questions < 1:
@@ -86,6 +98,16 @@ class PipelineConfig:
             raise ConfigError("a risk needs a calibration share above 0 (or no risk: uncalibrated budgets)")
         if self.post_train and self.backend == "openai":
             raise ConfigError("post-training needs a local model (backend ort or hf)")
+        if self.ladder is not None:
+            try:
+                check_ladder(self.ladder)
+            except LadderError as error:
+                raise ConfigError(str(error)) from None
+            if self.post_train:
+                raise ConfigError("post-training learns from budget-search records: run it without the ladder (success curves)")
+            if not self.calibration:
+                raise ConfigError("success curves choose their price per token on a share of the ladder questions: "
+                                  "give a calibration share above 0")
 
     def build_config(self) -> BuildConfig:
         """Stage 1's settings: the budget search on the training questions."""
@@ -93,6 +115,16 @@ class PipelineConfig:
 
         return BuildConfig(dataset=self.dataset, out=self.paths()["records"], model=self.model, backend=self.backend,
                            search=self.search, limit=self.questions, seed=self.seed, pool=self.pool, temperature=self.temperature)
+
+    def ladder_config(self, batch: int | None, together: bool) -> LadderBuildConfig:
+        """Stage 1's settings with success curves: one answer per rung, at the run's temperature."""
+        from data_builder.ladder import LadderBuildConfig, LadderConfig
+
+        assert self.ladder is not None
+        return LadderBuildConfig(dataset=self.dataset, out=self.paths()["ladder"], model=self.model, backend=self.backend,
+                                 ladder=LadderConfig(rungs=self.ladder, samples=1, max_new_tokens=self.max_new_tokens),
+                                 limit=self.questions, seed=self.seed, pool=self.pool, batch=batch, together=together,
+                                 temperature=self.temperature)
 
     def regressor_config(self) -> BertRegressorConfig:
         """Stage 2's settings: the regressor's, with the run's seed."""
@@ -115,12 +147,14 @@ class PipelineConfig:
 
     def paths(self) -> dict[str, Path]:
         return {"records": self.out / "records", "predictor": self.out / "predictor",
-                "export": self.out / "predictor-onnx", "post-train": self.out / "reasoner-sft", "evaluate": self.out / "eval"}
+                "export": self.out / "predictor-onnx", "post-train": self.out / "reasoner-sft", "evaluate": self.out / "eval",
+                "ladder": self.out / "ladder", "curves": self.out / "curves"}
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out)
         data["regressor"] = {k: v for k, v in as_json(self.regressor).items() if k != "seed"}  # its seed is the run's
+        data["ladder"] = None if self.ladder is None else [rung_name(r) for r in self.ladder]
         return data
 
     def identity(self) -> dict[str, Any]:
@@ -139,7 +173,7 @@ class PipelineResult:
     paths: dict[str, Path]
     skipped: list[str]  # stages found complete
     records: dict[str, float]  # the search summary
-    regressor_examples: dict[str, Any]
+    regressor_examples: dict[str, Any]  # with success curves: the curves' policy and question counts
     table: Path
     plot: Path
     summaries: list[dict[str, Any]]
@@ -167,8 +201,14 @@ def check_disjoint(config: PipelineConfig) -> None:
     from data_builder.records import load_records
     from data_builder.sources import load_problems
 
-    records = config.paths()["records"]
-    searched = load_records(records) if records.exists() else []
+    if config.ladder is not None:
+        from data_builder.ladder import load_ladder
+
+        records = config.paths()["ladder"]
+        searched: list[Any] = load_ladder(records) if records.exists() else []
+    else:
+        records = config.paths()["records"]
+        searched = load_records(records) if records.exists() else []
     if len(searched) >= config.questions:
         train = [(r.id, r.question) for r in searched]
     else:
@@ -192,6 +232,8 @@ def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], prog
 
     _check_config(config)
     check_disjoint(config)
+    if config.ladder is not None:
+        return _run_curves(config, backend_for, progress, echo)
     paths, skipped = config.paths(), []
 
     # 1. budget search
@@ -220,9 +262,59 @@ def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], prog
         models.append(str(paths["post-train"]))
     # 5. evaluation
     _check_calibration(config, examples)
-    files, summaries = _evaluate(config, paths, models, backend_for, progress)
+    files, summaries = _evaluate(config, paths, models, backend_for, progress, config.budget_source)
     return PipelineResult(paths=paths, skipped=skipped, records=search, regressor_examples=examples,
                           table=files.markdown, plot=files.plot, summaries=summaries)
+
+
+CURVE_POLICY_FILE = "policy.json"  # in curves/: the chosen policy, written last (the stage is complete when it exists)
+
+
+def _run_curves(config: PipelineConfig, backend_for: Callable[[str], Any], progress: Progress,
+                echo: Callable[[str], None]) -> PipelineResult:
+    """The stages with success curves: ladder labels, TF-IDF curves with their price, evaluation."""
+    import json
+
+    from data_builder.ladder import build_ladder, load_ladder, summarize_ladder
+    from predictor.curves import CurveData
+    from tale.eval.frontier import fit_priced
+
+    paths, skipped = config.paths(), []
+    # 1. ladder labels
+    records = load_ladder(paths["ladder"]) if paths["ladder"].exists() else []
+    if len(records) >= config.questions:
+        skipped.append("ladder")
+    else:
+        backend = backend_for(config.model)
+        # ort and hf run static batches (prompts of similar expected length together); vLLM and servers batch continuously
+        continuous = config.backend.split(":")[0] in ("openai", "vllm")
+        build = config.ladder_config(batch=None if continuous else getattr(getattr(backend, "config", None), "batch_size", None),
+                                     together=continuous)
+        with progress("1/3 ladder labels", config.questions) as bar:
+            bar.update(len(records))
+            build_ladder(build, [(build.seeds[0], backend)], on_record=lambda _: bar.update(1))
+        records = load_ladder(paths["ladder"])
+    rows = summarize_ladder(records)
+    echo(f"ladder: {len(records)} questions; accuracy (mean output tokens) per rung: "
+         + ", ".join(f"{r['rung']} {r['accuracy']:.0%} ({r['mean_output_tokens']:.0f})" for r in rows))
+
+    # 2. success curves and their price
+    policy_file = paths["curves"] / CURVE_POLICY_FILE
+    if policy_file.exists():
+        skipped.append("curves")
+        chosen = json.loads(policy_file.read_text())
+    else:
+        with progress("2/3 success curves (TF-IDF) and their price", None):
+            model, policy, counts = fit_priced(CurveData.of(records), config.calibration)
+            model.save(paths["curves"])
+            chosen = {"policy": str(policy), **counts}
+            write_meta(policy_file, chosen)
+    source = f"{chosen['policy']}:{paths['curves']}"
+
+    # 3. evaluation
+    files, summaries = _evaluate(config, paths, [config.model], backend_for, progress, source, stage="3/3")
+    return PipelineResult(paths=paths, skipped=skipped, records={"questions": len(records), "rungs": rows},
+                          regressor_examples=chosen, table=files.markdown, plot=files.plot, summaries=summaries)
 
 
 def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: list[BudgetRecord], progress: Progress,
@@ -306,9 +398,12 @@ def _post_train(config: PipelineConfig, paths: dict[str, Path], records: list[Bu
 
 
 def method_label(budget_source: str | None) -> str:
-    """The closing table's words for a run: vanilla CoT, or the regressor's budgets at their risk."""
+    """The closing table's words for a run: vanilla CoT, the success curves' price policy, or the regressor's budgets
+    at their risk."""
     if budget_source is None:
         return "vanilla CoT"
+    if budget_source.startswith("price="):
+        return f"budget-aware, success-curve budgets at price {budget_source.partition('=')[2].partition(':')[0]} per token"
     _, _, risk = budget_source.partition("%")
     if not risk:
         return "budget-aware, ONNX regressor budgets (uncalibrated)"
@@ -316,17 +411,17 @@ def method_label(budget_source: str | None) -> str:
 
 
 def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str], backend_for: Callable[[str], Any],
-              progress: Progress):
+              progress: Progress, budget_source: str, stage: str = "5/5"):
     from tale.eval.ablate import AblationConfig, ablate, collect_all
     from tale.eval.paired import paired
     from tale.eval.runs import load_rows
 
     base = config.eval_config()
     grid = AblationConfig(base=base, datasets=(base.dataset,), models=tuple(models), methods=("vanilla", "budget"),
-                          budget_sources=(config.budget_source,))
+                          budget_sources=(budget_source,))
     runs = grid.configs()
     done = sum(len(load_rows(r.run_dir)) for r in runs)
-    with progress("5/5 evaluate", len(runs) * config.eval_questions) as bar:
+    with progress(f"{stage} evaluate", len(runs) * config.eval_questions) as bar:
         bar.update(done)
         files = ablate(grid, backend_for, on_row=lambda _: bar.update(1))
     results = sorted(collect_all(paths["evaluate"]),

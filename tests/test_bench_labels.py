@@ -123,7 +123,9 @@ def test_static_batch_waste_counts_steps_as_a_hand_computation(tmp_path: Path) -
     run = _run_dir(tmp_path / "run", [("a", True, 10), ("b", True, 1), ("c", False, 1), ("d", True, 10)])
     hint = tmp_path / "hint"
     hint.mkdir()
-    (hint / "rows.jsonl").write_text("".join(json.dumps({"id": i, "budget": b}) + "\n" for i, b in zip("abcd", (5, 1, 1, 5))))
+    (hint / "rows.jsonl").write_text("".join(json.dumps({"id": i, "correct": True, "output_tokens": b, "prompt_tokens": 10,
+                                                         "method": "budget", "budget": b}) + "\n"
+                                             for i, b in zip("abcd", (5, 1, 1, 5))))
     out = tmp_path / "waste.json"
     subprocess.run([sys.executable, str(REPO / "bench" / "static_batch_waste.py"), "--runs", run, "--hint-run", hint, "--batch", "2",
                     "--chunk", "4", "--segments", "4", "--out", out], check=True, capture_output=True, cwd=REPO)

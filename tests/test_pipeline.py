@@ -147,3 +147,44 @@ def test_run_refuses_evaluation_problems_that_are_training_problems(tmp_path: Pa
     by_text = CliRunner().invoke(main, [*args, "--eval-dataset", f"jsonl:{retyped}", "--out", str(tmp_path / "run2")])
     assert by_text.exit_code == 2 and "2 of the 2 evaluation problems" in by_text.output
     assert "Traceback" not in same.output + by_text.output and not (tmp_path / "run" / "records").exists()
+
+
+def test_run_with_success_curves_ladder_curves_policy_then_resume(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    train = write_problems(tmp_path / "train.jsonl", 12)
+    test = write_problems(tmp_path / "test.jsonl", 3, start=12)
+    out = tmp_path / "run"
+    args = ["run", "--search", "ladder", "--ladder", "direct,4,vanilla", "--dataset", f"jsonl:{train}", "--eval-dataset",
+            f"jsonl:{test}", "--questions", "12", "--eval-questions", "3", "--model", str(tiny_lm_dir), "--backend", "hf",
+            "--device", "cpu", "--max-new-tokens", "6", "--calibration", "0.5", "--out", str(out)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    from data_builder.ladder import load_ladder
+
+    ladder = load_ladder(out / "ladder")
+    assert len(ladder) == 12 and all([r.budget for r in rec.rungs] == [0, 4, None] for rec in ladder)
+    assert all(len(r.samples) == 1 for rec in ladder for r in rec.rungs)  # greedy: one answer per rung
+    assert "ladder: 12 questions; accuracy (mean output tokens) per rung: direct " in result.output
+    chosen = json.loads((out / "curves" / "policy.json").read_text())
+    assert chosen["policy"].startswith("price=") and chosen["fit"] + chosen["validation"] == 12 and chosen["validation"] >= 2
+    assert f"{chosen['policy']} chosen on {chosen['validation']} of them" in result.output
+    assert not (out / "records").exists() and not (out / "predictor").exists()  # no budget search, no regressor
+    rows = [json.loads(line) for run in (out / "eval" / "runs").iterdir() for line in (run / "rows.jsonl").open()]
+    budgeted = [r for r in rows if r["method"] == "budget"]
+    assert len(rows) == 6 and len(budgeted) == 3 and all(r["budget"] in (0, 4, None) for r in budgeted)
+    price = chosen["policy"].partition("=")[2]
+    assert f"| budget-aware, success-curve budgets at price {price} per token |" in result.output
+    assert json.loads((out / "config.json").read_text())["identity"]["ladder"] == ["direct", "4", "vanilla"]
+
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "skipped: ladder, curves" in again.output
+    assert sum(1 for run in (out / "eval" / "runs").iterdir() for _ in (run / "rows.jsonl").open()) == 6
+
+
+def test_run_refuses_a_bad_ladder_and_post_training_on_curves(tmp_path: Path) -> None:
+    base = ["run", "--search", "ladder", "--out", str(tmp_path / "run")]
+    bad = CliRunner().invoke(main, [*base, "--ladder", "64,32"])
+    assert bad.exit_code == 2 and "rungs must strictly increase" in bad.output and "Traceback" not in bad.output
+    post = CliRunner().invoke(main, [*base, "--post-train"])
+    assert post.exit_code == 2 and "post-training learns from budget-search records" in post.output
+    assert not (tmp_path / "run").exists()

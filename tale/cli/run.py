@@ -7,11 +7,13 @@ from pathlib import Path
 
 import click
 
+from data_builder.ladder import LadderConfig, rung_name
 from tale.cli.common import DATASET, RISK_OR_NONE, backend_options, setup
 from tale.pipeline import PipelineConfig
 
 DEFAULTS = PipelineConfig()
 REGRESSOR = DEFAULTS.regressor
+LADDER = LadderConfig()
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -55,8 +57,13 @@ def summary_words(summaries: list[dict]) -> list[str]:
 @click.option("--eval-questions", type=click.IntRange(min=1), default=PipelineConfig.eval_questions, show_default=True,
               help="Questions per evaluated configuration.")
 @click.option("--seed", type=int, default=PipelineConfig.seed, show_default=True)
-@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect"]), default=DEFAULTS.search.mode, show_default=True,
-              help="Budget search (elastic: the labels follow the tokens the reasoner really spends).")
+@click.option("--search", "mode", type=click.Choice(["halving", "elastic", "bisect", "ladder"]), default=DEFAULTS.search.mode,
+              show_default=True,
+              help=("Budget search (elastic: the labels follow the tokens the reasoner really spends); ladder: success curves "
+                    "instead, every question at every --ladder rung, TF-IDF curves, and budgets from the price per token "
+                    "chosen on the --calibration share of them (docs/results/success-curves.md)."))
+@click.option("--ladder", "ladder_text", default=",".join(map(rung_name, LADDER.rungs)), show_default=True,
+              help="--search ladder: the rungs, increasing; direct (or 0) answers without reasoning, vanilla (last) is plain CoT.")
 @click.option("--encoder", default=REGRESSOR.encoder, show_default=True,
               help="The regressor's encoder: 'default' (packaged all-MiniLM-L6-v2), a directory or a hub id.")
 @click.option("--epochs", type=click.IntRange(min=1), default=REGRESSOR.epochs, show_default=True, help="Regressor epochs, at most (early stopping).")
@@ -65,7 +72,8 @@ def summary_words(summaries: list[dict]) -> list[str]:
 @click.option("--min-feasible", type=click.IntRange(min=1), default=PipelineConfig.min_feasible, show_default=True,
               help="With fewer feasible records the regressor also learns infeasible ones (their vanilla tokens).")
 @click.option("--calibration", type=click.FloatRange(0, 0.9), default=PipelineConfig.calibration, show_default=True,
-              help="Share of the searched questions (by id) kept out of the regressor's training to calibrate its budgets on; 0: none.")
+              help=("Share of the searched questions (by id) kept out of the regressor's training to calibrate its budgets on; 0: none. "
+                    "With --search ladder: the share the price per token is chosen on."))
 @click.option("--risk", type=RISK_OR_NONE, default=str(PipelineConfig.risk), show_default=True,
               help=("Evaluate budgets calibrated to suffice for at least 1 - RISK of new questions; "
                     "'none': the regressor's uncalibrated budgets. A rerun may change it: the finished stages are kept."))
@@ -74,7 +82,7 @@ def summary_words(summaries: list[dict]) -> list[str]:
               help="Per answer, in the search and the evaluation.")
 @click.option("--pool", type=click.IntRange(min=1), default=PipelineConfig.pool, show_default=True, help="Questions in flight during the search.")
 @backend_options
-def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encoder, epochs, max_length, min_feasible, calibration, risk,
+def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, ladder_text, encoder, epochs, max_length, min_feasible, calibration, risk,
         post_train, max_new_tokens, pool, model, engine, threads, verbose):
     """The main job: search budgets, train and export the regressor, (optionally) post-train the reasoner,
     and measure vanilla CoT against budget-aware reasoning with the regressor's budgets.
@@ -86,6 +94,12 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
     Example: tale run --dataset gsm8k:path/to/gsm8k/train.jsonl --eval-dataset gsm8k:path/to/gsm8k/test.jsonl
     --questions 64 --eval-questions 50
     """
+    from data_builder.ladder import LadderError, parse_ladder
+
+    try:
+        ladder = parse_ladder(ladder_text) if mode == "ladder" else None
+    except LadderError as error:
+        raise click.UsageError(str(error)) from None
     setup(verbose, threads)
     from tqdm import tqdm
 
@@ -95,10 +109,11 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
 
     config = PipelineConfig(out=out, dataset=dataset, eval_dataset=eval_dataset, questions=questions,
                             eval_questions=eval_questions, seed=seed, model=model, backend=engine.identity,
-                            temperature=engine.temperature, search=SearchConfig(mode=mode, max_new_tokens=max_new_tokens),
+                            temperature=engine.temperature,
+                            search=SearchConfig(mode=DEFAULTS.search.mode if ladder else mode, max_new_tokens=max_new_tokens),
                             pool=pool, regressor=BertRegressorConfig(encoder=encoder, epochs=epochs, max_length=max_length, seed=seed),
                             min_feasible=min_feasible, calibration=calibration, risk=risk,
-                            post_train=post_train, max_new_tokens=max_new_tokens)
+                            post_train=post_train, max_new_tokens=max_new_tokens, ladder=ladder)
     backend_for = engine.cached()
 
     @contextlib.contextmanager
@@ -110,9 +125,13 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, encod
     if result.skipped:
         click.echo(f"complete already, skipped: {', '.join(result.skipped)}")
     examples = result.regressor_examples
-    click.echo(f"regressor: trained on {examples.get('n_train')} records"
-               + (f", calibrated on {examples['calibration']} others" if examples.get("calibration") else "")
-               + (" (infeasible ones included: too few feasible)" if examples.get("examples", {}).get("include_infeasible") else ""))
+    if ladder:
+        click.echo(f"success curves: TF-IDF on {examples['fit'] + examples['validation']} ladder questions, "
+                   f"{examples['policy']} chosen on {examples['validation']} of them")
+    else:
+        click.echo(f"regressor: trained on {examples.get('n_train')} records"
+                   + (f", calibrated on {examples['calibration']} others" if examples.get("calibration") else "")
+                   + (" (infeasible ones included: too few feasible)" if examples.get("examples", {}).get("include_infeasible") else ""))
     click.echo("\n" + summary_table(result.summaries))
     for line in summary_words(result.summaries):
         click.echo("\n" + line)

@@ -96,6 +96,27 @@ def _best_setting(sweep: list[tuple[Policy, list[int]]], data: CurveData) -> Pol
     return max(gains, key=lambda g: g[0])[1]
 
 
+def validation_split(data: CurveData, share: float) -> tuple[CurveData, CurveData]:
+    """(fit, validation): the questions whose id hashes into ``share`` are the validation part; refused with one line
+    when either part holds fewer than 2 questions."""
+    valid_mask = [_in_validation(i, share) for i in data.ids]
+    fit_part = data.subset([i for i, v in enumerate(valid_mask) if not v])
+    valid = data.subset([i for i, v in enumerate(valid_mask) if v])
+    if len(fit_part) < 2 or len(valid) < 2:
+        raise InputError(f"too few training questions to split for validation: {len(data)} "
+                         f"({len(fit_part)} to fit, {len(valid)} to validate at share {share:g}); ask more questions")
+    return fit_part, valid
+
+
+def fit_priced(data: CurveData, share: float) -> tuple[TfidfCurves, Policy, dict[str, int]]:
+    """The main job's curve stage (``tale run --search ladder``): TF-IDF curves fitted on the questions outside a
+    validation share, the price per token chosen on that share (the ``PRICES`` value whose accuracy beats the constant
+    rungs' hull by the most at its mean tokens), then refitted on every question with that price kept."""
+    fit_part, valid = validation_split(data, share)
+    sweep = _sweeps(TfidfCurves.fit(fit_part).curves(list(valid.questions)))["price"]
+    return TfidfCurves.fit(data), _best_setting(sweep, valid), {"fit": len(fit_part), "validation": len(valid)}
+
+
 def run_study(config: StudyConfig) -> dict[str, Any]:
     train_records, test_records = _load(config.train), _load(config.test)
     overlap = {r.id for r in train_records} & {r.id for r in test_records}
@@ -105,11 +126,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     test = CurveData.of(test_records)
     if test.rungs != train_all.rungs:
         raise InputError("training and held-out ladders have different rungs")
-    valid_mask = [_in_validation(i, config.validation) for i in train_all.ids]
-    fit_part = train_all.subset([i for i, v in enumerate(valid_mask) if not v])
-    valid = train_all.subset([i for i, v in enumerate(valid_mask) if v])
-    if len(fit_part) < 2 or len(valid) < 2:
-        raise InputError(f"too few training questions to split for validation: {len(train_all)}")
+    fit_part, valid = validation_split(train_all, config.validation)
 
     makers: dict[str, Any] = {"marginal": MarginalCurves.fit, "tfidf": TfidfCurves.fit}
     if config.probe_model:
