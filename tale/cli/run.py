@@ -76,7 +76,8 @@ def summary_words(summaries: list[dict]) -> list[str]:
                     "With --search ladder: the share the price per token is chosen on."))
 @click.option("--risk", type=RISK_OR_NONE, default=str(PipelineConfig.risk), show_default=True,
               help=("Evaluate budgets calibrated to suffice for at least 1 - RISK of new questions; "
-                    "'none': the regressor's uncalibrated budgets. A rerun may change it: the finished stages are kept."))
+                    "'none': the regressor's uncalibrated budgets. A rerun may change it: the finished stages are kept. "
+                    "Not used with --search ladder."))
 @click.option("--post-train", is_flag=True, help="Also LoRA-SFT the reasoner on the records (budget in the prompt) and evaluate it.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=PipelineConfig.max_new_tokens, show_default=True,
               help="Per answer, in the search and the evaluation.")
