@@ -229,3 +229,20 @@ def test_budgets_land_on_the_cheapest_rung_that_grants_them() -> None:
 
     assert rung_for_budgets([8, 32, 33, 64, 200, 256, 300, 1024], (0, 32, 64, 128, 256, None)) == [1, 1, 2, 2, 4, 4, 5, 5]
     assert rung_for_budgets([500], (0, 32, 64)) == [2]  # no vanilla rung: the largest budget rung
+
+
+def test_fit_priced_chooses_a_price_that_sends_easy_questions_to_a_direct_answer() -> None:
+    from reasoner.errors import InputError
+    from tale.eval.frontier import fit_priced, validation_split
+
+    easy = [record(i, f"what is {i} plus one", [[(True, 5)] * 2, [(True, 30)] * 2, [(True, 150)] * 2]) for i in range(20)]
+    hard = [record(20 + i, f"a train leaves the station at {i} and a second train follows {i} hours later; when do they meet",
+                   [[(False, 5)] * 2, [(False, 60)] * 2, [(True, 300), (False, 320)]]) for i in range(20)]
+    model, policy, counts = fit_priced(CurveData.of(easy + hard), 0.25)
+    assert counts["fit"] + counts["validation"] == 40 and counts["validation"] >= 2
+    # On validation, easy to direct and hard to vanilla CoT beats every constant rung at its tokens: a price under
+    # 0.5 / 310 per token keeps the hard questions' chain, a higher one would send them to the direct answer too.
+    assert policy.kind == "price" and policy.value < 0.5 / 310
+    assert policy.choose(model.curves(["what is 99 plus one", hard[0].question])) == [0, 2]
+    with pytest.raises(InputError, match="too few training questions to split for validation: 3"):
+        validation_split(CurveData.of(easy[:3]), 0.25)
