@@ -172,7 +172,7 @@ class PipelineConfig:
 class PipelineResult:
     paths: dict[str, Path]
     skipped: list[str]  # stages found complete
-    records: dict[str, float]  # the search summary
+    records: dict[str, Any]  # the search summary (with success curves: the ladder's per rung)
     regressor_examples: dict[str, Any]  # with success curves: the curves' policy and question counts
     table: Path
     plot: Path
