@@ -288,6 +288,14 @@ def _groups(asked: list[int], expected: Callable[[int], float], batch: int | Non
     return [order[start : start + batch] for start in range(0, len(order), batch)]
 
 
+def ladder_batching(engine_kind: str, batch_size: int | None) -> dict[str, Any]:
+    """How a ladder build hands prompts to an engine: a server or vLLM batches continuously, so every rung of a sample
+    goes in one call (``together``); ort and hf run static batches of ``batch_size`` prompts of similar expected
+    length (``batch``)."""
+    continuous = engine_kind in ("openai", "vllm")
+    return {"batch": None if continuous else batch_size, "together": continuous}
+
+
 @dataclass(frozen=True)
 class LadderBuildConfig:
     """One ladder-label run (``tale build --search ladder``)."""

@@ -116,15 +116,16 @@ class PipelineConfig:
         return BuildConfig(dataset=self.dataset, out=self.paths()["records"], model=self.model, backend=self.backend,
                            search=self.search, limit=self.questions, seed=self.seed, pool=self.pool, temperature=self.temperature)
 
-    def ladder_config(self, batch: int | None, together: bool) -> LadderBuildConfig:
-        """Stage 1's settings with success curves: one answer per rung, at the run's temperature."""
-        from data_builder.ladder import LadderBuildConfig, LadderConfig
+    def ladder_config(self, batch_size: int | None) -> LadderBuildConfig:
+        """Stage 1's settings with success curves: one answer per rung, at the run's temperature; ``batch_size``: the
+        engine's static batch (ort, hf)."""
+        from data_builder.ladder import LadderBuildConfig, LadderConfig, ladder_batching
 
         assert self.ladder is not None
         return LadderBuildConfig(dataset=self.dataset, out=self.paths()["ladder"], model=self.model, backend=self.backend,
                                  ladder=LadderConfig(rungs=self.ladder, samples=1, max_new_tokens=self.max_new_tokens),
-                                 limit=self.questions, seed=self.seed, pool=self.pool, batch=batch, together=together,
-                                 temperature=self.temperature)
+                                 limit=self.questions, seed=self.seed, pool=self.pool,
+                                 **ladder_batching(self.backend.split(":")[0], batch_size), temperature=self.temperature)
 
     def regressor_config(self) -> BertRegressorConfig:
         """Stage 2's settings: the regressor's, with the run's seed."""
@@ -286,10 +287,7 @@ def _run_curves(config: PipelineConfig, backend_for: Callable[[str], Any], progr
         skipped.append("ladder")
     else:
         backend = backend_for(config.model)
-        # ort and hf run static batches (prompts of similar expected length together); vLLM and servers batch continuously
-        continuous = config.backend.split(":")[0] in ("openai", "vllm")
-        build = config.ladder_config(batch=None if continuous else getattr(getattr(backend, "config", None), "batch_size", None),
-                                     together=continuous)
+        build = config.ladder_config(getattr(getattr(backend, "config", None), "batch_size", None))
         with progress("1/3 ladder labels", config.questions) as bar:
             bar.update(len(records))
             build_ladder(build, [(build.seeds[0], backend)], on_record=lambda _: bar.update(1))

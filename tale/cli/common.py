@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from data_builder.ladder import DEFAULT_LADDER, rung_name
 from reasoner.backends import BACKENDS, OPENAI_API_KEY_ENV, OPENAI_BASE_URL, OPENAI_TIMEOUT_S, SamplingConfig, backend_identity
 from reasoner.backends.hf import DTYPES, HFConfig
 from reasoner.backends.ort import ORTConfig
@@ -288,3 +289,9 @@ def excluded_ids(directories) -> frozenset[str]:
     from data_builder.records import load_records
 
     return frozenset(r.id for d in directories for r in load_records(d))
+
+
+# --ladder of tale build --search ladder and tale run --search ladder
+ladder_option = click.option(
+    "--ladder", "ladder_text", default=",".join(map(rung_name, DEFAULT_LADDER)), show_default=True,
+    help="--search ladder: the rungs, increasing; direct (or 0) answers without reasoning, vanilla (last) is plain CoT.")

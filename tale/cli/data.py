@@ -12,7 +12,7 @@ from data_builder.build import BuildConfig
 from data_builder.ladder import LadderBuildConfig, LadderConfig, rung_name
 from data_builder.search import SEARCH_MODES, SearchConfig
 from reasoner.backends import MAX_NEW_TOKENS
-from tale.cli.common import DATASET, POSITIVE_INTS, SHARD, backend_options, setup
+from tale.cli.common import DATASET, POSITIVE_INTS, SHARD, backend_options, ladder_option, setup
 
 SEARCH = SearchConfig()  # the options' defaults
 LADDER = LadderConfig()
@@ -89,8 +89,7 @@ def generate(dataset, limit, seed, split, budget, direct, skip_bad, max_new_toke
               help=("K > 1: search each question K times with sampling (needs --temperature above 0; seeds --sampling-seed, "
                     "+1, ...), each search in OUT/samples/seed-S, and write the median-of-K label to OUT (data_builder/labels.py). "
                     f"With --search ladder: answers per rung [default: 1; ladder: {LADDER.samples}]."))
-@click.option("--ladder", "ladder_text", default=",".join(map(rung_name, LADDER.rungs)), show_default=True,
-              help="--search ladder: the rungs, increasing; direct (or 0) answers without reasoning, vanilla (last) is plain CoT.")
+@ladder_option
 @click.option("--reuse", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
               help="--search ladder: search-record directories of the same reasoner and settings whose vanilla answers count as vanilla samples.")
 @click.option("--push-to-hub", default=None,
@@ -183,14 +182,12 @@ def build(dataset, out, mode, limit, seed, split, shard, floor, max_rounds, tole
 
 def _build_ladder(dataset, out, limit, seed, split, shard, max_new_tokens, pool, samples, ladder_text, reuse, model, engine, threads,
                   verbose):
-    from data_builder.ladder import LadderError, parse_ladder
+    from data_builder.ladder import LadderError, ladder_batching, parse_ladder
 
-    continuous = engine.kind in ("openai", "vllm")
     try:
         config = LadderBuildConfig(
             dataset=dataset, out=out, model=model, backend=engine.identity, limit=limit, seed=seed, split=split, shard=shard,
-            # a server or vLLM batches continuously: every rung of a sample goes in one call; ort and hf in static batches
-            pool=pool or LADDER_BUILD.pool, batch=None if continuous else engine.batch_size, together=continuous,
+            pool=pool or LADDER_BUILD.pool, **ladder_batching(engine.kind, engine.batch_size),
             temperature=engine.temperature,
             sampling_seed=engine.sampling_seed, reuse=tuple(reuse),
             ladder=LadderConfig(rungs=parse_ladder(ladder_text), samples=samples or LADDER.samples, max_new_tokens=max_new_tokens))

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import click
 
-from data_builder.ladder import LadderConfig, rung_name
-from tale.cli.common import DATASET, RISK_OR_NONE, backend_options, setup
+from tale.cli.common import DATASET, RISK_OR_NONE, backend_options, ladder_option, setup
 from tale.pipeline import PipelineConfig
 
 DEFAULTS = PipelineConfig()
 REGRESSOR = DEFAULTS.regressor
-LADDER = LadderConfig()
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -62,8 +60,7 @@ def summary_words(summaries: list[dict]) -> list[str]:
               help=("Budget search (elastic: the labels follow the tokens the reasoner really spends); ladder: success curves "
                     "instead, every question at every --ladder rung, TF-IDF curves, and budgets from the price per token "
                     "chosen on the --calibration share of them (docs/results/success-curves.md)."))
-@click.option("--ladder", "ladder_text", default=",".join(map(rung_name, LADDER.rungs)), show_default=True,
-              help="--search ladder: the rungs, increasing; direct (or 0) answers without reasoning, vanilla (last) is plain CoT.")
+@ladder_option
 @click.option("--encoder", default=REGRESSOR.encoder, show_default=True,
               help="The regressor's encoder: 'default' (packaged all-MiniLM-L6-v2), a directory or a hub id.")
 @click.option("--epochs", type=click.IntRange(min=1), default=REGRESSOR.epochs, show_default=True, help="Regressor epochs, at most (early stopping).")

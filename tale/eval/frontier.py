@@ -75,9 +75,12 @@ def _load(directories: Sequence[Path]) -> list[LadderRecord]:
     return records
 
 
+def _sweep(kind: str, values: Sequence[float], curves: list[Curve]) -> list[tuple[Policy, list[int]]]:
+    return [(p, p.choose(curves)) for p in (Policy(kind, v) for v in values)]
+
+
 def _sweeps(curves: list[Curve]) -> dict[str, list[tuple[Policy, list[int]]]]:
-    return {kind: [(p, p.choose(curves)) for p in (Policy(kind, v) for v in values)]
-            for kind, values in (("price", PRICES), ("target", TARGETS), ("total", TOTALS))}
+    return {kind: _sweep(kind, values, curves) for kind, values in (("price", PRICES), ("target", TARGETS), ("total", TOTALS))}
 
 
 def _best_setting(sweep: list[tuple[Policy, list[int]]], data: CurveData) -> Policy:
@@ -113,7 +116,7 @@ def fit_priced(data: CurveData, share: float) -> tuple[TfidfCurves, Policy, dict
     validation share, the price per token chosen on that share (the ``PRICES`` value whose accuracy beats the constant
     rungs' hull by the most at its mean tokens), then refitted on every question with that price kept."""
     fit_part, valid = validation_split(data, share)
-    sweep = _sweeps(TfidfCurves.fit(fit_part).curves(list(valid.questions)))["price"]
+    sweep = _sweep("price", PRICES, TfidfCurves.fit(fit_part).curves(list(valid.questions)))
     return TfidfCurves.fit(data), _best_setting(sweep, valid), {"fit": len(fit_part), "validation": len(valid)}
 
 
@@ -174,7 +177,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     # The curve-noise ceiling: a policy that knew each held-out question's observed curve (optimistic: it is
     # scored on the same samples it chose from).
     observed = test.observed()
-    ceiling = [(p, p.choose(observed)) for p in (Policy("price", v) for v in PRICES)]
+    ceiling = _sweep("price", PRICES, observed)
     sweeps_for_plot["ceiling (observed curves)"] = [c for _, c in ceiling]
     report["comparisons"]["ceiling (observed curves)"] = compare_to_constants(
         test, _best_setting(ceiling, test).choose(observed), [c for _, c in ceiling], resamples=config.resamples, seed=config.seed)
