@@ -174,7 +174,7 @@ class PipelineResult:
     paths: dict[str, Path]
     skipped: list[str]  # stages found complete
     records: dict[str, Any]  # the search summary (with success curves: the ladder's per rung)
-    regressor_examples: dict[str, Any]  # with success curves: the curves' policy and question counts
+    estimator: dict[str, Any]  # what stage 2 fitted: the regressor's examples, or the success curves' policy and counts
     table: Path
     plot: Path
     summaries: list[dict[str, Any]]
@@ -226,15 +226,16 @@ def check_disjoint(config: PipelineConfig) -> None:
 
 
 def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], progress: Progress,
-                 echo: Callable[[str], None] = print) -> PipelineResult:
-    """Run (or resume) every stage; ``backend_for(model)`` gives a (cached) reasoner backend."""
+                 echo: Callable[[str], None] = print, threads: int | None = None) -> PipelineResult:
+    """Run (or resume) every stage; ``backend_for(model)`` gives a (cached) reasoner backend; ``threads``, the engine's
+    CPU threads, goes into the ladder's call log."""
     from data_builder.build import build_records, summarize
     from data_builder.records import load_records
 
     _check_config(config)
     check_disjoint(config)
     if config.ladder is not None:
-        return _run_curves(config, backend_for, progress, echo)
+        return _run_curves(config, backend_for, progress, echo, threads)
     paths, skipped = config.paths(), []
 
     # 1. budget search
@@ -264,7 +265,7 @@ def run_pipeline(config: PipelineConfig, backend_for: Callable[[str], Any], prog
     # 5. evaluation
     _check_calibration(config, examples)
     files, summaries = _evaluate(config, paths, models, backend_for, progress, config.budget_source)
-    return PipelineResult(paths=paths, skipped=skipped, records=search, regressor_examples=examples,
+    return PipelineResult(paths=paths, skipped=skipped, records=search, estimator=examples,
                           table=files.markdown, plot=files.plot, summaries=summaries)
 
 
@@ -272,7 +273,7 @@ CURVE_POLICY_FILE = "policy.json"  # in curves/: the chosen policy, written last
 
 
 def _run_curves(config: PipelineConfig, backend_for: Callable[[str], Any], progress: Progress,
-                echo: Callable[[str], None]) -> PipelineResult:
+                echo: Callable[[str], None], threads: int | None) -> PipelineResult:
     """The stages with success curves: ladder labels, TF-IDF curves with their price, evaluation."""
     import json
 
@@ -287,10 +288,11 @@ def _run_curves(config: PipelineConfig, backend_for: Callable[[str], Any], progr
         skipped.append("ladder")
     else:
         backend = backend_for(config.model)
+        threads = threads or getattr(getattr(backend, "config", None), "threads", None)  # ort's default: every core
         build = config.ladder_config(getattr(getattr(backend, "config", None), "batch_size", None))
         with progress("1/3 ladder labels", config.questions) as bar:
             bar.update(len(records))
-            build_ladder(build, [(build.seeds[0], backend)], on_record=lambda _: bar.update(1))
+            build_ladder(build, [(build.seeds[0], backend)], on_record=lambda _: bar.update(1), threads=threads)
         records = load_ladder(paths["ladder"])
     rows = summarize_ladder(records)
     echo(f"ladder: {len(records)} questions; accuracy (mean output tokens) per rung: "
@@ -312,7 +314,7 @@ def _run_curves(config: PipelineConfig, backend_for: Callable[[str], Any], progr
     # 3. evaluation
     files, summaries = _evaluate(config, paths, [config.model], backend_for, progress, source, stage="3/3")
     return PipelineResult(paths=paths, skipped=skipped, records={"questions": len(records), "rungs": rows},
-                          regressor_examples=chosen, table=files.markdown, plot=files.plot, summaries=summaries)
+                          estimator=chosen, table=files.markdown, plot=files.plot, summaries=summaries)
 
 
 def _train_regressor(config: PipelineConfig, paths: dict[str, Path], records: list[BudgetRecord], progress: Progress,

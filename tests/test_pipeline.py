@@ -155,10 +155,13 @@ def test_run_with_success_curves_ladder_curves_policy_then_resume(tiny_lm_dir: P
     out = tmp_path / "run"
     args = ["run", "--search", "ladder", "--ladder", "direct,4,vanilla", "--dataset", f"jsonl:{train}", "--eval-dataset",
             f"jsonl:{test}", "--questions", "12", "--eval-questions", "3", "--model", str(tiny_lm_dir), "--backend", "hf",
-            "--device", "cpu", "--max-new-tokens", "6", "--calibration", "0.5", "--out", str(out)]
+            "--device", "cpu", "--max-new-tokens", "6", "--calibration", "0.5", "--threads", "1", "--out", str(out)]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     from data_builder.ladder import load_ladder
+
+    calls = [json.loads(line) for log in (out / "ladder").glob("ladder-calls-*.jsonl") for line in log.open()]
+    assert calls and all(call["threads"] == 1 for call in calls)  # the call log says what the engine ran on
 
     ladder = load_ladder(out / "ladder")
     assert len(ladder) == 12 and all([r.budget for r in rec.rungs] == [0, 4, None] for rec in ladder)

@@ -86,8 +86,8 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, ladde
     and measure vanilla CoT against budget-aware reasoning with the regressor's budgets.
 
     Every stage is skipped when its output is complete, so the same command resumes. The defaults
-    (48 searched and 32 evaluated arithmetic problems) took 13m41s on 2 slow CPU cores with the ort backend at int8, after
-    a first-time model conversion of about 2 minutes (docs/results/main-job.md).
+    (48 searched and 32 evaluated arithmetic problems) took 4m35s on 2 CPU cores with the ort backend at int8, after
+    a first-time model conversion and ONNX build of about 2 minutes (docs/results/main-job.md).
 
     Example: tale run --dataset gsm8k:path/to/gsm8k/train.jsonl --eval-dataset gsm8k:path/to/gsm8k/test.jsonl
     --questions 64 --eval-questions 50
@@ -119,10 +119,10 @@ def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, ladde
         with tqdm(total=total, desc=description, unit="q" if total else "it") as bar:
             yield bar
 
-    result = run_pipeline(config, backend_for, progress, echo=click.echo)
+    result = run_pipeline(config, backend_for, progress, echo=click.echo, threads=threads)
     if result.skipped:
         click.echo(f"complete already, skipped: {', '.join(result.skipped)}")
-    examples = result.regressor_examples
+    examples = result.estimator
     if ladder:
         click.echo(f"success curves: TF-IDF on {examples['fit'] + examples['validation']} ladder questions, "
                    f"{examples['policy']} chosen on {examples['validation']} of them")
