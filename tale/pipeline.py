@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -312,7 +312,8 @@ def _run_curves(config: PipelineConfig, backend_for: Callable[[str], Any], progr
     source = f"{chosen['policy']}:{paths['curves']}"
 
     # 3. evaluation
-    files, summaries = _evaluate(config, paths, [config.model], backend_for, progress, source, stage="3/3")
+    # the price policy asks 0 (direct) and vanilla CoT too: a constant at its mean numeric budget is not its spend
+    files, summaries = _evaluate(config, paths, [config.model], backend_for, progress, source, stage="3/3", matched=False)
     return PipelineResult(paths=paths, skipped=skipped, records={"questions": len(records), "rungs": rows},
                           estimator=chosen, table=files.markdown, plot=files.plot, summaries=summaries)
 
@@ -397,11 +398,13 @@ def _post_train(config: PipelineConfig, paths: dict[str, Path], records: list[Bu
                    source=[str(paths["records"])])
 
 
-def method_label(budget_source: str | None) -> str:
-    """The closing table's words for a run: vanilla CoT, the success curves' price policy, or the regressor's budgets
-    at their risk."""
+def method_label(budget_source: str | None, rows: Sequence[Any] = ()) -> str:
+    """The closing table's words for a run: vanilla CoT, the success curves' price policy, the regressor's budgets
+    at their risk, or the constant at the regressor's mean budget (read from its ``rows``)."""
     if budget_source is None:
         return "vanilla CoT"
+    if budget_source.startswith("matched:"):
+        return f"budget-aware, one constant budget{f' of {rows[0].budget}' if rows else ''} (the regressor budgets' mean)"
     if budget_source.startswith("price="):
         return f"budget-aware, success-curve budgets at price {budget_source.partition('=')[2].partition(':')[0]} per token"
     _, _, risk = budget_source.partition("%")
@@ -411,7 +414,10 @@ def method_label(budget_source: str | None) -> str:
 
 
 def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str], backend_for: Callable[[str], Any],
-              progress: Progress, budget_source: str, stage: str = "5/5"):
+              progress: Progress, budget_source: str, stage: str = "5/5", matched: bool = True):
+    """Vanilla CoT and ``budget_source`` for each model on the evaluation questions; with ``matched``, also one constant
+    budget at the mean of ``budget_source``'s budgets (``matched:RUN_DIR``): the learned budgets against a constant
+    at equal mean budget, on the same questions."""
     from tale.eval.ablate import AblationConfig, ablate, collect_all
     from tale.eval.paired import paired
     from tale.eval.runs import load_rows
@@ -420,19 +426,44 @@ def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str],
     grid = AblationConfig(base=base, datasets=(base.dataset,), models=tuple(models), methods=("vanilla", "budget"),
                           budget_sources=(budget_source,))
     runs = grid.configs()
-    done = sum(len(load_rows(r.run_dir)) for r in runs)
-    with progress(f"{stage} evaluate", len(runs) * config.eval_questions) as bar:
+    learned = next(r for r in runs if r.budget_source == budget_source)  # its budgets are every model's
+    constant = replace(grid, methods=("budget",), budget_sources=(f"matched:{learned.run_dir}",)) if matched else None
+    total = len(runs) + (len(constant.configs()) if constant else 0)
+    done = sum(len(load_rows(r.run_dir)) for r in runs + (constant.configs() if constant else []))
+    with progress(f"{stage} evaluate", total * config.eval_questions) as bar:
         bar.update(done)
         files = ablate(grid, backend_for, on_row=lambda _: bar.update(1))
+        if constant:  # after the learned budgets' run: its mean budget is the constant
+            files = ablate(constant, backend_for, on_row=lambda _: bar.update(1))
+    order = ("vanilla", "learned", "matched")
     results = sorted(collect_all(paths["evaluate"]),
                      key=lambda r: (models.index(r.config.model) if r.config.model in models else len(models),
-                                    r.config.method != "vanilla", r.config.budget_source or ""))
-    summaries = [{"model": r.config.model, "method": method_label(r.config.budget_source), **asdict(r.summary)}
+                                    order.index(_arm(r.config.budget_source)), r.config.budget_source or ""))
+    summaries = [{"model": r.config.model, "method": method_label(r.config.budget_source, r.rows), **asdict(r.summary)}
                  for r in results]
-    vanilla = {r.config.model: r for r in results if r.config.method == "vanilla"}
+    vanilla = {r.config.model: r for r in results if r.config.budget_source is None}
+    # a constant's run, by its model and the budget source it matches (a rerun at another risk adds a pair); the run it
+    # names is the first model's, whose budgets every model was given
+    by_name = {r.run_dir.name: r for r in results}
+    matches = {(r.config.model, learned.config.budget_source): r for r in results if _arm(r.config.budget_source) == "matched"
+               and (learned := by_name.get(Path(r.config.budget_source.partition(":")[2]).name)) is not None}
+
+    def rows_of(result) -> dict[str, Any]:
+        return {row.id: row for row in load_rows(result.run_dir)}
+
     for summary, r in zip(summaries, results):
-        if r.config.method != "vanilla" and r.config.model in vanilla:
-            rows = {row.id: row for row in load_rows(r.run_dir)}
-            base = {row.id: row for row in load_rows(vanilla[r.config.model].run_dir)}
-            summary["against_vanilla"] = paired(rows, base).to_json()
+        model, arm = r.config.model, _arm(r.config.budget_source)
+        if arm != "vanilla" and model in vanilla:
+            summary["against_vanilla"] = paired(rows_of(r), rows_of(vanilla[model])).to_json()
+        if arm == "learned" and (constant_run := matches.get((model, r.config.budget_source))) is not None:
+            summary["against_matched"] = {**paired(rows_of(r), rows_of(constant_run)).to_json(),
+                                          "accuracy": constant_run.summary.accuracy,
+                                          "mean_output_tokens": constant_run.summary.mean_output_tokens}
     return files, summaries
+
+
+def _arm(budget_source: str | None) -> str:
+    """Which arm of the evaluation a run is: vanilla CoT, the learned budgets, or the constant matched to them."""
+    if budget_source is None:
+        return "vanilla"
+    return "matched" if budget_source.startswith("matched:") else "learned"

@@ -36,14 +36,21 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     assert "{'loss'" not in result.output and "'train_runtime'" not in result.output
     assert "'loss'" in (out / "train.log").read_text() and "predictor.bert" in (out / "train.log").read_text()
     summary = json.loads((out / "eval" / "summary.json").read_text())
-    assert len(summary["runs"]) == 2
+    assert len(summary["runs"]) == 3  # vanilla CoT, the regressor's budgets, one constant at their mean
     table = result.output[result.output.index("| model | method"):]
     assert table.index("| vanilla CoT |") < table.index("| budget-aware, ONNX regressor budgets (uncalibrated) |")
     assert "against vanilla CoT on the same 3 questions" in result.output and "sign test p = " in result.output
-    rows = [json.loads(line) for run in (out / "eval" / "runs").iterdir() for line in (run / "rows.jsonl").open()]
-    assert len(rows) == 6
-    budgeted = [r for r in rows if r["method"] == "budget"]
-    assert len(budgeted) == 3 and all(8 <= r["budget"] <= 1024 for r in budgeted)
+    runs = {json.loads((run / "meta.json").read_text())["identity"]["budget_source"] or "vanilla":
+            [json.loads(line) for line in (run / "rows.jsonl").open()] for run in (out / "eval" / "runs").iterdir()}
+    assert len(runs) == 3 and sum(map(len, runs.values())) == 9
+    learned = runs[f"onnx:{out / 'predictor-onnx'}"]
+    constant = next(rows for source, rows in runs.items() if source.startswith("matched:"))
+    assert len(learned) == 3 and all(8 <= r["budget"] <= 1024 for r in learned)
+    mean_budget = round(sum(r["budget"] for r in learned) / 3)
+    assert [r["budget"] for r in constant] == [mean_budget] * 3 and [r["id"] for r in constant] == [r["id"] for r in learned]
+    assert table.index("| budget-aware, ONNX regressor budgets (uncalibrated) |") < table.index(
+        f"| budget-aware, one constant budget of {mean_budget} (the regressor budgets' mean) |")
+    assert "(uncalibrated) against one constant budget at their mean on the same 3 questions" in result.output
     config = json.loads((out / "config.json").read_text())["identity"]
     assert config["questions"] == 6 and config["regressor"]["encoder"] == str(tiny_bert_dir)
     assert (config["regressor"]["epochs"], config["regressor"]["max_length"]) == (2, 64) and "seed" not in config["regressor"]
@@ -53,7 +60,7 @@ def test_run_every_stage_then_resume_skips_them(tiny_lm_dir: Path, tiny_bert_dir
     assert again.exit_code == 0, again.output
     assert "skipped: records, predictor, export" in again.output
     assert {p: p.stat().st_mtime_ns for p in (out / "predictor").iterdir()} == predictor_files
-    assert sum(1 for run in (out / "eval" / "runs").iterdir() for _ in (run / "rows.jsonl").open()) == 6
+    assert sum(1 for run in (out / "eval" / "runs").iterdir() for _ in (run / "rows.jsonl").open()) == 9
 
     changed = CliRunner().invoke(main, [*args[:-2], "--seed", "3", "--out", str(out)])
     assert changed.exit_code == 2 and "holds a run with other settings (seed: recorded 0, now 3)" in changed.output
@@ -99,7 +106,9 @@ def test_run_calibrates_and_a_rerun_at_another_risk_keeps_the_stages(tiny_lm_dir
     again = CliRunner().invoke(main, [*args, "--risk", "none"], catch_exceptions=False)
     assert again.exit_code == 0 and "skipped: records, predictor, export" in again.output
     assert "| budget-aware, ONNX regressor budgets (uncalibrated) |" in again.output and calibrated in again.output
-    assert len(json.loads((out / "eval" / "summary.json").read_text())["runs"]) == 3
+    # vanilla, then each risk's budgets with its own matched constant
+    assert len(json.loads((out / "eval" / "summary.json").read_text())["runs"]) == 5
+    assert again.output.count("against one constant budget at their mean on the same 2 questions") == 2
 
 
 def test_run_needs_an_evaluation_set_for_a_given_data_set(tmp_path: Path) -> None:
@@ -129,8 +138,9 @@ def test_run_post_trains_on_the_records_and_evaluates_both_reasoners(tiny_lm_dir
     train = json.loads((out / "reasoner-sft" / "tale_train.json").read_text())
     assert train["counts"]["kept"] == 3
     summary = json.loads((out / "eval" / "summary.json").read_text())
-    assert len(summary["runs"]) == 4  # vanilla and budget-aware, for the base and the post-trained reasoner
-    assert result.output.count(f"| {out / 'reasoner-sft'} |") == 2
+    assert len(summary["runs"]) == 6  # vanilla, budget-aware and the matched constant, for the base and the post-trained reasoner
+    assert result.output.count("against one constant budget at their mean on the same 2 questions") == 2
+    assert result.output.count(f"| {out / 'reasoner-sft'} |") == 3
 
 
 def test_run_refuses_evaluation_problems_that_are_training_problems(tmp_path: Path) -> None:

@@ -27,20 +27,23 @@ def summary_table(summaries: list[dict]) -> str:
 
 
 def summary_words(summaries: list[dict]) -> list[str]:
-    """What the table shows, in words: each budget-aware row against vanilla CoT on the same questions."""
+    """What the table shows, in words: each budget-aware row against vanilla CoT on the same questions, and the
+    learned budgets against one constant at their mean budget."""
     from tale.eval.paired import Paired
 
     vanilla = {s["model"]: s for s in summaries if s["method"] == "vanilla CoT"}
     lines = []
     for s in summaries:
-        if "against_vanilla" not in s:
-            continue
-        v, pair = vanilla[s["model"]], s["against_vanilla"]
-        comparison = Paired(**{k: pair[k] for k in ("n", "gained", "lost", "shorter", "longer")})
-        fewer = 1 - s["mean_output_tokens"] / v["mean_output_tokens"] if v["mean_output_tokens"] else 0.0
-        lines.append(f"{s['model']}: {s['method']} against vanilla CoT on the same {comparison.n} questions: "
-                     f"{s['accuracy']:.1%} against {v['accuracy']:.1%} accuracy with {abs(fewer):.1%} "
-                     f"{'fewer' if fewer >= 0 else 'more'} output tokens; {comparison.describe()}.")
+        for key, name in (("against_vanilla", "vanilla CoT"), ("against_matched", "one constant budget at their mean")):
+            if key not in s:
+                continue
+            pair = s[key]
+            o = vanilla[s["model"]] if key == "against_vanilla" else pair  # the matched pair carries the constant's numbers
+            comparison = Paired(**{k: pair[k] for k in ("n", "gained", "lost", "shorter", "longer")})
+            fewer = 1 - s["mean_output_tokens"] / o["mean_output_tokens"] if o["mean_output_tokens"] else 0.0
+            lines.append(f"{s['model']}: {s['method']} against {name} on the same {comparison.n} questions: "
+                         f"{s['accuracy']:.1%} against {o['accuracy']:.1%} accuracy with {abs(fewer):.1%} "
+                         f"{'fewer' if fewer >= 0 else 'more'} output tokens; {comparison.describe()}.")
     return lines
 
 
