@@ -426,7 +426,7 @@ def _evaluate(config: PipelineConfig, paths: dict[str, Path], models: list[str],
     grid = AblationConfig(base=base, datasets=(base.dataset,), models=tuple(models), methods=("vanilla", "budget"),
                           budget_sources=(budget_source,))
     runs = grid.configs()
-    learned = next(r for r in runs if r.budget_source == budget_source)  # its budgets are every model's
+    learned = next(r for r in runs if r.method == "budget")  # the first model's; its budgets are every model's
     constant = replace(grid, methods=("budget",), budget_sources=(f"matched:{learned.run_dir}",)) if matched else None
     total = len(runs) + (len(constant.configs()) if constant else 0)
     done = sum(len(load_rows(r.run_dir)) for r in runs + (constant.configs() if constant else []))
