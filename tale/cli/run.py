@@ -86,10 +86,11 @@ def summary_words(summaries: list[dict]) -> list[str]:
 def run(out, dataset, eval_dataset, questions, eval_questions, seed, mode, ladder_text, encoder, epochs, max_length, min_feasible, calibration, risk,
         post_train, max_new_tokens, pool, model, engine, threads, verbose):
     """The main job: search budgets, train and export the regressor, (optionally) post-train the reasoner,
-    and measure vanilla CoT against budget-aware reasoning with the regressor's budgets.
+    and measure vanilla CoT against budget-aware reasoning with the regressor's budgets and with one constant
+    budget at their mean.
 
     Every stage is skipped when its output is complete, so the same command resumes. The defaults
-    (48 searched and 32 evaluated arithmetic problems) took 4m35s on 2 CPU cores with the ort backend at int8, after
+    (48 searched and 32 evaluated arithmetic problems) took 14m29s on 2 CPU cores with the ort backend at int8, after
     a first-time model conversion and ONNX build of about 2 minutes (docs/results/main-job.md).
 
     Example: tale run --dataset gsm8k:path/to/gsm8k/train.jsonl --eval-dataset gsm8k:path/to/gsm8k/test.jsonl
