@@ -288,8 +288,9 @@ def _run_curves(config: PipelineConfig, backend_for: Callable[[str], Any], progr
         skipped.append("ladder")
     else:
         backend = backend_for(config.model)
-        threads = threads or getattr(getattr(backend, "config", None), "threads", None)  # ort's default: every core
-        build = config.ladder_config(getattr(getattr(backend, "config", None), "batch_size", None))
+        engine = getattr(backend, "config", None)
+        threads = threads or getattr(engine, "threads", None)  # ort's default: every core
+        build = config.ladder_config(getattr(engine, "batch_size", None))
         with progress("1/3 ladder labels", config.questions) as bar:
             bar.update(len(records))
             build_ladder(build, [(build.seeds[0], backend)], on_record=lambda _: bar.update(1), threads=threads)
